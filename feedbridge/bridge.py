@@ -1,0 +1,148 @@
+"""The service in the middle: category → cached entry → rendered feed.
+
+It wires the pure parts (scrape, feeds) to the I/O (upstream) through the cache, and is
+what both the web layer and the command line call.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from feedbridge.cache import Entry, FeedCache, Lookup
+from feedbridge.categories import Category, Registry
+from feedbridge.errors import HTTPStatusError
+from feedbridge.feeds import FeedInfo, Format, render
+from feedbridge.model import Item, newest_first
+from feedbridge.scrape import parse_home, parse_listing
+from feedbridge.upstream import Upstream
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A feed document ready to send, compressed once, with its validators."""
+
+    body: bytes
+    gzipped: bytes
+    etag: str
+    last_modified: datetime
+    media_type: str
+
+    @classmethod
+    def of(cls, body: bytes, media_type: str, last_modified: datetime) -> Rendered:
+        # The ETag is a digest of the body: it changes with the content, never with time.
+        etag = 'W/"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+        return cls(body, gzip.compress(body, 6, mtime=0), etag, last_modified, media_type)
+
+
+class Bridge:
+    def __init__(self, registry: Registry, *, upstream: Upstream, cache: FeedCache) -> None:
+        self.registry = registry
+        self.upstream = upstream
+        self.cache = cache
+
+    def lookup(self, category: Category) -> Lookup:
+        """The category's items, from the cache or the site."""
+        return self.cache.get(category.slug, lambda previous: self.load(category, previous))
+
+    def load(self, category: Category, previous: Entry | None = None) -> Entry:
+        """Fetch and scrape the category's listing now; ``previous`` enables a 304."""
+        started = time.monotonic()
+        last_error: HTTPStatusError | None = None
+        for path in category.paths:
+            conditional = previous is not None and previous.source_path == path
+            try:
+                page = self.upstream.fetch(
+                    path,
+                    etag=previous.etag if conditional and previous else None,
+                    last_modified=previous.last_modified if conditional and previous else None,
+                )
+            except HTTPStatusError as exc:
+                if exc.upstream_status not in (404, 410):
+                    raise
+                log.warning("%s: anchor %s is gone (%s), trying the next", category.slug, path, exc)
+                last_error = exc
+                continue
+            if page.not_modified and previous is not None:
+                log.info("%s: not modified upstream", category.slug)
+                return previous
+            base = self.upstream.base_url
+            if category.label is None:
+                items = parse_home(page.body, base_url=base, encoding=page.encoding)
+            else:
+                items = parse_listing(
+                    page.body,
+                    label=category.label,
+                    base_url=base,
+                    encoding=page.encoding,
+                    page_path=path,
+                )
+            items = newest_first(items)
+            log.info(
+                "%s: fetched %s, %d items in %.2fs",
+                category.slug, path, len(items), time.monotonic() - started,
+            )  # fmt: skip
+            return Entry(
+                items=tuple(items),
+                version=content_version(items),
+                etag=page.etag,
+                last_modified=page.last_modified,
+                source_path=path,
+            )
+        assert last_error is not None
+        raise HTTPStatusError(
+            f"every anchor page of {category.slug} is gone ({last_error})",
+            upstream_status=last_error.upstream_status,
+        )
+
+    def feed_info(self, category: Category, self_url: str) -> FeedInfo:
+        base = self.upstream.base_url
+        if category.label is None:
+            description = "The latest articles from every source on KCNA Watch."
+        else:
+            description = f"The latest articles from {category.label}, as KCNA Watch lists them."
+        return FeedInfo(
+            id=f"tag:kcnawatch.org,2014:feedbridge/{category.slug}",
+            title=category.feed_title,
+            description=description,
+            self_url=self_url,
+            home_url=base + category.paths[0],
+            language=category.language,
+        )
+
+    def rendered(
+        self,
+        category: Category,
+        entry: Entry,
+        fmt: Format,
+        self_url: str,
+        items: Sequence[Item] | None = None,
+    ) -> Rendered:
+        """The feed of ``entry`` (or of a selection of its ``items``).
+
+        The full feed is rendered once per content version and self URL, then served
+        from memory; a selection (``?limit=``, ``?q=``) is rendered for its request.
+        """
+
+        def make(selection: Sequence[Item]) -> Rendered:
+            info = self.feed_info(category, self_url)
+            body = render(fmt, info, selection, base_url=self.upstream.base_url)
+            # An entry is never empty (a page with no items is a failure); a selection may be.
+            newest = (selection or entry.items)[0].published
+            return Rendered.of(body, fmt.media_type, newest)
+
+        if items is None:
+            key = ("feed", category.slug, entry.version, fmt, self_url)
+            return self.cache.memo(key, lambda: make(entry.items))
+        return make(items)
+
+
+def content_version(items: Sequence[Item]) -> str:
+    return hashlib.sha256(repr(tuple(items)).encode("utf-8", "surrogatepass")).hexdigest()[:24]

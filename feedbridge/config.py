@@ -1,0 +1,177 @@
+"""Settings, read once from ``FEEDBRIDGE_*`` environment variables and validated.
+
+A bad value raises :class:`ConfigError` whose message starts with the variable's name,
+so start-up can stop with one clear line.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from feedbridge.errors import ConfigError
+
+PREFIX = "FEEDBRIDGE_"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Timeout:
+    """Seconds allowed to connect, and for the whole response (a deadline, not per read)."""
+
+    connect: float = 5.0
+    total: float = 15.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    upstream_url: str = "https://kcnawatch.org"
+    cache_ttl: int = 600
+    stale_ttl: int = 86_400
+    categories_file: Path | None = None
+    redis_url: str | None = None
+    public_url: str | None = None
+    timeout: Timeout = field(default_factory=Timeout)
+    min_interval: float = 1.0
+    max_bytes: int = 5 * 1024 * 1024
+    fulltext: bool = True
+    fulltext_concurrency: int = 2
+    fulltext_budget: float = 10.0
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``environ`` (default: ``os.environ``); unset means default."""
+        env = os.environ if environ is None else environ
+        defaults = cls()
+
+        def get(name: str, parse: Callable[[str], T], default: T) -> T:
+            raw = env.get(PREFIX + name, "").strip()
+            if not raw:
+                return default
+            try:
+                return parse(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{PREFIX}{name}: {exc} (got {raw!r})") from None
+
+        settings = cls(
+            upstream_url=get("UPSTREAM_URL", _http_url, defaults.upstream_url),
+            cache_ttl=get("CACHE_TTL", _positive_int, defaults.cache_ttl),
+            stale_ttl=get("STALE_TTL", _positive_int, defaults.stale_ttl),
+            categories_file=get("CATEGORIES_FILE", _existing_file, None),
+            redis_url=get("REDIS_URL", _redis_url, None),
+            public_url=get("PUBLIC_URL", _http_url, None),
+            timeout=get("TIMEOUT", _timeout, defaults.timeout),
+            min_interval=get("MIN_INTERVAL", _non_negative_float, defaults.min_interval),
+            max_bytes=get("MAX_BYTES", _positive_int, defaults.max_bytes),
+            fulltext=get("FULLTEXT", _boolean, defaults.fulltext),
+            fulltext_concurrency=get(
+                "FULLTEXT_CONCURRENCY", _positive_int, defaults.fulltext_concurrency
+            ),
+            fulltext_budget=get("FULLTEXT_BUDGET", _positive_float, defaults.fulltext_budget),
+            log_level=get("LOG_LEVEL", _log_level, defaults.log_level),
+        )
+        if settings.stale_ttl < settings.cache_ttl:
+            raise ConfigError(
+                f"{PREFIX}STALE_TTL: must be at least FEEDBRIDGE_CACHE_TTL "
+                f"({settings.cache_ttl}), got {settings.stale_ttl}"
+            )
+        return settings
+
+
+# What each setting means, for the README and every command's --help.
+DESCRIPTIONS: dict[str, str] = {
+    "UPSTREAM_URL": "base URL of the site; every fetched URL is built on it",
+    "CACHE_TTL": "seconds a scraped listing is fresh (default 600)",
+    "STALE_TTL": "seconds a listing may be served stale while the site fails (default 86400)",
+    "CATEGORIES_FILE": "a TOML file of categories that add to or replace the built-in ones",
+    "REDIS_URL": "redis:// URL of a cache shared by several processes (default: in memory)",
+    "PUBLIC_URL": "the bridge's public base URL, for self links (default: from the request)",
+    "TIMEOUT": "upstream time limits: TOTAL or CONNECT,TOTAL seconds (default 5,15)",
+    "MIN_INTERVAL": "minimum seconds between two requests to the site (default 1)",
+    "MAX_BYTES": "largest upstream body read, in bytes (default 5242880)",
+    "FULLTEXT": "1/0: fetch each article's full text (default 1)",
+    "FULLTEXT_CONCURRENCY": "article pages fetched at once (default 2)",
+    "FULLTEXT_BUDGET": "seconds a refresh may spend on article pages (default 10)",
+    "LOG_LEVEL": "DEBUG, INFO, WARNING or ERROR (default INFO)",
+}
+
+
+def _positive_int(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError("must be a whole number") from None
+    if value <= 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
+def _non_negative_float(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("must be a number of seconds") from None
+    if not value >= 0 or value == float("inf"):
+        raise ValueError("must be 0 or more seconds")
+    return value
+
+
+def _positive_float(raw: str) -> float:
+    value = _non_negative_float(raw)
+    if value == 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
+def _timeout(raw: str) -> Timeout:
+    parts = [p.strip() for p in raw.split(",")]
+    if len(parts) == 1:
+        total = _positive_float(parts[0])
+        return Timeout(connect=min(Timeout.connect, total), total=total)
+    if len(parts) == 2:
+        connect, total = _positive_float(parts[0]), _positive_float(parts[1])
+        return Timeout(connect=connect, total=total)
+    raise ValueError("must be TOTAL or CONNECT,TOTAL seconds")
+
+
+def _http_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL")
+    if parts.query or parts.fragment:
+        raise ValueError("must not have a query or fragment")
+    return raw.rstrip("/")
+
+
+def _redis_url(raw: str) -> str:
+    if urlsplit(raw).scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("must be a redis://, rediss:// or unix:// URL")
+    return raw
+
+
+def _existing_file(raw: str) -> Path:
+    path = Path(raw).expanduser()
+    if not path.is_file():
+        raise ValueError("no such file")
+    return path
+
+
+def _boolean(raw: str) -> bool:
+    value = raw.lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be 1 or 0")
+
+
+def _log_level(raw: str) -> str:
+    value = raw.upper()
+    if value not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+    return value

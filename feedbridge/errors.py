@@ -1,0 +1,73 @@
+"""The failures feedbridge knows about, each with the HTTP status a reader gets.
+
+Every error that can come from the site is an :class:`UpstreamError`. The web layer
+turns one into a short plain-text answer with ``status`` (and ``Retry-After`` when
+``retry_after`` is set) when there is no stale feed to serve instead.
+"""
+
+from __future__ import annotations
+
+
+class ConfigError(Exception):
+    """A setting or the categories file is invalid; the message names which."""
+
+
+class UpstreamError(Exception):
+    """The site could not give us a usable listing."""
+
+    status: int = 502
+    kind: str = "upstream"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Unreachable(UpstreamError):
+    kind = "unreachable"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    kind = "timeout"
+
+
+class HTTPStatusError(UpstreamError):
+    """The site answered with an error status; 429 and 503 mean "come back later"."""
+
+    kind = "http"
+
+    def __init__(
+        self, message: str, *, upstream_status: int, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.upstream_status = upstream_status
+        if upstream_status in (429, 503):
+            self.status = 503
+
+
+class Blocked(UpstreamError):
+    """A sign-up wall, a bot challenge or a redirect off the site instead of the page."""
+
+    kind = "blocked"
+
+
+class NotHTML(UpstreamError):
+    kind = "not-html"
+
+
+class TooLarge(UpstreamError):
+    kind = "too-large"
+
+
+class LayoutChanged(UpstreamError):
+    """The page parsed to no items: the site's layout changed, it is not an empty feed."""
+
+    kind = "layout"
+
+
+class BackingOff(UpstreamError):
+    """We are not asking the site again yet, after failures or its own Retry-After."""
+
+    status = 503
+    kind = "backoff"

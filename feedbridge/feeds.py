@@ -1,0 +1,157 @@
+"""Pure rendering: items in, feed documents (bytes) out.
+
+RSS 2.0 and Atom 1.0 through feedgen (see PITFALLS.md for what it gets wrong and how
+this module avoids it), JSON Feed 1.1 and OPML 2.0 by hand. The output depends only on
+the arguments, never on the clock, so the same items give the same bytes and the same
+ETag in every process.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from feedgen.feed import FeedGenerator
+from lxml import etree
+
+from feedbridge import __version__
+from feedbridge.model import Item
+from feedbridge.text import xml_safe
+
+GENERATOR_URI = "https://pypi.org/project/feedbridge/"
+# A feed with no item still needs an "updated"; this is a fixed, honest "long ago".
+_EPOCH = datetime(2010, 1, 1, tzinfo=UTC)
+
+
+class Format(enum.Enum):
+    RSS = "rss"
+    ATOM = "atom"
+    JSON = "json"
+
+    @property
+    def media_type(self) -> str:
+        return _MEDIA_TYPES[self]
+
+
+_MEDIA_TYPES = {
+    Format.RSS: "application/rss+xml",
+    Format.ATOM: "application/atom+xml",
+    Format.JSON: "application/feed+json",
+}
+OPML_MEDIA_TYPE = "text/x-opml"
+
+
+@dataclass(frozen=True, slots=True)
+class FeedInfo:
+    """What a feed says about itself."""
+
+    id: str
+    title: str
+    description: str
+    self_url: str
+    home_url: str
+    language: str = "en"
+
+
+def render(fmt: Format, info: FeedInfo, items: Sequence[Item], *, base_url: str) -> bytes:
+    """The feed document for ``items`` (already newest first) in ``fmt``."""
+    if fmt is Format.JSON:
+        return _json_feed(info, items, base_url)
+    generator = _feedgen(info, items, base_url)
+    if fmt is Format.RSS:
+        return generator.rss_str(pretty=False)
+    return generator.atom_str(pretty=False)
+
+
+def render_opml(title: str, feeds: Sequence[tuple[str, str, str]]) -> bytes:
+    """An OPML 2.0 subscription list of ``(title, feed URL, web page URL)``."""
+    opml = etree.Element("opml", version="2.0")
+    head = etree.SubElement(opml, "head")
+    etree.SubElement(head, "title").text = xml_safe(title)
+    body = etree.SubElement(opml, "body")
+    for text, xml_url, html_url in feeds:
+        etree.SubElement(
+            body, "outline", type="rss", text=xml_safe(text), title=xml_safe(text),
+            xmlUrl=xml_url, htmlUrl=html_url,
+        )  # fmt: skip
+    return etree.tostring(opml, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+
+def _feedgen(info: FeedInfo, items: Sequence[Item], base_url: str) -> FeedGenerator:
+    fg = FeedGenerator()
+    fg.load_extension("media", atom=True, rss=True)
+    fg.id(info.id)
+    fg.title(xml_safe(info.title))
+    fg.description(xml_safe(info.description))
+    fg.author({"name": "KCNA Watch"})
+    fg.language(info.language)
+    fg.generator("feedbridge", version=__version__, uri=GENERATOR_URI)
+    # RSS's <channel><link> is the last link set: self first, alternate last.
+    fg.link(href=info.self_url, rel="self")
+    fg.link(href=info.home_url, rel="alternate", type="text/html")
+    fg.updated(items[0].published if items else _EPOCH)  # feedgen's default is "now"
+    for item in items:
+        entry = fg.add_entry(order="append")  # feedgen prepends by default
+        entry.guid(item.key.tag_uri, permalink=False)
+        entry.title(xml_safe(item.title))
+        entry.link(href=base_url + item.path, rel="alternate", type="text/html")
+        entry.published(item.published)
+        entry.updated(item.published)
+        if item.excerpt:
+            entry.summary(xml_safe(item.excerpt))
+        if item.content_html:
+            # type="html", not CDATA: feedgen's CDATA content is invalid Atom.
+            entry.content(xml_safe(item.content_html), type="html")
+        if item.source:
+            entry.category(term=xml_safe(item.source))
+        if item.thumbnail:
+            entry.media.thumbnail({"url": item.thumbnail})
+    return fg
+
+
+def _json_feed(info: FeedInfo, items: Sequence[Item], base_url: str) -> bytes:
+    feed = {
+        "version": "https://jsonfeed.org/version/1.1",
+        "title": info.title,
+        "home_page_url": info.home_url,
+        "feed_url": info.self_url,
+        "description": info.description,
+        "language": info.language,
+        "authors": [{"name": "KCNA Watch"}],
+        "items": [_json_item(item, base_url) for item in items],
+    }
+    return json.dumps(_clean(feed), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _json_item(item: Item, base_url: str) -> dict[str, object]:
+    entry: dict[str, object] = {
+        "id": item.key.tag_uri,
+        "url": base_url + item.path,
+        "title": item.title,
+        "date_published": item.published.isoformat(),
+    }
+    if item.content_html:
+        entry["content_html"] = item.content_html
+    else:
+        entry["content_text"] = item.excerpt or item.title
+    if item.excerpt:
+        entry["summary"] = item.excerpt
+    if item.source:
+        entry["tags"] = [item.source]
+    if item.thumbnail:
+        entry["image"] = item.thumbnail
+    return entry
+
+
+def _clean(value: object) -> object:
+    """Every string made XML-safe too: a reader may turn JSON Feed text into XML."""
+    if isinstance(value, str):
+        return xml_safe(value)
+    if isinstance(value, dict):
+        return {key: _clean(inner) for key, inner in value.items()}
+    if isinstance(value, list):
+        return [_clean(inner) for inner in value]
+    return value

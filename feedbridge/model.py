@@ -1,0 +1,63 @@
+"""The domain: what a story is, independent of where it was read or how it is shown."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta, timezone
+
+PYONGYANG = timezone(timedelta(hours=9), "KST")
+# Timestamps outside this range cannot be KCNA Watch ingestion times.
+_PLAUSIBLE = (datetime(2010, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ArticleKey:
+    """``<unix_ts>-<id>`` from an article URL: the one thing that identifies a story."""
+
+    ts: int
+    id: str
+
+    def __str__(self) -> str:
+        return f"{self.ts}-{self.id}"
+
+    @property
+    def tag_uri(self) -> str:
+        """A permanent id, the same whatever host, scheme or slug the link had."""
+        return f"tag:kcnawatch.org,2014:newstream/{self}"
+
+    @property
+    def timestamp(self) -> datetime | None:
+        try:
+            moment = datetime.fromtimestamp(self.ts, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+        return moment if _PLAUSIBLE[0] <= moment < _PLAUSIBLE[1] else None
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One story in a listing, plus its full text once it has been read."""
+
+    key: ArticleKey
+    title: str
+    path: str  # canonical: /newstream/<ts>-<id>/<slug>/, the slug percent-encoded
+    excerpt: str = ""
+    listed: date | None = None
+    thumbnail: str | None = None
+    source: str | None = None
+    content_html: str | None = None
+    original_url: str | None = None
+
+    @property
+    def published(self) -> datetime:
+        """The URL timestamp; else the listed day at 00:00 in Pyongyang; never "now"."""
+        stamp = self.key.timestamp
+        if stamp is not None:
+            return stamp
+        if self.listed is not None:
+            return datetime.combine(self.listed, time(0), PYONGYANG)
+        return datetime(2010, 1, 1, tzinfo=UTC)
+
+
+def newest_first(items: list[Item]) -> list[Item]:
+    return sorted(items, key=lambda item: (item.published, item.key), reverse=True)

@@ -1,0 +1,230 @@
+"""The only module that talks HTTP to the site.
+
+Every URL is built from the configured base and a path the bridge chose itself, so no
+request of a reader can make it fetch anything else. Bodies are read against a total
+deadline and a size cap; every way a fetch can fail is a typed :mod:`feedbridge.errors`
+exception.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from urllib.parse import urljoin, urlsplit
+
+import requests
+from urllib3.exceptions import ReadTimeoutError
+
+from feedbridge import __version__
+from feedbridge.config import Timeout
+from feedbridge.errors import (
+    BackingOff,
+    Blocked,
+    HTTPStatusError,
+    NotHTML,
+    TooLarge,
+    Unreachable,
+    UpstreamError,
+    UpstreamTimeout,
+)
+
+USER_AGENT = (
+    f"feedbridge/{__version__} (RSS/Atom bridge for KCNA Watch; "
+    "+https://pypi.org/project/feedbridge/)"
+)
+MAX_REDIRECTS = 5
+_HTML_TYPES = ("text/html", "application/xhtml+xml")
+# Bot challenges (Cloudflare and the like) answer 200 or 403 with one of these.
+_CHALLENGE_MARKERS = (b"cf-challenge", b"challenge-form", b"<title>just a moment", b"cf_chl_")
+_WALL_PATHS = ("/free-member-form", "/wp-login.php", "/login")
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """What the site answered: the body, or ``not_modified`` after a conditional GET."""
+
+    url: str
+    body: bytes = b""
+    encoding: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    not_modified: bool = False
+
+
+class Upstream:
+    """A polite client of one site: one session, spaced requests, bounded bodies."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: Timeout | None = None,
+        max_bytes: int = 5 * 1024 * 1024,
+        min_interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout or Timeout()
+        self.max_bytes = max_bytes
+        self.min_interval = min_interval
+        self._clock = clock
+        self._sleep = sleep
+        self._session = session or requests.Session()
+        self._session.headers.update(
+            {
+                "User-Agent": USER_AGENT,
+                "Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1",
+                "Accept-Encoding": "gzip, deflate",
+            }
+        )
+        self._turn = threading.Lock()
+        self._next_request_at = 0.0
+        self._closed_until = 0.0  # the site's own Retry-After, for every category
+
+    def url_for(self, path: str) -> str:
+        """The absolute URL of a site path; refuses anything that would leave the site."""
+        if not path.startswith("/") or path.startswith("//"):
+            raise ValueError(f"not a site path: {path!r}")
+        return self.base_url + path
+
+    def fetch(
+        self, path: str, *, etag: str | None = None, last_modified: str | None = None
+    ) -> Page:
+        """GET one page of the site, conditionally when validators are given."""
+        url = self.url_for(path)
+        headers = {}
+        if etag:
+            headers["If-None-Match"] = etag
+        if last_modified:
+            headers["If-Modified-Since"] = last_modified
+        self._wait_turn()
+        deadline = self._clock() + self.timeout.total
+        for _ in range(MAX_REDIRECTS + 1):
+            response = self._get(url, headers, deadline)
+            if not response.is_redirect:
+                return self._read(url, response, deadline)
+            url = self._follow(url, response)
+        raise UpstreamError(f"more than {MAX_REDIRECTS} redirects from {path}")
+
+    def _wait_turn(self) -> None:
+        """Space requests ``min_interval`` apart across all categories of this process."""
+        with self._turn:
+            now = self._clock()
+            if now < self._closed_until:
+                wait = self._closed_until - now
+                raise BackingOff(f"the site asked us to wait {wait:.0f}s", retry_after=wait)
+            wait = self._next_request_at - now
+            if wait > 0:
+                self._sleep(wait)
+            self._next_request_at = max(now, self._next_request_at) + self.min_interval
+
+    def _get(self, url: str, headers: dict[str, str], deadline: float) -> requests.Response:
+        remaining = deadline - self._clock()
+        if remaining <= 0:
+            raise UpstreamTimeout(f"no answer from {url} within {self.timeout.total:g}s")
+        try:
+            return self._session.get(
+                url,
+                headers=headers,
+                stream=True,
+                allow_redirects=False,
+                timeout=(min(self.timeout.connect, remaining), remaining),
+            )
+        except requests.Timeout:
+            raise UpstreamTimeout(f"no answer from {url} within the time limit") from None
+        except requests.RequestException as exc:
+            raise Unreachable(f"cannot reach {url}: {type(exc).__name__}") from None
+
+    def _follow(self, url: str, response: requests.Response) -> str:
+        """The redirect's target, only when it stays on the site and is not a wall."""
+        response.close()
+        target = urljoin(url, response.headers.get("Location", ""))
+        parts, base = urlsplit(target), urlsplit(self.base_url)
+        if (parts.scheme, parts.netloc) != (base.scheme, base.netloc):
+            raise Blocked(f"the site redirected {url} off the site, to {parts.netloc or '?'}")
+        if any(parts.path.startswith(wall) for wall in _WALL_PATHS):
+            raise Blocked("the site redirected to its sign-up wall")
+        return target
+
+    def _read(self, url: str, response: requests.Response, deadline: float) -> Page:
+        with response:
+            if response.status_code == 304:
+                return Page(url=url, not_modified=True, **_validators(response))
+            if response.status_code >= 400:
+                retry_after = _retry_after(response.headers.get("Retry-After"))
+                if response.status_code in (429, 503) and retry_after:
+                    with self._turn:
+                        self._closed_until = max(self._closed_until, self._clock() + retry_after)
+                raise HTTPStatusError(
+                    f"the site answered {response.status_code} for {url}",
+                    upstream_status=response.status_code,
+                    retry_after=retry_after,
+                )
+            media_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            if media_type and media_type not in _HTML_TYPES:
+                raise NotHTML(f"the site sent {media_type}, not HTML, for {url}")
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > self.max_bytes:
+                raise TooLarge(f"{url} is {declared} bytes, over the {self.max_bytes} cap")
+            body = self._body(url, response, deadline)
+        head = body[:65536].lower()
+        if not media_type and not head.lstrip().startswith(b"<"):
+            raise NotHTML(f"the site sent something that is not HTML for {url}")
+        if any(marker in head for marker in _CHALLENGE_MARKERS):
+            raise Blocked("the site answered with a bot challenge instead of the page")
+        return Page(url=url, body=body, encoding=_charset(response), **_validators(response))
+
+    def _body(self, url: str, response: requests.Response, deadline: float) -> bytes:
+        """The decoded body, stopped at the size cap (gzip bombs too) and the deadline."""
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            for chunk in response.iter_content(65536):
+                size += len(chunk)
+                if size > self.max_bytes:
+                    raise TooLarge(f"{url} is over the {self.max_bytes}-byte cap")
+                if self._clock() > deadline:
+                    raise UpstreamTimeout(f"{url} took over {self.timeout.total:g}s")
+                chunks.append(chunk)
+        except requests.RequestException as exc:
+            # requests reports a read timeout inside the body as a ConnectionError.
+            if isinstance(exc, requests.Timeout) or isinstance(
+                exc.args[0] if exc.args else None, ReadTimeoutError
+            ):
+                raise UpstreamTimeout(f"{url} stopped sending within the time limit") from None
+            raise Unreachable(f"the connection broke while reading {url}: {exc}") from None
+        return b"".join(chunks)
+
+
+def _validators(response: requests.Response) -> dict[str, str | None]:
+    return {
+        "etag": response.headers.get("ETag"),
+        "last_modified": response.headers.get("Last-Modified"),
+    }
+
+
+def _charset(response: requests.Response) -> str | None:
+    """The charset the HTTP header declares, if any (not requests' ISO-8859-1 guess)."""
+    for param in response.headers.get("Content-Type", "").split(";")[1:]:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip():
+            return value.strip().strip('"')
+    return None
+
+
+def _retry_after(value: str | None) -> float | None:
+    """``Retry-After`` as seconds, from either of its forms; None when absent or bad."""
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - time.time())

@@ -1,0 +1,169 @@
+"""The HTTP face: routes, query parameters, conditional GET, compression, errors."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Response, current_app, render_template, request
+from werkzeug.exceptions import HTTPException
+from werkzeug.http import http_date, parse_date
+
+from feedbridge.bridge import Bridge, Rendered
+from feedbridge.cache import Lookup, State
+from feedbridge.categories import Category
+from feedbridge.errors import UpstreamError
+from feedbridge.feeds import Format
+from feedbridge.model import Item
+
+log = logging.getLogger(__name__)
+bp = Blueprint("feeds", __name__)
+MAX_LIMIT = 500
+MAX_QUERY = 200
+
+
+class BadParameter(ValueError):
+    """A query parameter with a value we cannot use; the message names it."""
+
+
+def bridge() -> Bridge:
+    return current_app.extensions["feedbridge"]
+
+
+@bp.get("/")
+def index() -> str:
+    return render_template("index.html", categories=bridge().registry.values(), formats=Format)
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    return _plain(200, "ok", cache="no-store")
+
+
+@bp.get("/feeds/<name>")
+def feed(name: str) -> Response:
+    slug, _, extension = name.rpartition(".")
+    category = bridge().registry.get(slug)
+    fmt = next((f for f in Format if f.value == extension), None)
+    if category is None or fmt is None:
+        return _not_found(name)
+    try:
+        limit, words = _selection_parameters()
+    except BadParameter as exc:
+        return _plain(400, str(exc), cache="no-store")
+    lookup = bridge().lookup(category)
+    self_url = public_root() + f"feeds/{name}"
+    if limit is None and not words:
+        rendered = bridge().rendered(category, lookup.entry, fmt, self_url)
+    else:
+        selection = _select(lookup.entry.items, limit, words)
+        query = request.query_string.decode("latin-1")
+        rendered = bridge().rendered(
+            category, lookup.entry, fmt, f"{self_url}?{query}", items=selection
+        )
+    return _feed_response(rendered, lookup)
+
+
+@bp.app_errorhandler(UpstreamError)
+def upstream_failed(exc: UpstreamError) -> Response:
+    """Nothing stale to serve: a short reason, the matching status, never cached."""
+    response = _plain(exc.status, f"upstream failure: {exc}", cache="no-store")
+    if exc.retry_after is not None:
+        response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    return response
+
+
+@bp.app_errorhandler(HTTPException)
+def http_error(exc: HTTPException) -> Response:
+    response = _plain(exc.code or 500, exc.description or exc.name, cache="no-store")
+    if exc.code == 405 and exc.response is None:
+        response.headers["Allow"] = "GET, HEAD"
+    return response
+
+
+@bp.app_errorhandler(Exception)
+def unexpected(exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.path)
+    return _plain(500, "internal error; it has been logged", cache="no-store")
+
+
+def public_root() -> str:
+    """The bridge's base URL as readers see it, ending in a slash."""
+    configured = current_app.config["FEEDBRIDGE"].public_url
+    return configured + "/" if configured else request.url_root
+
+
+def _selection_parameters() -> tuple[int | None, list[str]]:
+    limit = None
+    raw_limit = request.args.get("limit")
+    if raw_limit is not None:
+        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+            raise BadParameter(f"limit: must be a whole number from 1 to {MAX_LIMIT}")
+        limit = int(raw_limit)
+    words: list[str] = []
+    raw_query = request.args.get("q")
+    if raw_query is not None:
+        words = raw_query.casefold().split()
+        if not words or len(raw_query) > MAX_QUERY:
+            raise BadParameter(f"q: must be 1 to {MAX_QUERY} characters of words to look for")
+    return limit, words
+
+
+def _select(items: tuple[Item, ...], limit: int | None, words: list[str]) -> list[Item]:
+    """Items whose title or summary holds every word (case-insensitive), up to ``limit``."""
+    chosen = [
+        item
+        for item in items
+        if all(word in f"{item.title}\n{item.excerpt}".casefold() for word in words)
+    ]
+    return chosen[:limit]
+
+
+def _feed_response(rendered: Rendered, lookup: Lookup) -> Response:
+    headers = {
+        "ETag": rendered.etag,
+        "Last-Modified": http_date(rendered.last_modified),
+        "Vary": "Accept-Encoding",
+        "X-Cache": lookup.state.value,
+        "Cache-Control": f"public, max-age={int(lookup.fresh_for)}",
+    }
+    if lookup.state is State.STALE:
+        headers["Age"] = str(int(lookup.age))
+    if _not_modified(rendered):
+        return Response(status=304, headers=headers)
+    body = rendered.body
+    if request.accept_encodings.quality("gzip") > 0:
+        body = rendered.gzipped
+        headers["Content-Encoding"] = "gzip"
+    return Response(body, headers=headers, content_type=f"{rendered.media_type}; charset=utf-8")
+
+
+def _not_modified(rendered: Rendered) -> bool:
+    """RFC 9110 §13.2.2: If-None-Match decides when present, else If-Modified-Since."""
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match is not None:
+        wanted = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+        return "*" in wanted or rendered.etag.removeprefix("W/") in wanted
+    since = parse_date(request.headers.get("If-Modified-Since"))
+    return since is not None and rendered.last_modified.replace(microsecond=0) <= since
+
+
+def _not_found(name: str) -> Response:
+    slugs = ", ".join(bridge().registry)
+    formats = ", ".join(f.value for f in Format)
+    return _plain(
+        404,
+        f"no feed {name!r}. Feeds are /feeds/<category>.<format>; "
+        f"categories: {slugs}; formats: {formats}",
+        cache="no-store",
+    )
+
+
+def _plain(status: int, text: str, *, cache: str) -> Response:
+    response = Response(text + "\n", status=status, content_type="text/plain; charset=utf-8")
+    response.headers["Cache-Control"] = cache
+    return response
+
+
+def category_feeds(category: Category) -> dict[str, str]:
+    """The category's feed URLs by format, for pages and listings."""
+    return {fmt.value: f"{public_root()}feeds/{category.slug}.{fmt.value}" for fmt in Format}

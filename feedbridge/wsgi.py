@@ -1,0 +1,17 @@
+"""The WSGI entry point for gunicorn: ``gunicorn feedbridge.wsgi:app``.
+
+A bad setting stops start-up with one line naming it, instead of a traceback per worker.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from feedbridge.app import create_app
+from feedbridge.errors import ConfigError
+
+try:
+    app = create_app()
+except ConfigError as exc:
+    print(f"feedbridge: {exc}", file=sys.stderr)
+    raise SystemExit(4) from None

@@ -1,0 +1,119 @@
+"""Shared fixtures: a real local HTTP server playing KCNA Watch, and an app pointed at it."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+from feedbridge import create_app
+from feedbridge.cache import Backoff
+from feedbridge.config import Settings
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SITE = FIXTURES / "site"
+ARTICLE = re.compile(r"^/newstream/(\d+-\d+)(?:/|$)")
+Handler = Callable[[Request], Response]
+
+
+class Clock:
+    """A wall clock the tests move by hand."""
+
+    def __init__(self, start: float = 1_774_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class FakeSite:
+    """The saved pages of the site, served over real HTTP, with faults on demand.
+
+    ``/`` is the home page; ``/newstream/<ts>-<id>/<any slug>/`` is that article's saved
+    page, whatever the slug, as the real site redirects to the canonical one.
+    """
+
+    def __init__(self, server: HTTPServer) -> None:
+        self.server = server
+        self.url = server.url_for("").rstrip("/")
+        self.requests: list[Request] = []
+        self._overrides: dict[str, Handler] = {}
+        self._lock = threading.Lock()
+        server.expect_request(re.compile(".*")).respond_with_handler(self._handle)
+
+    def override(self, path: str, handler: Handler | Response | str | bytes) -> None:
+        """Answer ``path`` (exact) with ``handler``: a function, a response or a body."""
+        if not callable(handler) or isinstance(handler, Response):
+            response = handler if isinstance(handler, Response) else Response(handler)
+            self._overrides[path] = lambda _request: response
+        else:
+            self._overrides[path] = handler
+
+    def hits(self, path: str | None = None) -> int:
+        with self._lock:
+            return sum(1 for r in self.requests if path is None or r.path == path)
+
+    def _handle(self, request: Request) -> Response:
+        with self._lock:
+            self.requests.append(request)
+        override = self._overrides.get(request.path)
+        if override is not None:
+            return override(request)
+        if request.path == "/":
+            return _page(SITE / "home.html")
+        match = ARTICLE.match(request.path)
+        if match:
+            return _page(SITE / "articles" / f"{match.group(1)}.html")
+        return Response("not found", status=404)
+
+
+def _page(path: Path) -> Response:
+    if not path.is_file():
+        return Response(
+            "<html><body>Page not found</body></html>", status=404, mimetype="text/html"
+        )
+    return Response(path.read_bytes(), content_type="text/html; charset=UTF-8")
+
+
+@pytest.fixture
+def site(httpserver: HTTPServer) -> Iterator[FakeSite]:
+    yield FakeSite(httpserver)
+    httpserver.clear()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def make_app(site: FakeSite, clock: Clock) -> Iterator[Callable[..., Flask]]:
+    """Build an app on the fake site; keyword arguments override settings."""
+    apps: list[Flask] = []
+
+    def build(**overrides: object) -> Flask:
+        defaults = Settings(upstream_url=site.url, min_interval=0.0, fulltext=False)
+        settings = dataclasses.replace(defaults, **overrides)
+        app = create_app(settings, clock=clock, backoff=Backoff(jitter=lambda: 1.0))
+        app.testing = True
+        apps.append(app)
+        return app
+
+    yield build
+    for app in apps:
+        app.extensions["feedbridge"].cache.drain(timeout=5)
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask]) -> Flask:
+    return make_app()
