@@ -8,7 +8,9 @@ from feedbridge import __version__
 from feedbridge.config import DESCRIPTIONS, PREFIX, Settings
 from feedbridge.errors import ConfigError
 
-SETTINGS_HELP = "\b\n" + "\n".join(f"  {PREFIX}{name}: {text}" for name, text in DESCRIPTIONS.items())
+SETTINGS_HELP = "\b\n" + "\n".join(
+    f"  {PREFIX}{name}: {text}" for name, text in DESCRIPTIONS.items()
+)
 
 
 def load_settings() -> Settings:

@@ -110,7 +110,7 @@ def test_other_links_are_not_articles(href: str) -> None:
 
 def test_percent_encoded_korean_slug_is_kept_encoded() -> None:
     slug = "%EA%B9%80%EC%A0%95%EC%9D%80"
-    key, path = article_link(f"/newstream/1774173600-123456789/{slug}/", base_url=BASE) or ()
+    _, path = article_link(f"/newstream/1774173600-123456789/{slug}/", base_url=BASE) or ()
     assert path == f"/newstream/1774173600-123456789/{slug}/"
     _, raw_path = article_link("/newstream/1774173600-123456789/김정은/", base_url=BASE) or ()
     assert raw_path == path
@@ -159,7 +159,8 @@ def test_title_falls_back_to_image_alt_then_slug() -> None:
       <div><a href="/newstream/1774173600-123456789/successes-made-in-tree-planting/">
         <img src="/t.png" alt="Successes made in tree planting"></a>
         <p>Officials and working people in the city</p><p>March 22, 2026</p></div>
-      <div><a href="/newstream/1774087200-223456789/textile-mills-at-work/"><img src="/t.png" alt=""></a>
+      <div><a href="/newstream/1774087200-223456789/textile-mills-at-work/">
+        <img src="/t.png" alt=""></a>
         <p>Workers of the textile mills</p><p>March 21, 2026</p></div>
       <p>More Articles</p></body></html>""".encode()
     first, second = parse_listing(lighter, label=LABEL, base_url=BASE)
