@@ -198,7 +198,7 @@ def _headings(root: _Element, pattern: re.Pattern[str]) -> list[tuple[_Element, 
     ``text_content()`` of every element; the outermost matching element wins.
     """
     found: list[tuple[_Element, str]] = []
-    for node in root.xpath("//text()"):
+    for node in root.xpath("//body//text()"):
         if not node.is_text or not _HEADING_START.match(squash(node)):
             continue
         best = None

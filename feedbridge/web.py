@@ -12,7 +12,7 @@ from feedbridge.bridge import Bridge, Rendered
 from feedbridge.cache import Lookup, State
 from feedbridge.categories import Category
 from feedbridge.errors import UpstreamError
-from feedbridge.feeds import Format
+from feedbridge.feeds import OPML_MEDIA_TYPE, Format, render_opml
 from feedbridge.model import Item
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,22 @@ def feed(name: str) -> Response:
             category, lookup.entry, fmt, f"{self_url}?{query}", items=selection
         )
     return _feed_response(rendered, lookup)
+
+
+@bp.get("/feeds.opml")
+def opml() -> Response:
+    """Every category's feed in one OPML file: Atom, or ``?format=rss`` / ``json``."""
+    wanted = request.args.get("format", Format.ATOM.value)
+    fmt = next((f for f in Format if f.value == wanted), None)
+    if fmt is None:
+        formats = ", ".join(f.value for f in Format)
+        return _plain(400, f"format: must be one of {formats}", cache="no-store")
+    feeds = [
+        (category.feed_title, category_feeds(category)[fmt.value], public_root())
+        for category in bridge().registry.values()
+    ]
+    body = render_opml("KCNA Watch feeds from feedbridge", feeds)
+    return Response(body, content_type=f"{OPML_MEDIA_TYPE}; charset=utf-8")
 
 
 @bp.app_errorhandler(UpstreamError)

@@ -52,9 +52,13 @@ class FakeSite:
         server.expect_request(re.compile(".*")).respond_with_handler(self._handle)
 
     def override(self, path: str, handler: Handler | Response | str | bytes) -> None:
-        """Answer ``path`` (exact) with ``handler``: a function, a response or a body."""
+        """Answer ``path`` (exact) with ``handler``: a function, a response or an HTML body."""
         if not callable(handler) or isinstance(handler, Response):
-            response = handler if isinstance(handler, Response) else Response(handler)
+            response = (
+                handler
+                if isinstance(handler, Response)
+                else Response(handler, content_type="text/html; charset=UTF-8")
+            )
             self._overrides[path] = lambda _request: response
         else:
             self._overrides[path] = handler
