@@ -22,13 +22,16 @@ def create_app(
     clock: Callable[[], float] = time.time,
     backoff: Backoff | None = None,
 ) -> Flask:
-    """A feedbridge app. Settings default to the environment; ``clock`` drives the cache.
+    """A feedbridge app. Settings default to the environment.
+
+    ``clock`` (wall-clock seconds) drives the cache's expiry and back-off and the site's
+    own Retry-After; tests pass one they move by hand.
 
     Raises :class:`~feedbridge.errors.ConfigError` for a bad setting or categories file.
     """
     settings = settings or Settings.from_env()
     registry = load_registry(settings.categories_file)
-    _configure_logging(settings.log_level)
+    logging.getLogger("feedbridge").setLevel(settings.log_level)
     app = Flask(__name__)
     app.config["FEEDBRIDGE"] = settings
     upstream = Upstream(
@@ -36,6 +39,7 @@ def create_app(
         timeout=settings.timeout,
         max_bytes=settings.max_bytes,
         min_interval=settings.min_interval,
+        clock=clock,
     )
     cache = FeedCache(
         ttl=settings.cache_ttl, stale_ttl=settings.stale_ttl, clock=clock, backoff=backoff
@@ -44,13 +48,3 @@ def create_app(
     app.register_blueprint(web.bp)
     app.jinja_env.globals["category_feeds"] = web.category_feeds
     return app
-
-
-def _configure_logging(level: str) -> None:
-    logger = logging.getLogger("feedbridge")
-    logger.setLevel(level)
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logger.addHandler(handler)
-        logger.propagate = False

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 import click
 
 from feedbridge import __version__
-from feedbridge.config import DESCRIPTIONS, PREFIX, Settings
+from feedbridge.config import DESCRIPTIONS, LOG_FORMAT, PREFIX, Settings
 from feedbridge.errors import ConfigError
 
 SETTINGS_HELP = "\b\n" + "\n".join(
@@ -37,6 +39,7 @@ def serve(host: str, port: int) -> None:
     from feedbridge.app import create_app
 
     settings = load_settings()
+    logging.basicConfig(format=LOG_FORMAT)
     try:
         app = create_app(settings)
     except ConfigError as exc:

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from feedbridge.errors import ConfigError
 
 PREFIX = "FEEDBRIDGE_"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 T = TypeVar("T")
 
 

@@ -64,7 +64,7 @@ class Upstream:
         timeout: Timeout | None = None,
         max_bytes: int = 5 * 1024 * 1024,
         min_interval: float = 1.0,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         session: requests.Session | None = None,
     ) -> None:
@@ -118,7 +118,8 @@ class Upstream:
             if now < self._closed_until:
                 wait = self._closed_until - now
                 raise BackingOff(f"the site asked us to wait {wait:.0f}s", retry_after=wait)
-            wait = self._next_request_at - now
+            # Clamped, so that a clock stepped backwards never means a long sleep.
+            wait = min(self.min_interval, self._next_request_at - now)
             if wait > 0:
                 self._sleep(wait)
             self._next_request_at = max(now, self._next_request_at) + self.min_interval

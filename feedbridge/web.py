@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlencode
 
 from flask import Blueprint, Response, current_app, render_template, request
 from werkzeug.exceptions import HTTPException
@@ -55,8 +56,9 @@ def feed(name: str) -> Response:
     if limit is None and not words:
         rendered = bridge().rendered(category, lookup.entry, fmt, self_url)
     else:
+        # The selection's own URL, without cache busters or other unknown parameters.
+        query = urlencode([(k, v) for k, v in (("limit", limit), ("q", " ".join(words))) if v])
         selection = _select(lookup.entry.items, limit, words)
-        query = request.query_string.decode("latin-1")
         rendered = bridge().rendered(
             category, lookup.entry, fmt, f"{self_url}?{query}", items=selection
         )

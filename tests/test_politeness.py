@@ -1,0 +1,88 @@
+"""Politeness to the site: spacing between requests, time limits, the site's Retry-After."""
+
+from __future__ import annotations
+
+import pytest
+from werkzeug import Request, Response
+
+from feedbridge.config import Timeout
+from feedbridge.errors import BackingOff, HTTPStatusError, UpstreamTimeout
+from feedbridge.upstream import USER_AGENT, Upstream
+from tests.conftest import Clock, FakeSite
+
+
+class SteppingClock(Clock):
+    """Moves forward by ``step`` seconds each time it is read."""
+
+    def __init__(self, step: float) -> None:
+        super().__init__()
+        self.step = step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def test_requests_are_spaced_across_categories(site: FakeSite) -> None:
+    clock, slept = Clock(), []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock.advance(seconds)
+
+    upstream = Upstream(site.url, min_interval=1.0, clock=clock, sleep=sleep)
+    upstream.fetch("/")  # the all-sources listing
+    clock.advance(0.25)
+    upstream.fetch("/newstream/1730538240-666693401/x/")  # another category
+    clock.advance(5)
+    upstream.fetch("/")
+    assert slept == [0.75]
+    assert site.hits() == 3
+
+
+def test_honest_user_agent(site: FakeSite) -> None:
+    Upstream(site.url, min_interval=0).fetch("/")
+    assert site.requests[0].headers["User-Agent"] == USER_AGENT
+    assert USER_AGENT.startswith("feedbridge/")
+
+
+def test_the_whole_response_has_a_deadline_not_only_each_read(site: FakeSite) -> None:
+    def trickle(_request: Request) -> Response:
+        return Response((b"<p>" + b"x" * 8192 for _ in range(1000)), content_type="text/html")
+
+    site.override("/", trickle)
+    upstream = Upstream(site.url, min_interval=0, timeout=Timeout(5, 15), clock=SteppingClock(1.0))
+    with pytest.raises(UpstreamTimeout, match="took over 15s"):
+        upstream.fetch("/")
+
+
+def test_site_retry_after_pauses_every_category(site: FakeSite) -> None:
+    clock = Clock()
+    site.override("/", Response("busy", status=429, headers={"Retry-After": "120"}))
+    upstream = Upstream(site.url, min_interval=0, clock=clock)
+    with pytest.raises(HTTPStatusError) as first:
+        upstream.fetch("/")
+    assert (first.value.status, first.value.retry_after) == (503, 120)
+    clock.advance(100)
+    with pytest.raises(BackingOff) as waiting:
+        upstream.fetch("/newstream/1730538240-666693401/x/")
+    assert waiting.value.retry_after == 20
+    assert site.hits() == 1
+    clock.advance(20)
+    upstream.fetch("/newstream/1730538240-666693401/x/")
+    assert site.hits() == 2
+
+
+@pytest.mark.parametrize("retry_after", ["Wed, 21 Oct 2015 07:28:00 GMT", "soon", ""])
+def test_retry_after_dates_and_junk(site: FakeSite, retry_after: str) -> None:
+    site.override("/", Response("busy", status=503, headers={"Retry-After": retry_after}))
+    with pytest.raises(HTTPStatusError) as error:
+        Upstream(site.url, min_interval=0).fetch("/")
+    assert error.value.retry_after in (None, 0.0)
+
+
+@pytest.mark.parametrize("path", ["https://evil.example/", "//evil.example/", "evil", ""])
+def test_only_site_paths_are_fetched(site: FakeSite, path: str) -> None:
+    with pytest.raises(ValueError, match="not a site path"):
+        Upstream(site.url, min_interval=0).fetch(path)
+    assert site.hits() == 0
