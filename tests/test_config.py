@@ -1,0 +1,171 @@
+"""Settings and the category registry: defaults, overrides, and one clear line when wrong."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from feedbridge.categories import load_registry
+from feedbridge.config import DESCRIPTIONS, PREFIX, Settings, Timeout
+from feedbridge.errors import ConfigError
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_defaults_serve_the_real_site() -> None:
+    settings = Settings.from_env({})
+    assert settings.upstream_url == "https://kcnawatch.org"
+    assert (settings.cache_ttl, settings.stale_ttl) == (600, 86_400)
+    assert settings.timeout == Timeout(connect=5, total=15)
+    assert settings.min_interval == 1.0 and settings.fulltext is True
+
+
+def test_every_setting_is_read_and_described(tmp_path: Path) -> None:
+    categories = tmp_path / "c.toml"
+    categories.write_text("")
+    env = {
+        "FEEDBRIDGE_UPSTREAM_URL": "http://127.0.0.1:9000/",
+        "FEEDBRIDGE_CACHE_TTL": "60",
+        "FEEDBRIDGE_STALE_TTL": "120",
+        "FEEDBRIDGE_CATEGORIES_FILE": str(categories),
+        "FEEDBRIDGE_REDIS_URL": "redis://127.0.0.1:6379/0",
+        "FEEDBRIDGE_PUBLIC_URL": "https://feeds.example.org/bridge",
+        "FEEDBRIDGE_TIMEOUT": "2,8",
+        "FEEDBRIDGE_MIN_INTERVAL": "0.5",
+        "FEEDBRIDGE_MAX_BYTES": "1000",
+        "FEEDBRIDGE_FULLTEXT": "off",
+        "FEEDBRIDGE_FULLTEXT_CONCURRENCY": "3",
+        "FEEDBRIDGE_FULLTEXT_BUDGET": "4.5",
+        "FEEDBRIDGE_LOG_LEVEL": "debug",
+    }
+    assert {name.removeprefix(PREFIX) for name in env} == set(DESCRIPTIONS)
+    settings = Settings.from_env(env)
+    assert settings == Settings(
+        upstream_url="http://127.0.0.1:9000",
+        cache_ttl=60,
+        stale_ttl=120,
+        categories_file=categories,
+        redis_url="redis://127.0.0.1:6379/0",
+        public_url="https://feeds.example.org/bridge",
+        timeout=Timeout(2, 8),
+        min_interval=0.5,
+        max_bytes=1000,
+        fulltext=False,
+        fulltext_concurrency=3,
+        fulltext_budget=4.5,
+        log_level="DEBUG",
+    )
+    assert Settings.from_env({"FEEDBRIDGE_TIMEOUT": "3"}).timeout == Timeout(3, 3)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("UPSTREAM_URL", "kcnawatch.org", "http:// or https://"),
+        ("UPSTREAM_URL", "ftp://kcnawatch.org", "http:// or https://"),
+        ("UPSTREAM_URL", "https://kcnawatch.org/?x=1", "query"),
+        ("CACHE_TTL", "abc", "whole number"),
+        ("CACHE_TTL", "0", "greater than 0"),
+        ("STALE_TTL", "10", "at least FEEDBRIDGE_CACHE_TTL"),
+        ("CATEGORIES_FILE", "/no/such/file.toml", "no such file"),
+        ("REDIS_URL", "http://localhost", "redis://"),
+        ("TIMEOUT", "1,2,3", "CONNECT,TOTAL"),
+        ("TIMEOUT", "-1", "0 or more"),
+        ("MIN_INTERVAL", "nan", "0 or more"),
+        ("MAX_BYTES", "1e6", "whole number"),
+        ("FULLTEXT", "maybe", "1 or 0"),
+        ("FULLTEXT_BUDGET", "0", "greater than 0"),
+        ("LOG_LEVEL", "LOUD", "DEBUG, INFO"),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_it(name: str, value: str, says: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        Settings.from_env({PREFIX + name: value})
+    message = str(error.value)
+    assert message.startswith(PREFIX + name + ": ") and says in message
+    assert "\n" not in message
+
+
+def test_gunicorn_entry_point_stops_with_one_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", "import feedbridge.wsgi"],
+        env={"FEEDBRIDGE_CACHE_TTL": "abc", "PATH": "/usr/bin:/bin"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 4
+    assert result.stderr == "feedbridge: FEEDBRIDGE_CACHE_TTL: must be a whole number (got 'abc')\n"
+
+
+# -- categories ---------------------------------------------------------------------------
+
+
+def test_built_in_categories() -> None:
+    registry = load_registry()
+    assert list(registry) == [
+        "all", "kcna-kp-en", "kcna-co-jp-en", "vok-en", "pyongyang-times", "naenara-en",
+        "rodong-sinmun-en", "minju-choson-en",
+    ]  # fmt: skip
+    vok = registry["vok-en"]
+    assert vok.label == "Voice of Korea (EN)"
+    assert vok.feed_title == "KCNA Watch — Voice of Korea (EN)"
+    assert len(vok.paths) == 3 and all(p.startswith("/newstream/") for p in vok.paths)
+    assert registry["all"].paths == ("/",) and registry["all"].label is None
+
+
+def test_user_file_adds_and_replaces(tmp_path: Path) -> None:
+    path = tmp_path / "mine.toml"
+    path.write_text(
+        """
+[categories.uriminzokkiri]
+title = "Uriminzokkiri"
+label = "Uriminzokkiri"
+language = "ko"
+fulltext = false
+anchors = ["/newstream/1700000000-123456789/x/"]
+
+[categories.vok-en]
+title = "VOK"
+label = "Voice of Korea (EN)"
+anchors = ["/newstream/1730538240-666693401/y/"]
+""",
+        encoding="utf-8",
+    )
+    registry = load_registry(path)
+    assert registry["uriminzokkiri"].language == "ko"
+    assert registry["uriminzokkiri"].fulltext is False
+    assert registry["vok-en"].title == "VOK"
+    assert registry["vok-en"].paths == ("/newstream/1730538240-666693401/y/",)
+    assert "kcna-kp-en" in registry
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("[categories.x\ntitle = 1", "line 1"),
+        ("title = 'x'", "[categories.<slug>]"),
+        ("[categories.Bad_Slug]\ntitle='x'\nlabel='y'\nanchors=['/a/']", "lowercase"),
+        ("[categories.x]\nlabel='y'\nanchors=['/a/']", "'title'"),
+        ("[categories.x]\ntitle='x'\nanchors=['/a/']", "'label'"),
+        ("[categories.x]\ntitle='x'\nlabel='y'\nanchors=[]", "'anchors'"),
+        ("[categories.x]\ntitle='x'\nlabel='y'\nanchors=['https://evil.example/a/']", "path"),
+        ("[categories.x]\ntitle='x'\nlabel='y'\nanchors=['//evil.example/a/']", "path"),
+        ("[categories.x]\ntitle='x'\nlabel='y'\nanchors=['/a/../../b/']", "path"),
+        ("[categories.x]\ntitle='x'\nlabel='y'\nanchors=['/a/']\ncolour='red'", "'colour'"),
+        ("[categories.x]\ntitle='x'\nlabel='y'\nanchors=['/a/']\nfulltext='yes'", "fulltext"),
+        ("[categories.x]\ntitle='x'\nlabel='y'\nlisting='/'", "either"),
+    ],
+)
+def test_a_malformed_categories_file_is_one_line(tmp_path: Path, text: str, says: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as error:
+        load_registry(path)
+    message = str(error.value)
+    assert message.startswith(f"FEEDBRIDGE_CATEGORIES_FILE: {path}")
+    assert says in message and "\n" not in message
