@@ -1,18 +1,80 @@
-"""The ``feedbridge`` command."""
+"""The ``feedbridge`` command: serve the feeds, or render and check them from a shell.
+
+Every command reads the same ``FEEDBRIDGE_*`` settings. ``render`` asks the web layer
+for its pages through Flask's test client, so a file holds the same bytes a reader of
+the server would get; ``check`` fetches each category's listing itself, bypassing the
+cache, as a canary for a cron job.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import json
 import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC
+from pathlib import Path
+from typing import Any
 
 import click
+from click.exceptions import NoArgsIsHelpError
+from flask import Flask
 
 from feedbridge import __version__
-from feedbridge.config import DESCRIPTIONS, LOG_FORMAT, PREFIX, Settings
-from feedbridge.errors import ConfigError
+from feedbridge.app import create_app
+from feedbridge.bridge import Bridge
+from feedbridge.categories import Category
+from feedbridge.config import DESCRIPTIONS, LOG_FORMAT, PREFIX, Settings, http_url
+from feedbridge.errors import ConfigError, UpstreamError
+from feedbridge.feeds import Format
+from feedbridge.web import category_feeds
 
 SETTINGS_HELP = "\b\n" + "\n".join(
     f"  {PREFIX}{name}: {text}" for name, text in DESCRIPTIONS.items()
 )
+EPILOG = f"Settings (environment variables):\n\n{SETTINGS_HELP}"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+DEFAULT_BASE_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
+# One source of truth for how gunicorn runs the app: `serve --workers` and the Procfile
+# (a test checks that the Procfile says the same).
+GUNICORN_THREADS = 4
+WSGI_APP = "feedbridge.wsgi:app"
+
+
+class OneLineUsageError(click.UsageError):
+    """A bad argument or setting, shown as one line that says where help is."""
+
+    def show(self, file: Any = None) -> None:
+        hint = f" (see '{self.ctx.command_path} --help')" if self.ctx else ""
+        click.echo(f"Error: {self.format_message()}{hint}", file=file, err=file is None)
+
+
+@contextlib.contextmanager
+def _one_line_usage_errors() -> Iterator[None]:
+    try:
+        yield
+    except (OneLineUsageError, NoArgsIsHelpError):
+        raise
+    except click.UsageError as exc:
+        raise OneLineUsageError(exc.format_message(), exc.ctx) from None
+
+
+class _Group(click.Group):
+    """Turns click's usage errors (usage block, hint, message) into one line."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        with _one_line_usage_errors():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _one_line_usage_errors():
+            return super().invoke(ctx)
 
 
 def load_settings() -> Settings:
@@ -20,29 +82,370 @@ def load_settings() -> Settings:
     try:
         return Settings.from_env()
     except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
+        raise OneLineUsageError(str(exc)) from None
 
 
-@click.group(epilog=f"Settings (environment variables):\n\n{SETTINGS_HELP}")
+def build_app(settings: Settings) -> Flask:
+    """The app, or one line and exit status 2 for a bad categories file."""
+    logging.basicConfig(format=LOG_FORMAT)  # a no-op when the host set up logging
+    try:
+        return create_app(settings)
+    except ConfigError as exc:
+        raise OneLineUsageError(str(exc)) from None
+
+
+def batch_app(base_url: str | None = None) -> Flask:
+    """The app for a one-shot command, its self links on ``base_url``.
+
+    The base URL is ``base_url``, else ``FEEDBRIDGE_PUBLIC_URL``, else the address of
+    ``feedbridge serve``. Only warnings and errors are logged unless
+    ``FEEDBRIDGE_LOG_LEVEL`` is set, so that a cron job that succeeds prints nothing.
+    """
+    settings = load_settings()
+    changes: dict[str, Any] = {"public_url": base_url or settings.public_url or DEFAULT_BASE_URL}
+    if not os.environ.get(PREFIX + "LOG_LEVEL", "").strip():
+        changes["log_level"] = "WARNING"
+    return build_app(dataclasses.replace(settings, **changes))
+
+
+def _bridge(app: Flask) -> Bridge:
+    return app.extensions["feedbridge"]
+
+
+def _base_url(_ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return http_url(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param=param) from None
+
+
+base_url_option = click.option(
+    "--base-url",
+    metavar="URL",
+    callback=_base_url,
+    help="Where the feeds are served, for self links "
+    f"(default: {PREFIX}PUBLIC_URL, else {DEFAULT_BASE_URL}).",
+)
+
+
+@click.group(cls=_Group, epilog=EPILOG)
 @click.version_option(__version__, prog_name="feedbridge")
 def main() -> None:
     """RSS, Atom and JSON feeds of KCNA Watch, one per source."""
 
 
-@main.command(epilog=f"Settings (environment variables):\n\n{SETTINGS_HELP}")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8000, show_default=True, envvar="PORT", help="Port ($PORT).")
-def serve(host: str, port: int) -> None:
+# --- categories -------------------------------------------------------------------------
+
+
+@main.command(epilog=EPILOG)
+@base_url_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def categories(base_url: str | None, as_json: bool) -> None:
+    """List every category: slug, title, source label and feed URLs."""
+    app = batch_app(base_url)
+    with app.app_context():
+        rows = [
+            {
+                "slug": category.slug,
+                "title": category.title,
+                "label": category.label,
+                "language": category.language,
+                "feeds": category_feeds(category),
+            }
+            for category in _bridge(app).registry.values()
+        ]
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    table = [("slug", "title", "source label", *(fmt.value for fmt in Format))]
+    table += [
+        (row["slug"], row["title"], row["label"] or "(every source)", *row["feeds"].values())
+        for row in rows
+    ]
+    _echo_table(table)
+
+
+def _echo_table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        click.echo("  ".join(cells).rstrip())
+
+
+# --- render -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """One page of the server and the file under the output directory that holds it."""
+
+    url: str
+    file: str
+
+
+def site_targets(app: Flask) -> list[Target]:
+    """Every page of a static copy, at the same paths as on the server."""
+    feeds = [
+        Target(f"/feeds/{slug}.{fmt.value}", f"feeds/{slug}.{fmt.value}")
+        for slug in _bridge(app).registry
+        for fmt in Format
+    ]
+    return [*feeds, Target("/feeds.opml", "feeds.opml"), Target("/", "index.html")]
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` by ``data``: a reader sees the old file or the new, never half of one.
+
+    The data goes to a temporary file in the same directory (so the same file system),
+    which is then renamed over ``path``; its mode is what a plain ``open`` would give.
+    """
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, 0o666 & ~_umask())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@main.command(epilog=EPILOG, short_help="Render one feed, or every page into a directory.")
+@click.argument("slug", required=False)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice([f.value for f in Format]),
+    help="Format of the one feed (default: atom).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the one feed to FILE instead of standard output.",
+)
+@click.option("--all", "render_all", is_flag=True, help="Render every page into --out DIR.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="With --all: the directory to write feeds/<slug>.<format>, feeds.opml and index.html.",
+)
+@base_url_option
+def render(
+    slug: str | None,
+    fmt: str | None,
+    output: Path | None,
+    render_all: bool,
+    out: Path | None,
+    base_url: str | None,
+) -> None:
+    """Render one feed (SLUG) to standard output or a file, or --all into a directory.
+
+    \b
+    feedbridge render vok-en --format rss -o vok-en.rss
+    feedbridge render --all --out /var/www/feedbridge --base-url https://example.org/feedbridge
+
+    Files are replaced atomically; a page that fails keeps its previous file, and the
+    exit status is 1. --base-url is where DIR is served: a feed's self link is
+    URL/feeds/<slug>.<format>.
+    """
+    if render_all:
+        if slug is not None or fmt is not None or output is not None:
+            raise click.UsageError("--all renders every feed: give no SLUG, --format or -o")
+        if out is None:
+            raise click.UsageError("--all needs --out DIR")
+        _render_all(batch_app(base_url), out)
+        return
+    if slug is None:
+        raise click.UsageError("give a category SLUG, or --all --out DIR")
+    if out is not None:
+        raise click.UsageError("--out goes with --all; for one feed use -o FILE")
+    app = batch_app(base_url)
+    registry = _bridge(app).registry
+    if slug not in registry:
+        raise click.UsageError(f"no category {slug!r}; categories: {', '.join(registry)}")
+    name = f"{slug}.{fmt or Format.ATOM.value}"
+    try:
+        body = _get(app, f"/feeds/{name}")
+    except PageFailed as exc:
+        raise click.ClickException(f"{name}: {exc}") from None
+    if output is None:
+        click.get_binary_stream("stdout").write(body)
+        return
+    try:
+        write_atomically(output, body)
+    except OSError as exc:
+        raise click.ClickException(f"{output}: {exc.strerror or exc}") from None
+
+
+class PageFailed(Exception):
+    """The web layer did not answer 200; the message is its status and text."""
+
+
+def _get(app: Flask, url: str) -> bytes:
+    response = app.test_client().get(url)
+    if response.status_code != 200:
+        raise PageFailed(f"HTTP {response.status_code}: {response.text.strip()}")
+    return response.data
+
+
+def _render_all(app: Flask, out: Path) -> None:
+    try:
+        (out / "feeds").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise click.UsageError(f"--out: cannot create {out}: {exc.strerror or exc}") from None
+    targets = site_targets(app)
+    interactive = sys.stderr.isatty()
+    progress = (
+        click.progressbar(
+            targets,
+            label="Rendering",
+            file=sys.stderr,
+            item_show_func=lambda target: target.file if target else None,
+        )
+        if interactive
+        else contextlib.nullcontext(targets)
+    )
+    failures = []
+    with progress as pages:
+        for target in pages:
+            try:
+                write_atomically(out / target.file, _get(app, target.url))
+            except PageFailed as exc:
+                failures.append(f"{target.file} not written: {exc}")
+            except OSError as exc:
+                failures.append(f"{target.file} not written: {exc.strerror or exc}")
+    for failure in failures:
+        click.echo(failure, err=True)
+    if failures:
+        raise click.ClickException(f"{len(failures)} of {len(targets)} files not written")
+    if interactive:
+        click.echo(f"Wrote {len(targets)} files to {out}", err=True)
+
+
+# --- check ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one fresh fetch of a category gave."""
+
+    slug: str
+    items: int = 0
+    newest: str | None = None  # ISO 8601, UTC
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def check_category(bridge: Bridge, category: Category) -> Outcome:
+    """Fetch and scrape the category now, bypassing the cache."""
+    try:
+        entry = bridge.load(category)
+    except UpstreamError as exc:
+        return Outcome(category.slug, error=f"{exc.kind}: {exc}")
+    except Exception as exc:  # a scraper bug is still one failed category, not a crash
+        return Outcome(category.slug, error=f"internal error: {exc!r}")
+    newest = entry.items[0].published.astimezone(UTC)
+    return Outcome(category.slug, items=len(entry.items), newest=newest.isoformat())
+
+
+@main.command(epilog=EPILOG, short_help="Fetch every category now; exit 1 if any fails.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of lines.")
+def check(as_json: bool) -> None:
+    """Fetch every category now, one at a time, and report what each gave.
+
+    For each category: the number of items, the date of the newest one and any error.
+    The exit status is 1 when any category fails (the site cannot be read, or its page
+    no longer lists anything: the layout changed), so that a cron job or a CI schedule
+    can warn before readers notice.
+    """
+    bridge = _bridge(batch_app())
+    width = max(len(slug) for slug in bridge.registry)
+    outcomes = []
+    for category in bridge.registry.values():
+        outcome = check_category(bridge, category)
+        outcomes.append(outcome)
+        if not as_json:
+            click.echo(_check_line(outcome, width))
+    failed = [outcome.slug for outcome in outcomes if not outcome.ok]
+    if as_json:
+        report = {"ok": not failed, "categories": [dataclasses.asdict(o) for o in outcomes]}
+        click.echo(json.dumps(report, ensure_ascii=False, indent=2))
+    else:
+        click.echo(f"{len(outcomes) - len(failed)} of {len(outcomes)} categories ok")
+    if failed:
+        sys.exit(1)
+
+
+def _check_line(outcome: Outcome, width: int) -> str:
+    if not outcome.ok:
+        return f"{outcome.slug.ljust(width)}  FAILED  {outcome.error}"
+    assert outcome.newest is not None
+    newest = outcome.newest.replace("T", " ").replace("+00:00", " UTC")
+    return f"{outcome.slug.ljust(width)}  ok      {outcome.items:3d} items, newest {newest}"
+
+
+# --- serve ------------------------------------------------------------------------------
+
+
+def gunicorn_args(host: str, port: int, workers: int) -> list[str]:
+    """gunicorn's arguments, after the program name: the ``Procfile``'s, for this address."""
+    return [
+        "--no-control-socket",
+        "--preload",
+        "--workers",
+        str(workers),
+        "--threads",
+        str(GUNICORN_THREADS),
+        "--bind",
+        f"{host}:{port}",
+        "--access-logfile",
+        "-",
+        WSGI_APP,
+    ]
+
+
+@main.command(epilog=EPILOG)
+@click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=DEFAULT_PORT,
+    show_default=True,
+    envvar="PORT",
+    help="Port ($PORT).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help="Run gunicorn with N processes, as the Procfile does (default: one threaded "
+    "development server).",
+)
+def serve(host: str, port: int, workers: int | None) -> None:
     """Serve the feeds over HTTP."""
+    settings = load_settings()
+    app = build_app(settings)  # a bad setting stops here, with one line, in either case
+    click.echo(f"feedbridge {__version__} on http://{host}:{port}/ (site: {settings.upstream_url})")
+    if workers is not None:
+        # exec, so that gunicorn's master gets the signals (SIGTERM stops the workers).
+        argv = [sys.executable, "-m", "gunicorn", *gunicorn_args(host, port, workers)]
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, argv)
     from werkzeug.serving import run_simple
 
-    from feedbridge.app import create_app
-
-    settings = load_settings()
-    logging.basicConfig(format=LOG_FORMAT)
-    try:
-        app = create_app(settings)
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
-    click.echo(f"feedbridge {__version__} on http://{host}:{port}/ (site: {settings.upstream_url})")
     run_simple(host, port, app, threaded=True)

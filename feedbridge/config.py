@@ -60,12 +60,12 @@ class Settings:
                 raise ConfigError(f"{PREFIX}{name}: {exc} (got {raw!r})") from None
 
         settings = cls(
-            upstream_url=get("UPSTREAM_URL", _http_url, defaults.upstream_url),
+            upstream_url=get("UPSTREAM_URL", http_url, defaults.upstream_url),
             cache_ttl=get("CACHE_TTL", _positive_int, defaults.cache_ttl),
             stale_ttl=get("STALE_TTL", _positive_int, defaults.stale_ttl),
             categories_file=get("CATEGORIES_FILE", _existing_file, None),
             redis_url=get("REDIS_URL", _redis_url, None),
-            public_url=get("PUBLIC_URL", _http_url, None),
+            public_url=get("PUBLIC_URL", http_url, None),
             timeout=get("TIMEOUT", _timeout, defaults.timeout),
             min_interval=get("MIN_INTERVAL", _non_negative_float, defaults.min_interval),
             max_bytes=get("MAX_BYTES", _positive_int, defaults.max_bytes),
@@ -140,7 +140,8 @@ def _timeout(raw: str) -> Timeout:
     raise ValueError("must be TOTAL or CONNECT,TOTAL seconds")
 
 
-def _http_url(raw: str) -> str:
+def http_url(raw: str) -> str:
+    """An http(s) base URL without query or fragment, with no trailing slash."""
     parts = urlsplit(raw)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an http:// or https:// URL")
