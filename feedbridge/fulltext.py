@@ -277,7 +277,11 @@ class FullText:
         return [_with_article(item, found.get(item.key)) for item in items]
 
     def _wait(self, flights: Iterable[Future[Article | None]]) -> None:
-        """Until every flight is done or the budget is spent, by ``clock``."""
+        """Until every flight is done or the budget is spent.
+
+        The deadline is read from ``clock`` after each wait, so an injected clock alone
+        decides when the budget is spent; with the real clock this is a single wait.
+        """
         deadline = self.clock() + self.budget
         pending = set(flights)
         while pending:

@@ -18,6 +18,7 @@ from flask import Flask
 from lxml import etree
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
+from werkzeug.test import TestResponse
 
 from feedbridge import create_app
 from feedbridge.config import Settings
@@ -272,7 +273,7 @@ def test_every_item_carries_its_full_text_in_every_format(
     assert all(site.hits(path) == 1 for path in items_by_path(feed, site))
 
 
-def _body_and_type(response) -> tuple[bytes, str]:
+def _body_and_type(response: TestResponse) -> tuple[bytes, str]:
     assert response.status_code == 200, response.text
     return response.data, response.content_type
 
