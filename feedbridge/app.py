@@ -13,6 +13,7 @@ from feedbridge.bridge import Bridge
 from feedbridge.cache import Backoff, FeedCache
 from feedbridge.categories import load_registry
 from feedbridge.config import Settings
+from feedbridge.fulltext import FullText
 from feedbridge.upstream import Upstream
 
 
@@ -44,7 +45,19 @@ def create_app(
     cache = FeedCache(
         ttl=settings.cache_ttl, stale_ttl=settings.stale_ttl, clock=clock, backoff=backoff
     )
-    app.extensions["feedbridge"] = Bridge(registry, upstream=upstream, cache=cache)
+    fulltext = FullText(
+        upstream,
+        concurrency=settings.fulltext_concurrency,
+        budget=settings.fulltext_budget,
+        clock=clock,
+    )
+    app.extensions["feedbridge"] = Bridge(
+        registry,
+        upstream=upstream,
+        cache=cache,
+        fulltext=fulltext,
+        fulltext_by_default=settings.fulltext,
+    )
     app.register_blueprint(web.bp)
     app.jinja_env.globals["category_feeds"] = web.category_feeds
     return app

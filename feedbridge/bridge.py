@@ -6,6 +6,7 @@ what both the web layer and the command line call.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import logging
@@ -18,6 +19,7 @@ from feedbridge.cache import Entry, FeedCache, Lookup
 from feedbridge.categories import Category, Registry
 from feedbridge.errors import HTTPStatusError
 from feedbridge.feeds import FeedInfo, Format, render
+from feedbridge.fulltext import FullText
 from feedbridge.model import Item, newest_first
 from feedbridge.scrape import parse_home, parse_listing
 from feedbridge.upstream import Upstream
@@ -43,17 +45,31 @@ class Rendered:
 
 
 class Bridge:
-    def __init__(self, registry: Registry, *, upstream: Upstream, cache: FeedCache) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        upstream: Upstream,
+        cache: FeedCache,
+        fulltext: FullText,
+        fulltext_by_default: bool = True,
+    ) -> None:
         self.registry = registry
         self.upstream = upstream
         self.cache = cache
+        self.fulltext = fulltext
+        self.fulltext_by_default = fulltext_by_default
 
     def lookup(self, category: Category) -> Lookup:
         """The category's items, from the cache or the site."""
         return self.cache.get(category.slug, lambda previous: self.load(category, previous))
 
     def load(self, category: Category, previous: Entry | None = None) -> Entry:
-        """Fetch and scrape the category's listing now; ``previous`` enables a 304."""
+        """Fetch and scrape the category's listing now; ``previous`` enables a 304.
+
+        Items then get their full text (when the category wants it) within the budget;
+        those that do not keep their excerpt, and the next load tries them again.
+        """
         started = time.monotonic()
         last_error: HTTPStatusError | None = None
         for path in category.paths:
@@ -72,7 +88,7 @@ class Bridge:
                 continue
             if page.not_modified and previous is not None:
                 log.info("%s: not modified upstream", category.slug)
-                return previous
+                return self._completed(category, previous)
             base = self.upstream.base_url
             if category.label is None:
                 items = parse_home(page.body, base_url=base, encoding=page.encoding)
@@ -84,7 +100,7 @@ class Bridge:
                     encoding=page.encoding,
                     page_path=path,
                 )
-            items = newest_first(items)
+            items = self._with_full_text(category, newest_first(items))
             log.info(
                 "%s: fetched %s, %d items in %.2fs",
                 category.slug, path, len(items), time.monotonic() - started,
@@ -101,6 +117,21 @@ class Bridge:
             f"every anchor page of {category.slug} is gone ({last_error})",
             upstream_status=last_error.upstream_status,
         )
+
+    def _wants_full_text(self, category: Category) -> bool:
+        return self.fulltext_by_default if category.fulltext is None else category.fulltext
+
+    def _with_full_text(self, category: Category, items: Sequence[Item]) -> list[Item]:
+        if not self._wants_full_text(category):
+            return list(items)
+        return self.fulltext.fill(items)
+
+    def _completed(self, category: Category, previous: Entry) -> Entry:
+        """``previous`` with the full text it still lacked, as far as the budget goes."""
+        items = self._with_full_text(category, previous.items)
+        if tuple(items) == previous.items:
+            return previous
+        return dataclasses.replace(previous, items=tuple(items), version=content_version(items))
 
     def feed_info(self, category: Category, self_url: str) -> FeedInfo:
         base = self.upstream.base_url

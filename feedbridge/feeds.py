@@ -133,6 +133,8 @@ def _json_item(item: Item, base_url: str) -> dict[str, object]:
         "title": item.title,
         "date_published": item.published.isoformat(),
     }
+    if item.original_url:
+        entry["external_url"] = item.original_url  # the outlet's own copy of the story
     if item.content_html:
         entry["content_html"] = item.content_html
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, current_app, render_template, request
@@ -14,12 +15,13 @@ from feedbridge.cache import Lookup, State
 from feedbridge.categories import Category
 from feedbridge.errors import UpstreamError
 from feedbridge.feeds import OPML_MEDIA_TYPE, Format, render_opml
-from feedbridge.model import Item
+from feedbridge.model import PYONGYANG, Item
 
 log = logging.getLogger(__name__)
 bp = Blueprint("feeds", __name__)
 MAX_LIMIT = 500
 MAX_QUERY = 200
+HEADLINES = 3  # per category on the front page
 
 
 class BadParameter(ValueError):
@@ -32,7 +34,27 @@ def bridge() -> Bridge:
 
 @bp.get("/")
 def index() -> str:
-    return render_template("index.html", categories=bridge().registry.values(), formats=Format)
+    """What feedbridge is and every feed, with each category's newest headlines.
+
+    Headlines come from what the cache holds now: the page never waits for the site.
+    """
+    sections = []
+    for category in bridge().registry.values():
+        entry = bridge().cache.peek(category.slug)
+        sections.append((category, entry.items[:HEADLINES] if entry else ()))
+    return render_template(
+        "index.html",
+        sections=sections,
+        site_url=bridge().upstream.base_url,
+        opml_url=public_root() + "feeds.opml",
+    )
+
+
+@bp.app_template_filter("day")
+def day(moment: datetime) -> str:
+    """The calendar day in Pyongyang, as the site lists it: ``22 March 2026``."""
+    local = moment.astimezone(PYONGYANG)
+    return f"{local.day} {local:%B %Y}"
 
 
 @bp.get("/healthz")

@@ -116,6 +116,7 @@ def make_app(site: FakeSite, clock: Clock) -> Iterator[Callable[..., Flask]]:
     yield build
     for app in apps:
         app.extensions["feedbridge"].cache.drain(timeout=5)
+        app.extensions["feedbridge"].fulltext.drain(timeout=5)
 
 
 @pytest.fixture

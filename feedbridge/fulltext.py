@@ -1,0 +1,318 @@
+"""Full text: each story's body, read from its own article page, sanitized.
+
+Three parts, I/O at the edge only:
+
+* :func:`parse_article` (pure): an article page's bytes → :class:`Article`, the body
+  followed by a link to the outlet's own copy. The body is ``.article-content``; when
+  the markup differs, it is found by the page's structure instead: what lies between
+  the ``Date: … | Source: …`` line and the "More From <label>" heading.
+* :func:`sanitize` (pure): the one nh3 allow-list every scraped HTML goes through
+  before it reaches a feed or a page.
+* :class:`FullText`: fetches the pages through :class:`~feedbridge.upstream.Upstream`,
+  a bounded number at once and within a time budget per refresh, and keeps every
+  article it read in a long-lived LRU cache (article pages never change once published),
+  so each refresh fetches only the stories it has not seen.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, replace
+from urllib.parse import urljoin, urlsplit
+
+import nh3
+from bs4 import BeautifulSoup, PageElement, Tag
+from cachetools import TTLCache
+
+from feedbridge.errors import LayoutChanged, UpstreamError
+from feedbridge.model import ArticleKey, Item
+from feedbridge.text import squash, xml_safe
+from feedbridge.upstream import Upstream
+
+log = logging.getLogger(__name__)
+
+ORIGINAL_LINK_TEXT = "Read original version at source"
+ARTICLE_TTL = 30 * 86_400  # seconds; pages never change, this only lets the cache forget
+ARTICLE_CACHE_SIZE = 4096
+
+# What a feed reader or the front page may receive: text, structure, links and images.
+_TAGS = frozenset(
+    {
+        "a", "abbr", "b", "blockquote", "br", "caption", "code", "dd", "del", "dl", "dt",
+        "em", "figcaption", "figure", "h2", "h3", "h4", "h5", "h6", "hr", "i", "img", "ins",
+        "li", "ol", "p", "pre", "q", "s", "small", "strong", "sub", "sup", "table", "tbody",
+        "td", "tfoot", "th", "thead", "tr", "u", "ul",
+    }
+)  # fmt: skip
+# Dropped with everything inside them, not just unwrapped.
+_DROPPED = frozenset(
+    {
+        "button", "embed", "form", "iframe", "math", "noscript", "object", "script",
+        "select", "style", "svg", "template", "textarea", "title",
+    }
+)  # fmt: skip
+_ATTRIBUTES = {
+    "a": {"href", "title"},
+    "img": {"src", "alt", "title", "width", "height"},
+    "td": {"colspan", "rowspan"},
+    "th": {"colspan", "rowspan", "scope"},
+    "ol": {"start"},
+    "abbr": {"title"},
+}
+_SCHEMES = frozenset({"http", "https"})
+
+_DATE_LINE = re.compile(r"^Date:\s*\d{1,2}/\d{1,2}/\d{4}\b.*\bSource:", re.IGNORECASE)
+_BODY_END = re.compile(r"^(more from\s.{1,60}|more articles)$", re.IGNORECASE)
+# Lines the site injects into some bodies (template (b)); they are not the story.
+_PROMO = re.compile(r"^(join the nk pro team|nk news is hiring|upgrade to nk pro)\b", re.IGNORECASE)
+_PROMO_BLOCKS = ["p", "div", "section", "aside"]
+_CHROME = frozenset({"header", "nav", "aside", "footer"})
+_MAX_LINE = 300  # characters: a date line or a heading is short, a body is not
+
+
+@dataclass(frozen=True, slots=True)
+class Article:
+    """A story's full text, sanitized, and the outlet's own URL of it if the page gives one."""
+
+    content_html: str
+    original_url: str | None = None
+
+
+def sanitize(markup: str, *, base_url: str) -> str:
+    """Scraped HTML made safe to embed: allowed tags and attributes only, http(s) URLs only.
+
+    Relative URLs are resolved against ``base_url``; scripts, styles, frames, forms,
+    event handlers, inline styles and ``javascript:`` links go, whatever the input.
+    """
+    cleaner = nh3.Cleaner(
+        tags=set(_TAGS),
+        clean_content_tags=set(_DROPPED),
+        attributes={tag: set(names) for tag, names in _ATTRIBUTES.items()},
+        url_schemes=set(_SCHEMES),
+        url_relative=("rewrite_with_base", base_url),
+        link_rel="noopener noreferrer nofollow",
+    )
+    return xml_safe(cleaner.clean(markup)).strip()
+
+
+def parse_article(body: bytes, *, page_url: str, encoding: str | None = None) -> Article:
+    """The full text of an article page: its body and the link to the original, sanitized.
+
+    ``page_url`` is the page's own URL, against which relative links are resolved.
+    Raises :class:`LayoutChanged` when the page holds no article text.
+    """
+    soup = BeautifulSoup(body, "lxml", from_encoding=encoding)
+    original = _original_url(soup, page_url)
+    nodes = _body_nodes(soup)
+    content = sanitize("".join(str(node) for node in nodes), base_url=page_url)
+    if not _has_text(content):
+        raise LayoutChanged(f"no article text on {page_url}")
+    if original:
+        link = f'<p><a href="{html.escape(original)}">{ORIGINAL_LINK_TEXT}</a></p>'
+        content += "\n" + sanitize(link, base_url=page_url)
+    return Article(content, original)
+
+
+def _original_url(soup: BeautifulSoup, page_url: str) -> str | None:
+    for anchor in soup.find_all("a", href=True):
+        if squash(anchor.get_text()).casefold() == ORIGINAL_LINK_TEXT.casefold():
+            url = urljoin(page_url, str(anchor["href"]).strip())
+            parts = urlsplit(url)
+            if parts.scheme in _SCHEMES and parts.hostname:
+                return url
+    return None
+
+
+def _body_nodes(soup: BeautifulSoup) -> list[PageElement]:
+    """The body's elements: ``.article-content``, else what the structure says, promos out."""
+    content = soup.select_one(".article-content")
+    if content is not None and squash(content.get_text()):
+        nodes: list[PageElement] = list(content.children)
+    else:
+        nodes = _between_date_line_and_more_from(soup)
+    return _without_promos(nodes)
+
+
+def _between_date_line_and_more_from(soup: BeautifulSoup) -> list[PageElement]:
+    """The largest subtrees after the ``Date: … | Source: …`` line and before the heading
+    that ends the story ("More From …", "More Articles"); without such a heading, the
+    rest of the date line's own container."""
+    start = _first_line(soup.find_all(string=True), "date:", _DATE_LINE)
+    if start is None:
+        return []
+    stop = _first_line(start.find_all_next(string=True), "more", _BODY_END)
+    stop_ancestors = {id(el) for el in stop.parents} if stop is not None else set()
+    nodes: list[PageElement] = []
+    node: PageElement = start
+    while True:
+        following = node.next_sibling
+        while following is None:
+            if stop is None or node.parent is None:
+                return nodes
+            node = node.parent
+            following = node.next_sibling
+        node = following
+        while id(node) in stop_ancestors and isinstance(node, Tag):
+            node = node.contents[0]  # the stop is inside: go down to what precedes it
+        if node is stop:
+            return nodes
+        if not (isinstance(node, Tag) and node.name in _CHROME):
+            nodes.append(node)
+
+
+def _first_line(
+    strings: Iterable[PageElement], first_word: str, pattern: re.Pattern[str]
+) -> Tag | None:
+    """The smallest element around one of ``strings`` whose whole, short text matches
+    ``pattern``: a line of the page, however its words are split into elements."""
+    for string in strings:
+        if not squash(str(string)).casefold().startswith(first_word):
+            continue
+        el = string.parent
+        while isinstance(el, Tag) and el.name not in ("body", "html", "[document]"):
+            text = squash(el.get_text())
+            if len(text) > _MAX_LINE:
+                break
+            if pattern.match(text):
+                return el
+            el = el.parent
+    return None
+
+
+def _without_promos(nodes: list[PageElement]) -> list[PageElement]:
+    """``nodes`` without the promotion lines the site injects, at any depth."""
+    kept = []
+    for node in nodes:
+        if _is_promo(node):
+            continue
+        if isinstance(node, Tag):
+            for inner in node.find_all(_PROMO_BLOCKS):
+                if not inner.decomposed and _is_promo(inner):
+                    inner.decompose()
+        kept.append(node)
+    return kept
+
+
+def _is_promo(node: PageElement) -> bool:
+    if isinstance(node, Tag) and "nk-inline-promo" in (node.get("class") or []):
+        return True
+    text = squash(node.get_text())
+    return len(text) <= _MAX_LINE and bool(_PROMO.match(text))
+
+
+def _has_text(content: str) -> bool:
+    return bool(squash(nh3.clean(content, tags=set()))) or "<img" in content
+
+
+class FullText:
+    """Fills items with their full text: cached, a few fetches at once, within a budget.
+
+    An item whose article cannot be had within the budget keeps its excerpt; a fetch
+    still running at the deadline goes on in the background and lands in the cache,
+    so the next refresh has it without asking the site again. Failures are not cached:
+    the next refresh tries again.
+    """
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        *,
+        concurrency: int = 2,
+        budget: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        ttl: float = ARTICLE_TTL,
+        maxsize: int = ARTICLE_CACHE_SIZE,
+    ) -> None:
+        self.upstream = upstream
+        self.budget = budget
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._articles: TTLCache[ArticleKey, Article] = TTLCache(maxsize, ttl=ttl, timer=clock)
+        self._inflight: dict[ArticleKey, Future[Article | None]] = {}
+        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="feedbridge-article")
+
+    def fill(self, items: Sequence[Item]) -> list[Item]:
+        """``items`` with the full text of every article had within the budget.
+
+        Articles are asked for in the order of ``items`` (newest first), so a short
+        budget goes to the newest stories.
+        """
+        found: dict[ArticleKey, Article] = {}
+        flights: dict[ArticleKey, Future[Article | None]] = {}
+        with self._lock:
+            for item in items:
+                if item.content_html is not None or item.key in found or item.key in flights:
+                    continue
+                article = self._articles.get(item.key)
+                if article is not None:
+                    found[item.key] = article
+                    continue
+                flight = self._inflight.get(item.key)
+                if flight is None:
+                    flight = self._pool.submit(self._fetch, item.key, item.path)
+                    self._inflight[item.key] = flight
+                flights[item.key] = flight
+        self._wait(flights.values())
+        late = 0
+        for key, flight in flights.items():
+            if not flight.done():
+                late += 1
+                if flight.cancel():  # not started yet: the next refresh asks again
+                    with self._lock:
+                        if self._inflight.get(key) is flight:
+                            del self._inflight[key]
+            elif not flight.cancelled() and (article := flight.result()) is not None:
+                found[key] = article
+        if flights:
+            log.info(
+                "full text: %d of %d articles read from the site, %d not within %gs",
+                sum(1 for key in flights if key in found), len(flights), late, self.budget,
+            )  # fmt: skip
+        return [_with_article(item, found.get(item.key)) for item in items]
+
+    def drain(self, timeout: float | None = None) -> None:
+        """Wait for the article fetches in flight (tests and shutdown)."""
+        with self._lock:
+            pending = list(self._inflight.values())
+        wait(pending, timeout=timeout)
+
+    def _wait(self, flights: Iterable[Future[Article | None]]) -> None:
+        """Until every flight is done or the budget is spent.
+
+        The deadline is read from ``clock`` after each wait, so an injected clock alone
+        decides when the budget is spent; with the real clock this is a single wait.
+        """
+        deadline = self.clock() + self.budget
+        pending = set(flights)
+        while pending:
+            remaining = deadline - self.clock()
+            if remaining <= 0:
+                return
+            _, pending = wait(pending, timeout=remaining)
+
+    def _fetch(self, key: ArticleKey, path: str) -> Article | None:
+        article = None
+        try:
+            page = self.upstream.fetch(path)
+            article = parse_article(page.body, page_url=page.url, encoding=page.encoding)
+        except UpstreamError as exc:
+            log.warning("full text of %s: %s; keeping the excerpt", key, exc)
+        except Exception:
+            log.exception("full text of %s failed unexpectedly; keeping the excerpt", key)
+        with self._lock:
+            self._inflight.pop(key, None)
+            if article is not None:
+                self._articles[key] = article
+        return article
+
+
+def _with_article(item: Item, article: Article | None) -> Item:
+    if article is None:
+        return item
+    return replace(item, content_html=article.content_html, original_url=article.original_url)
