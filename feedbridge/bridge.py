@@ -64,11 +64,14 @@ class Bridge:
         """The category's items, from the cache or the site."""
         return self.cache.get(category.slug, lambda previous: self.load(category, previous))
 
-    def load(self, category: Category, previous: Entry | None = None) -> Entry:
+    def load(
+        self, category: Category, previous: Entry | None = None, *, full_text: bool = True
+    ) -> Entry:
         """Fetch and scrape the category's listing now; ``previous`` enables a 304.
 
-        Items then get their full text (when the category wants it) within the budget;
-        those that do not keep their excerpt, and the next load tries them again.
+        Items then get their full text (when the category wants it and ``full_text``)
+        within the budget; those that do not keep their excerpt, and the next load tries
+        them again.
         """
         started = time.monotonic()
         last_error: HTTPStatusError | None = None
@@ -88,7 +91,7 @@ class Bridge:
                 continue
             if page.not_modified and previous is not None:
                 log.info("%s: not modified upstream", category.slug)
-                return self._completed(category, previous)
+                return self._completed(category, previous) if full_text else previous
             base = self.upstream.base_url
             if category.label is None:
                 items = parse_home(page.body, base_url=base, encoding=page.encoding)
@@ -100,7 +103,9 @@ class Bridge:
                     encoding=page.encoding,
                     page_path=path,
                 )
-            items = self._with_full_text(category, newest_first(items))
+            items = newest_first(items)
+            if full_text:
+                items = self._with_full_text(category, items)
             log.info(
                 "%s: fetched %s, %d items in %.2fs",
                 category.slug, path, len(items), time.monotonic() - started,

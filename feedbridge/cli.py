@@ -352,9 +352,13 @@ class Outcome:
 
 
 def check_category(bridge: Bridge, category: Category) -> Outcome:
-    """Fetch and scrape the category now, bypassing the cache."""
+    """Fetch and scrape the category's listing now, bypassing the cache.
+
+    Article pages are not read: the canary is about the listings, and asking the site
+    for every article at each check would not be polite.
+    """
     try:
-        entry = bridge.load(category)
+        entry = bridge.load(category, full_text=False)
     except UpstreamError as exc:
         return Outcome(category.slug, error=f"{exc.kind}: {exc}")
     except Exception as exc:  # a scraper bug is still one failed category, not a crash

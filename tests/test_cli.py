@@ -344,6 +344,12 @@ def test_check_a_healthy_site(invoke: Invoke, site: FakeSite) -> None:
     assert site.hits() == len(SLUGS)
 
 
+def test_check_reads_listings_only_even_with_full_text_on(invoke: Invoke, site: FakeSite) -> None:
+    result = invoke("check", extra_env={f"{PREFIX}FULLTEXT": "1"})
+    assert result.exit_code == 0, result.output
+    assert site.hits() == len(SLUGS)
+
+
 def test_check_a_broken_site(invoke: Invoke, site: FakeSite) -> None:
     site.override(VOK_ANCHOR, (FIXTURES / "variants" / "empty-listing.html").read_bytes())
     site.override("/", (FIXTURES / "variants" / "challenge.html").read_bytes())
