@@ -96,6 +96,13 @@ def site(httpserver: HTTPServer) -> Iterator[FakeSite]:
 
 
 @pytest.fixture
+def elsewhere(httpserver_ipv4: HTTPServer) -> Iterator[FakeSite]:
+    """A second server, on another host and port: the bridge must never fetch from it."""
+    yield FakeSite(httpserver_ipv4)
+    httpserver_ipv4.clear()
+
+
+@pytest.fixture
 def clock() -> Clock:
     return Clock()
 
