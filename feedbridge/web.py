@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
 
-from flask import Blueprint, Response, current_app, render_template, request
+from flask import Blueprint, Response, abort, current_app, render_template, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import http_date, parse_date
 
@@ -19,6 +20,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("feeds", __name__)
 MAX_LIMIT = 500
 MAX_QUERY = 200
+_HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?")
 
 
 class BadParameter(ValueError):
@@ -50,8 +52,8 @@ def feed(name: str) -> Response:
         limit, words = _selection_parameters()
     except BadParameter as exc:
         return _plain(400, str(exc), cache="no-store")
-    lookup = bridge().lookup(category)
     self_url = public_root() + f"feeds/{name}"
+    lookup = bridge().lookup(category)
     if limit is None and not words:
         rendered = bridge().rendered(category, lookup.entry, fmt, self_url)
     else:
@@ -105,7 +107,12 @@ def unexpected(exc: Exception) -> Response:
 def public_root() -> str:
     """The bridge's base URL as readers see it, ending in a slash."""
     configured = current_app.config["FEEDBRIDGE"].public_url
-    return configured + "/" if configured else request.url_root
+    if configured:
+        return configured + "/"
+    # Self links are built on the Host header: one that is no host would make them invalid.
+    if not _HOST.fullmatch(request.host):
+        abort(400, "Host: the request's Host header must be a host name, with a port or not")
+    return request.url_root
 
 
 def _selection_parameters() -> tuple[int | None, list[str]]:

@@ -351,3 +351,12 @@ def test_host_header_changes_self_links_only(
     item_links = [href for href in links if "/newstream/" in href]
     assert item_links and all(href.startswith(site.url + "/newstream/") for href in item_links)
     assert elsewhere.hits() == 0
+
+
+@pytest.mark.parametrize("host", ["", "a b", '"><script>alert(1)</script>', "x/y", "-:80"])
+def test_a_host_header_that_is_no_host_is_400(app: Flask, site: FakeSite, host: str) -> None:
+    for path in ("/feeds/vok-en.atom", "/feeds.opml", "/"):
+        response = app.test_client().get(path, headers={"Host": host})
+        assert response.status_code == 400
+        assert response.text.startswith("Host: ")
+    assert site.hits() == 0
