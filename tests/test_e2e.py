@@ -243,6 +243,7 @@ def test_newsboat_reads_each_category_and_reloads_with_conditional_gets(
     newsboat = reader("newsboat")
     url = subscriptions[slug]
     assert url == bridge.feed_url(slug, "atom")
+    bridge.get_feed(slug, "atom")  # the feed newsboat reads, spec-checked
     (tmp_path / "urls").write_text(url + "\n")
     (tmp_path / "config").touch()
     expected = sorted((s.id, s.title, s.url) for s in bridge.stories(slug))
