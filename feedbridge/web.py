@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 bp = Blueprint("feeds", __name__)
 MAX_LIMIT = 500
 MAX_QUERY = 200
-_HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?")
+# A host name (underscores too, as container names have them), an IPv4 or [IPv6] address.
+_HOST = re.compile(r"(?:\w(?:[\w.-]*[\w.])?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?", re.ASCII)
 
 
 class BadParameter(ValueError):
