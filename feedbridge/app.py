@@ -34,6 +34,8 @@ def create_app(
     registry = load_registry(settings.categories_file)
     logging.getLogger("feedbridge").setLevel(settings.log_level)
     app = Flask(__name__)
+    # Paths are exact: "/feeds//x" is a 404 like any other unknown path, not a redirect.
+    app.url_map.merge_slashes = False
     app.config["FEEDBRIDGE"] = settings
     upstream = Upstream(
         settings.upstream_url,

@@ -9,6 +9,7 @@ ETag in every process.
 from __future__ import annotations
 
 import enum
+import html
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ _MEDIA_TYPES = {
     Format.JSON: "application/feed+json",
 }
 OPML_MEDIA_TYPE = "text/x-opml"
+_JSON_HTML_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +103,9 @@ def _feedgen(info: FeedInfo, items: Sequence[Item], base_url: str) -> FeedGenera
         entry.published(item.published)
         entry.updated(item.published)
         if item.excerpt:
-            entry.summary(xml_safe(item.excerpt))
+            # The excerpt is text, and RSS readers render <description> as HTML: escape
+            # it, or "<script>" shown as text on the site would run in the reader.
+            entry.summary(html.escape(xml_safe(item.excerpt), quote=False), type="html")
         if item.content_html:
             # type="html", not CDATA: feedgen's CDATA content is invalid Atom.
             entry.content(xml_safe(item.content_html), type="html")
@@ -123,7 +127,12 @@ def _json_feed(info: FeedInfo, items: Sequence[Item], base_url: str) -> bytes:
         "authors": [{"name": "KCNA Watch"}],
         "items": [_json_item(item, base_url) for item in items],
     }
-    return json.dumps(_clean(feed), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    text = json.dumps(_clean(feed), ensure_ascii=False, separators=(",", ":"))
+    # "<", ">" and "&" only occur inside strings here; as escapes they mean the same to
+    # a JSON parser, and the raw document holds no markup for anything that sniffs it.
+    for char, escape in _JSON_HTML_ESCAPES.items():
+        text = text.replace(char, escape)
+    return text.encode("utf-8")
 
 
 def _json_item(item: Item, base_url: str) -> dict[str, object]:

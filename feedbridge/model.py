@@ -55,8 +55,11 @@ class Item:
         if stamp is not None:
             return stamp
         if self.listed is not None:
-            return datetime.combine(self.listed, time(0), PYONGYANG)
-        return datetime(2010, 1, 1, tzinfo=UTC)
+            day = datetime.combine(self.listed, time(0), PYONGYANG)
+            # A page may say "March 22, 0999": RSS dates cannot carry a 3-digit year.
+            if _PLAUSIBLE[0] <= day < _PLAUSIBLE[1]:
+                return day
+        return _PLAUSIBLE[0]
 
 
 def newest_first(items: list[Item]) -> list[Item]:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import re
 from datetime import datetime
 from urllib.parse import urlencode
 
-from flask import Blueprint, Response, current_app, render_template, request
+from flask import Blueprint, Response, abort, current_app, render_template, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import http_date, parse_date
 
@@ -22,6 +23,8 @@ bp = Blueprint("feeds", __name__)
 MAX_LIMIT = 500
 MAX_QUERY = 200
 HEADLINES = 3  # per category on the front page
+# A host name (underscores too, as container names have them), an IPv4 or [IPv6] address.
+_HOST = re.compile(r"(?:\w(?:[\w.-]*[\w.])?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?", re.ASCII)
 
 
 class BadParameter(ValueError):
@@ -73,8 +76,8 @@ def feed(name: str) -> Response:
         limit, words = _selection_parameters()
     except BadParameter as exc:
         return _plain(400, str(exc), cache="no-store")
-    lookup = bridge().lookup(category)
     self_url = public_root() + f"feeds/{name}"
+    lookup = bridge().lookup(category)
     if limit is None and not words:
         rendered = bridge().rendered(category, lookup.entry, fmt, self_url)
     else:
@@ -129,7 +132,12 @@ def unexpected(exc: Exception) -> Response:
 def public_root() -> str:
     """The bridge's base URL as readers see it, ending in a slash."""
     configured = current_app.config["FEEDBRIDGE"].public_url
-    return configured + "/" if configured else request.url_root
+    if configured:
+        return configured + "/"
+    # Self links are built on the Host header: one that is no host would make them invalid.
+    if not _HOST.fullmatch(request.host):
+        abort(400, "Host: the request's Host header must be a host name, with a port or not")
+    return request.url_root
 
 
 def _selection_parameters() -> tuple[int | None, list[str]]:

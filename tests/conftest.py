@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
+from hypothesis import settings
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
@@ -21,6 +23,12 @@ FIXTURES = Path(__file__).parent / "fixtures"
 SITE = FIXTURES / "site"
 ARTICLE = re.compile(r"^/newstream/(\d+-\d+)(?:/|$)")
 Handler = Callable[[Request], Response]
+
+# Hypothesis: the same examples on every CI run; fresh ones elsewhere. No deadline: the
+# machines are small and shared, and a slow example is not a wrong one.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("dev", deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") == "true" else "dev")
 
 
 class Clock:
@@ -93,6 +101,13 @@ def _page(path: Path) -> Response:
 def site(httpserver: HTTPServer) -> Iterator[FakeSite]:
     yield FakeSite(httpserver)
     httpserver.clear()
+
+
+@pytest.fixture
+def elsewhere(httpserver_ipv4: HTTPServer) -> Iterator[FakeSite]:
+    """A second server, on another host and port: the bridge must never fetch from it."""
+    yield FakeSite(httpserver_ipv4)
+    httpserver_ipv4.clear()
 
 
 @pytest.fixture

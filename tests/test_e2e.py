@@ -1,0 +1,336 @@
+"""Real feed readers against the bridge, run as users run it.
+
+gunicorn starts from the ``Procfile``'s own command line (bound to 127.0.0.1 instead of
+0.0.0.0), pointed at a local copy of the site; then newsboat, sfeed and rsstail (Debian
+packages, installed by ``.ci/run``) read every category's feeds. A missing reader fails
+the test in CI (``CI=true``) and skips it elsewhere, saying which package to install.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+from pytest_httpserver import HTTPServer
+
+from feedbridge.categories import load_registry
+from tests.conftest import FakeSite
+from tests.feedspec import check_feed
+from tests.fixtures.build import LISTINGS
+from tests.test_hostile import ESCAPES, raw_get
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parent.parent
+REGISTRY = load_registry()
+WORKERS = 2
+# Readers print what they read; their locale decides how they decode it.
+READER_ENV = {"LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
+_VARIABLE = re.compile(r"\$\{(?P<name>\w+)(?::-(?P<default>[^}]*))?\}|\$(?P<bare>\w+)")
+_ACCESS = re.compile(
+    r'^\S+ \S+ \S+ \[[^\]]+\] "(?P<method>\S+) (?P<target>\S+) [^"]*" (?P<status>\d{3}) \S+ '
+    r'"[^"]*" "(?P<agent>[^"]*)"$'
+)
+
+
+def reader(name: str) -> str:
+    """The path of a reader's binary; fails in CI and skips elsewhere when it is missing."""
+    path = shutil.which(name)
+    if path is None:
+        message = (
+            f"{name} is not installed: the end-to-end tests run it against the bridge "
+            "(.ci/run installs the Debian packages newsboat, sfeed and rsstail)"
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def procfile_command(port: int) -> list[str]:
+    """The Procfile's web command, its variables expanded, listening on 127.0.0.1 only."""
+    [line] = [
+        line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:")
+    ]
+    values = {"PORT": str(port), "WEB_CONCURRENCY": str(WORKERS)}
+
+    def expand(match: re.Match[str]) -> str:
+        name = match["name"] or match["bare"]
+        return values.get(name) or match["default"] or ""
+
+    argv = shlex.split(_VARIABLE.sub(expand, line.removeprefix("web:")))
+    bind = argv.index("--bind") + 1
+    assert argv[0] == "gunicorn" and argv[bind] == f"0.0.0.0:{port}", argv
+    argv[bind] = f"127.0.0.1:{port}"
+    # The gunicorn of this interpreter, whose environment has feedbridge's dependencies.
+    return [sys.executable, "-m", "gunicorn", *argv[1:]]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(condition: Callable[[], bool], what: str, *, tries: int = 100) -> None:
+    """Poll ``condition`` a bounded number of times, 0.1 s apart."""
+    for _ in range(tries):
+        if condition():
+            return
+        time.sleep(0.1)
+    pytest.fail(f"gave up waiting for {what}")
+
+
+@dataclass(frozen=True)
+class Story:
+    """An item as the bridge's JSON Feed states it: what every reader must show."""
+
+    id: str
+    title: str
+    url: str
+    timestamp: int
+
+
+@dataclass
+class LiveBridge:
+    """gunicorn serving the bridge on the saved site, and what it logged."""
+
+    url: str
+    site: FakeSite
+    process: subprocess.Popen[bytes]
+    access_log: Path
+    error_log: Path
+    _stories: dict[str, list[Story]] = field(default_factory=dict)
+
+    def feed_url(self, slug: str, fmt: str) -> str:
+        return f"{self.url}/feeds/{slug}.{fmt}"
+
+    def get_feed(self, slug: str, fmt: str) -> bytes:
+        """The feed's bytes, spec-checked."""
+        url = self.feed_url(slug, fmt)
+        response = requests.get(url, timeout=30)
+        assert response.status_code == 200, response.text
+        check_feed(response.content, response.headers["Content-Type"], self_url=url)
+        return response.content
+
+    def stories(self, slug: str) -> list[Story]:
+        if slug not in self._stories:
+            feed = json.loads(self.get_feed(slug, "json"))
+            self._stories[slug] = [
+                Story(
+                    item["id"],
+                    item["title"],
+                    item["url"],
+                    int(datetime.fromisoformat(item["date_published"]).timestamp()),
+                )
+                for item in feed["items"]
+            ]
+        return self._stories[slug]
+
+    def statuses(self, target: str, agent: str) -> list[int]:
+        """Statuses the bridge logged for ``target`` requested by a client named ``agent``."""
+        lines = self.access_log.read_text("utf-8", errors="replace").splitlines()
+        found = (_ACCESS.match(line) for line in lines)
+        return [
+            int(m["status"])
+            for m in found
+            if m and m["target"] == target and m["agent"].startswith(agent)
+        ]
+
+
+@pytest.fixture(scope="module")
+def bridge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveBridge]:
+    """gunicorn as the Procfile runs it, on the saved site; stopped with the module."""
+    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    server.start()
+    site = FakeSite(server)
+    port = free_port()
+    logs = tmp_path_factory.mktemp("gunicorn")
+    env = {name: value for name, value in os.environ.items() if not name.startswith("FEEDBRIDGE_")}
+    env.update(
+        FEEDBRIDGE_UPSTREAM_URL=site.url,
+        FEEDBRIDGE_MIN_INTERVAL="0",
+        FEEDBRIDGE_FULLTEXT="0",
+        PYTHONPATH=str(ROOT),
+    )
+    access_log, error_log = logs / "access.log", logs / "error.log"
+    with open(access_log, "wb") as out, open(error_log, "wb") as err:
+        process = subprocess.Popen(
+            procfile_command(port), cwd=ROOT, env=env, stdout=out, stderr=err,
+            start_new_session=True,
+        )  # fmt: skip
+    bridge = LiveBridge(f"http://127.0.0.1:{port}", site, process, access_log, error_log)
+    try:
+        wait_for(lambda: _healthy(bridge), "gunicorn to answer /healthz")
+        yield bridge
+    finally:
+        _stop(process)
+        server.stop()
+
+
+def _healthy(bridge: LiveBridge) -> bool:
+    if bridge.process.poll() is not None:
+        pytest.fail(f"gunicorn exited at start:\n{bridge.error_log.read_text()[-2000:]}")
+    try:
+        return requests.get(f"{bridge.url}/healthz", timeout=2).text == "ok\n"
+    except requests.ConnectionError:
+        return False
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=20)
+
+
+def run(
+    argv: list[str], *, input: bytes | None = None, home: Path | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """Run a reader; with ``home``, in that directory, which is also its HOME."""
+    env = {**os.environ, **READER_ENV, **({"HOME": str(home)} if home else {})}
+    return subprocess.run(argv, input=input, cwd=home, env=env, capture_output=True, timeout=60)
+
+
+# --- newsboat ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def subscriptions(bridge: LiveBridge, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Feed URL by category, as newsboat imported them from the bridge's OPML."""
+    newsboat = reader("newsboat")
+    home = tmp_path_factory.mktemp("newsboat-import")
+    response = requests.get(f"{bridge.url}/feeds.opml", timeout=30)
+    root = check_feed(response.content, response.headers["Content-Type"])
+    (home / "feeds.opml").write_bytes(response.content)
+    (home / "config").touch()
+    result = run(
+        [newsboat, "-i", "feeds.opml", "-u", "urls", "-C", "config", "-c", "cache.db"],
+        home=home,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()
+    # One subscription a line: the URL, then perhaps tags and a "~title".
+    urls = [line.split()[0] for line in (home / "urls").read_text().splitlines() if line.strip()]
+    assert urls == [outline.get("xmlUrl") for outline in root.iter("outline")]
+    by_slug = {PurePosixPath(urlsplit(url).path).stem: url for url in urls}
+    assert set(by_slug) == set(REGISTRY)
+    return by_slug
+
+
+@pytest.mark.parametrize("slug", REGISTRY)
+def test_newsboat_reads_each_category_and_reloads_with_conditional_gets(
+    bridge: LiveBridge, subscriptions: dict[str, str], slug: str, tmp_path: Path
+) -> None:
+    newsboat = reader("newsboat")
+    url = subscriptions[slug]
+    assert url == bridge.feed_url(slug, "atom")
+    bridge.get_feed(slug, "atom")  # the feed newsboat reads, spec-checked
+    (tmp_path / "urls").write_text(url + "\n")
+    (tmp_path / "config").touch()
+    expected = sorted((s.id, s.title, s.url) for s in bridge.stories(slug))
+    for reload in (1, 2, 3):
+        log = tmp_path / f"reload-{reload}.log"
+        # One cache per feed: newsboat's item ids are global within a cache.
+        result = run(
+            [newsboat, "-u", "urls", "-C", "config", "-c", "cache.db", "-x", "reload",
+             "-l", "4", "-d", log.name],
+            home=tmp_path,
+        )  # fmt: skip
+        # newsboat exits 0 even when a fetch fails: its log says so.
+        assert result.returncode == 0, result.stderr.decode()
+        errors = [line for line in log.read_text().splitlines() if "ERROR" in line]
+        assert not errors, errors
+        with closing(sqlite3.connect(tmp_path / "cache.db")) as db:
+            rows = db.execute("SELECT guid, title, url FROM rss_item WHERE deleted = 0").fetchall()
+        assert sorted(rows) == expected, f"after reload {reload}"
+    target = f"/feeds/{slug}.atom"
+    wait_for(lambda: len(bridge.statuses(target, "newsboat/")) == 3, "three logged requests")
+    statuses = bridge.statuses(target, "newsboat/")
+    # From its third reload on a fresh cache, newsboat asks conditionally: nothing new.
+    assert statuses[0] == 200 and statuses[-1] == 304, statuses
+    assert statuses[statuses.index(304) :] == [304] * (3 - statuses.index(304)), statuses
+    # However often readers poll, each gunicorn worker fetched the listing once at most.
+    assert bridge.site.hits(REGISTRY[slug].paths[0]) <= WORKERS
+
+
+# --- sfeed and rsstail ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["rss", "atom"])
+@pytest.mark.parametrize("slug", REGISTRY)
+def test_sfeed_parses_every_feed(bridge: LiveBridge, slug: str, fmt: str) -> None:
+    sfeed, sfeed_plain = reader("sfeed"), reader("sfeed_plain")
+    parsed = run([sfeed], input=bridge.get_feed(slug, fmt))
+    assert parsed.returncode == 0, parsed.stderr.decode()
+    # sfeed's TSV: timestamp, title, link, content, content-type, id, author, enclosure, …
+    rows = [line.split("\t") for line in parsed.stdout.decode().splitlines()]
+    got = [(int(row[0]), row[1], row[2], row[5]) for row in rows]
+    assert got == [(s.timestamp, s.title, s.url, s.id) for s in bridge.stories(slug)]
+    shown = run([sfeed_plain], input=parsed.stdout)
+    assert shown.returncode == 0, shown.stderr.decode()
+    assert len(shown.stdout.decode().splitlines()) == len(rows)
+
+
+@pytest.mark.parametrize("fmt", ["rss", "atom"])
+@pytest.mark.parametrize("slug", REGISTRY)
+def test_rsstail_parses_every_feed_strictly(bridge: LiveBridge, slug: str, fmt: str) -> None:
+    rsstail = reader("rsstail")
+    bridge.get_feed(slug, fmt)  # the same bytes rsstail reads, spec-checked
+    # One shot, with links; rsstail exits 2 on XML it cannot parse.
+    result = run([rsstail, "-u", bridge.feed_url(slug, fmt), "-1", "-l"])
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+    lines = result.stdout.decode().splitlines()
+    titles = [line.removeprefix("Title: ") for line in lines if line.startswith("Title: ")]
+    links = [line.removeprefix("Link: ") for line in lines if line.startswith("Link: ")]
+    assert len(lines) == len(titles) + len(links)
+    stories = bridge.stories(slug)
+    assert titles == [s.title for s in stories]
+    assert links == [s.url for s in stories]
+
+
+def test_the_feeds_hold_the_saved_sites_items(bridge: LiveBridge) -> None:
+    """The expectations above come from the bridge; here they meet the saved site."""
+    titles = [story.title for story in bridge.stories("vok-en")]
+    assert titles == [article.title for article in LISTINGS["vok-en"]]
+    for slug in REGISTRY:
+        assert len(bridge.stories(slug)) >= 6, slug
+        assert all(s.url.startswith(bridge.site.url + "/newstream/") for s in bridge.stories(slug))
+
+
+# --- escapes, under gunicorn ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "target", ESCAPES, ids=[t if len(t) < 60 else f"{t[:40]}...{len(t)}-chars" for t in ESCAPES]
+)
+def test_gunicorn_answers_escaping_paths_with_404_and_no_fetch(
+    bridge: LiveBridge, elsewhere: FakeSite, target: str
+) -> None:
+    before = bridge.site.hits()
+    address = ("127.0.0.1", int(bridge.url.rsplit(":", 1)[1]))
+    status, content_type, _ = raw_get(
+        address, target.format(elsewhere=elsewhere.url.removeprefix("http://"))
+    )
+    assert status == 404
+    assert content_type == "text/plain; charset=utf-8"
+    assert bridge.site.hits() == before
+    assert elsewhere.hits() == 0
