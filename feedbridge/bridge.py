@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from feedbridge import observe
 from feedbridge.cache import Entry, FeedCache, Lookup
 from feedbridge.categories import Category, Registry
-from feedbridge.errors import HTTPStatusError
+from feedbridge.errors import HTTPStatusError, LayoutChanged
 from feedbridge.feeds import FeedInfo, Format, render
 from feedbridge.model import Item, newest_first
 from feedbridge.scrape import parse_home, parse_listing
@@ -41,6 +42,33 @@ class Rendered:
         etag = 'W/"' + hashlib.sha256(body).hexdigest()[:32] + '"'
         return cls(body, gzip.compress(body, 6, mtime=0), etag, last_modified, media_type)
 
+    def to_bytes(self) -> bytes:
+        """One line of JSON saying what follows, then the body and its gzipped form."""
+        head = {
+            "etag": self.etag,
+            "last_modified": self.last_modified.isoformat(),
+            "media_type": self.media_type,
+            "body": len(self.body),
+        }
+        return json.dumps(head).encode() + b"\n" + self.body + self.gzipped
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Rendered:
+        """The inverse of :meth:`to_bytes`; ValueError when ``data`` is not one."""
+        line, _, rest = data.partition(b"\n")
+        try:
+            head = json.loads(line)
+            size = head["body"]
+            return cls(
+                rest[:size],
+                rest[size:],
+                head["etag"],
+                datetime.fromisoformat(head["last_modified"]),
+                head["media_type"],
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a saved rendering: {exc!r}") from None
+
 
 class Bridge:
     def __init__(self, registry: Registry, *, upstream: Upstream, cache: FeedCache) -> None:
@@ -50,11 +78,12 @@ class Bridge:
 
     def lookup(self, category: Category) -> Lookup:
         """The category's items, from the cache or the site."""
-        return self.cache.get(category.slug, lambda previous: self.load(category, previous))
+        found = self.cache.get(category.slug, lambda previous: self.load(category, previous))
+        observe.looked_up(category.slug, found)
+        return found
 
     def load(self, category: Category, previous: Entry | None = None) -> Entry:
         """Fetch and scrape the category's listing now; ``previous`` enables a 304."""
-        started = time.monotonic()
         last_error: HTTPStatusError | None = None
         for path in category.paths:
             conditional = previous is not None and previous.source_path == path
@@ -63,6 +92,7 @@ class Bridge:
                     path,
                     etag=previous.etag if conditional and previous else None,
                     last_modified=previous.last_modified if conditional and previous else None,
+                    category=category.slug,
                 )
             except HTTPStatusError as exc:
                 if exc.upstream_status not in (404, 410):
@@ -71,24 +101,23 @@ class Bridge:
                 last_error = exc
                 continue
             if page.not_modified and previous is not None:
-                log.info("%s: not modified upstream", category.slug)
                 return previous
             base = self.upstream.base_url
-            if category.label is None:
-                items = parse_home(page.body, base_url=base, encoding=page.encoding)
-            else:
-                items = parse_listing(
-                    page.body,
-                    label=category.label,
-                    base_url=base,
-                    encoding=page.encoding,
-                    page_path=path,
-                )
+            try:
+                if category.label is None:
+                    items = parse_home(page.body, base_url=base, encoding=page.encoding)
+                else:
+                    items = parse_listing(
+                        page.body,
+                        label=category.label,
+                        base_url=base,
+                        encoding=page.encoding,
+                        page_path=path,
+                    )
+            except LayoutChanged:
+                observe.parse_failed(category.slug)
+                raise
             items = newest_first(items)
-            log.info(
-                "%s: fetched %s, %d items in %.2fs",
-                category.slug, path, len(items), time.monotonic() - started,
-            )  # fmt: skip
             return Entry(
                 items=tuple(items),
                 version=content_version(items),
@@ -140,7 +169,8 @@ class Bridge:
 
         if items is None:
             key = ("feed", category.slug, entry.version, fmt, self_url)
-            return self.cache.memo(key, lambda: make(entry.items))
+            codec = (Rendered.to_bytes, Rendered.from_bytes)
+            return self.cache.memo(key, lambda: make(entry.items), codec)
         return make(items)
 
 

@@ -1,7 +1,8 @@
-"""Text clean-up shared by the scraper and the renderers."""
+"""Text clean-up shared by the scraper and the renderers, and the form of log lines."""
 
 from __future__ import annotations
 
+import json
 import re
 
 # Characters XML 1.0 forbids (C0 controls but tab/newline/return, lone surrogates,
@@ -18,3 +19,15 @@ def xml_safe(text: str) -> str:
 def squash(text: str) -> str:
     """XML-safe text with runs of whitespace (including NBSP) collapsed to one space."""
     return _SPACE.sub(" ", xml_safe(text)).strip()
+
+
+def logfmt(**fields: object) -> str:
+    """``key=value`` pairs in the given order; a value with spaces or quotes is quoted."""
+    return " ".join(f"{key}={_logfmt_value(value)}" for key, value in fields.items())
+
+
+def _logfmt_value(value: object) -> str:
+    text = str(value)
+    if text and text.isprintable() and not any(c in text for c in ' "=\\'):
+        return text
+    return json.dumps(text, ensure_ascii=False)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+import os
 import re
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from flask import Flask
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
@@ -16,6 +19,7 @@ from werkzeug import Request, Response
 from feedbridge import create_app
 from feedbridge.cache import Backoff
 from feedbridge.config import Settings
+from tests.servers import RedisServer
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SITE = FIXTURES / "site"
@@ -121,3 +125,36 @@ def make_app(site: FakeSite, clock: Clock) -> Iterator[Callable[..., Flask]]:
 @pytest.fixture
 def app(make_app: Callable[..., Flask]) -> Flask:
     return make_app()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One redis-server for the session; missing, it fails the run in CI and skips elsewhere."""
+    try:
+        server = RedisServer()
+    except FileNotFoundError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{exc}: .ci/run installs it", pytrace=False)
+        pytest.skip(str(exc))
+    with server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis, emptied for this test."""
+    with redis.Redis.from_url(redis_server.url) as client:
+        client.flushdb()
+    return redis_server.url
+
+
+@pytest.fixture
+def logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """``caplog`` of the ``feedbridge`` logger, which keeps its records from the root logger."""
+    logger = logging.getLogger("feedbridge")
+    propagate = logger.propagate
+    logger.addHandler(caplog.handler)
+    logger.propagate = False
+    yield caplog
+    logger.removeHandler(caplog.handler)
+    logger.propagate = propagate
