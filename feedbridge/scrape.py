@@ -38,9 +38,10 @@ _SECTION_END = re.compile(
     r"|trending\b.*|most (read|popular)\b.*)$",
     re.IGNORECASE,
 )
+# Tried on every text node as it is (squashing them all first would cost most of a parse).
 _HEADING_START = re.compile(
-    r"^(more from|more articles|latest articles|north korea in pictures|related|trending"
-    r"|most read|most popular)\b",
+    r"^\s*(more\s+from|more\s+articles|latest\s+articles|north\s+korea\s+in\s+pictures"
+    r"|related|trending|most\s+read|most\s+popular)\b",
     re.IGNORECASE,
 )
 _CHROME = frozenset({"header", "nav", "aside", "footer"})
@@ -199,7 +200,7 @@ def _headings(root: _Element, pattern: re.Pattern[str]) -> list[tuple[_Element, 
     """
     found: list[tuple[_Element, str]] = []
     for node in root.xpath("//body//text()"):
-        if not node.is_text or not _HEADING_START.match(squash(node)):
+        if not node.is_text or not _HEADING_START.match(node):
             continue
         best = None
         el = node.getparent()
