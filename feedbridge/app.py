@@ -35,7 +35,7 @@ def create_app(
     app.config["FEEDBRIDGE"] = settings
     store: Store
     if settings.redis_url:
-        store = RedisStore(settings.redis_url, clock=clock)
+        store = RedisStore(settings.redis_url, clock=clock, local_for=settings.cache_ttl)
     else:
         store = MemoryStore(clock=clock)
     upstream = Upstream(

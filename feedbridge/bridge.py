@@ -78,7 +78,13 @@ class Bridge:
 
     def lookup(self, category: Category) -> Lookup:
         """The category's items, from the cache or the site."""
-        found = self.cache.get(category.slug, lambda previous: self.load(category, previous))
+
+        def load(previous: Entry | None) -> Entry:
+            entry = self.load(category, previous)
+            observe.loaded(category.slug, entry)
+            return entry
+
+        found = self.cache.get(category.slug, load)
         observe.looked_up(category.slug, found)
         return found
 

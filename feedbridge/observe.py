@@ -16,7 +16,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from feedbridge.text import logfmt
 
 if TYPE_CHECKING:
-    from feedbridge.cache import Lookup
+    from feedbridge.cache import Entry, Lookup
     from feedbridge.errors import UpstreamError
     from feedbridge.upstream import Page
 
@@ -53,7 +53,10 @@ PARSE_FAILURES = Counter(
 
 def looked_up(category: str, lookup: Lookup) -> None:
     CACHE_LOOKUPS.labels(category, lookup.state.value).inc()
-    ITEMS.labels(category).set(len(lookup.entry.items))
+
+
+def loaded(category: str, entry: Entry) -> None:
+    ITEMS.labels(category).set(len(entry.items))
 
 
 def fetched(category: str, path: str, seconds: float, page: Page) -> None:

@@ -22,14 +22,12 @@ MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 def status() -> Response:
     """What the cache holds for every category, read without asking the site anything."""
     cache = bridge().cache
-    response = jsonify(
-        version=__version__,
-        cache=cache.store.describe(),
-        categories={
-            category.slug: _category(cache.inspect(category.slug))
-            for category in bridge().registry.values()
-        },
-    )
+    categories = {
+        category.slug: _category(cache.inspect(category.slug))
+        for category in bridge().registry.values()
+    }
+    # After the reads above, which tell whether the store answers now.
+    response = jsonify(version=__version__, cache=cache.store.describe(), categories=categories)
     response.headers["Cache-Control"] = "no-store"
     return response
 

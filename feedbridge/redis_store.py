@@ -62,7 +62,11 @@ class RedisStore:
         maxsize: int = 256,
         prefix: str = "feedbridge:",
         retry_interval: float = 5.0,
+        local_for: float = 0.0,
     ) -> None:
+        """``local_for``: seconds after its fetch during which an entry this process has
+        read is served from its memory without asking Redis. The cache's TTL is right:
+        a fresh entry is never replaced, only a stale one is refreshed."""
         self._redis = redis.Redis.from_url(
             url,
             socket_timeout=1.0,
@@ -73,6 +77,7 @@ class RedisStore:
         self._clock = clock
         self._prefix = prefix
         self._retry_interval = retry_interval
+        self._local_for = local_for
         self.memory = MemoryStore(maxsize, clock=clock)
         self._local_closure = LocalClosure()
         self._unlock = self._redis.register_script(_UNLOCK)
@@ -96,7 +101,10 @@ class RedisStore:
         }
 
     def load(self, key: str) -> Entry | None:
-        return self._attempt(lambda r: self._read(r, key), lambda: self.memory.load(key))
+        known = self.memory.load(key)
+        if known is not None and self._clock() - known.fetched_at < self._local_for:
+            return known
+        return self._attempt(lambda r: self._read(r, key, known), lambda: known)
 
     def save(self, key: str, entry: Entry, ttl: float) -> None:
         self.memory.save(key, entry, ttl)
@@ -165,13 +173,12 @@ class RedisStore:
             lambda _r: self._close(keys=[self._key("site", "closed")], args=[_ms(seconds)]), _none
         )
 
-    def _read(self, r: redis.Redis, key: str) -> Entry | None:
+    def _read(self, r: redis.Redis, key: str, known: Entry | None) -> Entry | None:
         """The entry, its items decoded once per version: the mirror in memory has them."""
         name = self._key("entry", key)
         meta = _decoded(r.hget(name, "meta"), _meta_from_json, "entry")
         if meta is None:
             return None
-        known = self.memory.load(key)
         if known is not None and known.version == meta["version"]:
             items = known.items
         else:

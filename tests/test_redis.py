@@ -135,6 +135,18 @@ def test_an_entry_read_by_another_process_is_the_same(redis_url: str, clock: Clo
     assert RedisStore(redis_url, clock=clock).load("all") == entry
 
 
+def test_a_fresh_entry_once_read_is_served_from_memory(redis_url: str, clock: Clock) -> None:
+    """Only a stale entry is ever replaced, so a fresh one needs no trip to Redis."""
+    reader = RedisStore(redis_url, clock=clock, local_for=600)
+    writer = RedisStore(redis_url, clock=clock)
+    writer.save("k", Entry((), "v1", clock.now), 3600)
+    assert reader.load("k").version == "v1"  # type: ignore[union-attr]
+    writer.save("k", Entry((), "v2", clock.now + 1), 3600)
+    assert reader.load("k").version == "v1"  # type: ignore[union-attr]
+    clock.advance(600)
+    assert reader.load("k").version == "v2"  # type: ignore[union-attr]
+
+
 def test_an_unreadable_entry_is_no_entry(redis_url: str, clock: Clock) -> None:
     client = redis.Redis.from_url(redis_url)
     client.hset("feedbridge:entry:all", mapping={"meta": '{"format": 0}', "items": "[]"})
