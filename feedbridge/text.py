@@ -8,7 +8,6 @@ import re
 # Characters XML 1.0 forbids (C0 controls but tab/newline/return, lone surrogates,
 # U+FFFE/U+FFFF), plus C1 controls and DEL, which no reader wants to see either.
 _XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\ud800-\udfff\ufffe\uffff]")
-_SPACE = re.compile(r"\s+")
 
 
 def xml_safe(text: str) -> str:
@@ -18,7 +17,7 @@ def xml_safe(text: str) -> str:
 
 def squash(text: str) -> str:
     """XML-safe text with runs of whitespace (including NBSP) collapsed to one space."""
-    return _SPACE.sub(" ", xml_safe(text)).strip()
+    return " ".join(xml_safe(text).split())  # str.split() splits where \s matches
 
 
 def logfmt(**fields: object) -> str:
