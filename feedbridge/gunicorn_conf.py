@@ -5,10 +5,15 @@ app is imported, which is when prometheus_client must learn that it runs in seve
 processes (``PROMETHEUS_MULTIPROC_DIR``). Without the variable a fresh directory is
 made for this server and removed when it stops; with it, the directory given is used
 and its old ``*.db`` files, left by a previous run, are removed first.
+
+Before each fork, the objects the app made at import (``--preload``) are frozen out of
+the garbage collector's reach: a worker's collections then skip them, which bench/
+measured at about a tenth of a cached request's CPU time, and their pages stay shared.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import tempfile
@@ -24,6 +29,10 @@ if os.environ.get(MULTIPROC_DIR):
 else:
     _made = True
     os.environ[MULTIPROC_DIR] = tempfile.mkdtemp(prefix="feedbridge-metrics-")
+
+
+def pre_fork(server: Any, worker: Any) -> None:
+    gc.freeze()
 
 
 def child_exit(server: Any, worker: Any) -> None:
