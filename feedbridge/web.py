@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from flask import Blueprint, Response, current_app, render_template, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import http_date, parse_date
+from werkzeug.sansio.utils import get_current_url
 
 from feedbridge.bridge import Bridge, Rendered
 from feedbridge.cache import Lookup, State
@@ -105,10 +107,20 @@ def unexpected(exc: Exception) -> Response:
 def public_root() -> str:
     """The bridge's base URL as readers see it, ending in a slash."""
     configured = current_app.config["FEEDBRIDGE"].public_url
-    return configured + "/" if configured else request.url_root
+    if configured:
+        return configured + "/"
+    return _url_root(request.scheme, request.host, request.root_path)
+
+
+@functools.lru_cache(maxsize=64)
+def _url_root(scheme: str, host: str, root_path: str) -> str:
+    """``request.url_root``, remembered: werkzeug builds it anew for every request."""
+    return get_current_url(scheme, host, root_path)
 
 
 def _selection_parameters() -> tuple[int | None, list[str]]:
+    if not request.query_string:  # the common case, without parsing the arguments
+        return None, []
     limit = None
     raw_limit = request.args.get("limit")
     if raw_limit is not None:
