@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import re
 import shutil
@@ -300,6 +301,7 @@ def _peak_kib(pid: int) -> int:
 @contextmanager
 def _site() -> Iterator[FakeSite]:
     """The saved pages of the site on a local server, as in the tests."""
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
     server = HTTPServer(host="127.0.0.1", threaded=True)
     server.start()
     try:
