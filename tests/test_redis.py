@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from werkzeug import Request, Response
 
 from feedbridge import bridge as bridge_module
+from feedbridge.bridge import Rendered
 from feedbridge.cache import Backoff, Entry, Failure, FeedCache, State
 from feedbridge.categories import load_registry
 from feedbridge.errors import (
@@ -330,6 +331,20 @@ def test_two_apps_on_one_redis_fetch_and_render_once(
     assert renders == []
     assert site.hits() == 1
     assert two.test_client().get("/status").json["cache"] == {"backend": "redis", "state": "ok"}
+
+
+def test_an_unreadable_shared_rendering_is_made_and_saved_again(
+    make_app: Callable[..., Flask], redis_url: str
+) -> None:
+    first = make_app(redis_url=redis_url).test_client().get("/feeds/vok-en.atom")
+    client = redis.Redis.from_url(redis_url)
+    memos = list(client.scan_iter("feedbridge:memo:*"))
+    assert len(memos) == 1
+    client.set(memos[0], b"not a rendering")
+    second = make_app(redis_url=redis_url).test_client().get("/feeds/vok-en.atom")
+    assert (second.status_code, second.data) == (200, first.data)
+    repaired = Rendered.from_bytes(client.get(memos[0]))  # type: ignore[arg-type]
+    assert (repaired.body, repaired.etag) == (first.data, first.headers["ETag"])
 
 
 def test_redis_unreachable_from_the_start_serves_from_memory(
