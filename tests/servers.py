@@ -126,8 +126,9 @@ class RedisServer(_Process):
         self._dir.cleanup()
 
 
-def procfile_argv(port: int, app: str | None = None) -> list[str]:
-    """The Procfile's web command with ``$PORT``, bound to 127.0.0.1 (and ``app`` if given)."""
+def procfile_argv(port: int, env: Mapping[str, str], app: str | None = None) -> list[str]:
+    """The Procfile's web command, its variables from ``env``, on 127.0.0.1:``port``
+    (and serving ``app`` if given)."""
     line = next(
         line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:")
     )
@@ -136,7 +137,7 @@ def procfile_argv(port: int, app: str | None = None) -> list[str]:
         name, default = match.group(1), match.group(2)
         if name == "PORT":
             return str(port)
-        return os.environ.get(name) or default or ""
+        return env.get(name) or default or ""
 
     argv = shlex.split(re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", expand, line.removeprefix("web:")))
     bind = argv.index("--bind")
@@ -161,7 +162,7 @@ class Gunicorn(_Process):
             **env,
         }
         full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # each server makes its own
-        super().__init__(procfile_argv(self.port, app), env=full_env)
+        super().__init__(procfile_argv(self.port, full_env, app), env=full_env)
         self._await(self._answers)
 
     def _answers(self) -> bool:
