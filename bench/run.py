@@ -1,6 +1,7 @@
 """feedbridge's benchmark: every figure a ratio to a baseline measured in the same run.
 
-    python3 -m bench.run [--seconds 10]      (from the repository root)
+    python3 -m bench.run [--seconds 10] [--rounds 3]    (from the repository root,
+                                                        after pip install -e '.[test]')
 
 1. Cached feed under gunicorn (the Procfile's settings) against the ceiling: a minimal
    Flask endpoint with a constant body of the same size under the same settings
