@@ -9,15 +9,16 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import json
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from feedbridge import observe
 from feedbridge.cache import Entry, FeedCache, Lookup
 from feedbridge.categories import Category, Registry
-from feedbridge.errors import HTTPStatusError
+from feedbridge.errors import HTTPStatusError, LayoutChanged
 from feedbridge.feeds import FeedInfo, Format, render
 from feedbridge.fulltext import FullText
 from feedbridge.model import Item, newest_first
@@ -43,6 +44,33 @@ class Rendered:
         etag = 'W/"' + hashlib.sha256(body).hexdigest()[:32] + '"'
         return cls(body, gzip.compress(body, 6, mtime=0), etag, last_modified, media_type)
 
+    def to_bytes(self) -> bytes:
+        """One line of JSON saying what follows, then the body and its gzipped form."""
+        head = {
+            "etag": self.etag,
+            "last_modified": self.last_modified.isoformat(),
+            "media_type": self.media_type,
+            "body": len(self.body),
+        }
+        return json.dumps(head).encode() + b"\n" + self.body + self.gzipped
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Rendered:
+        """The inverse of :meth:`to_bytes`; ValueError when ``data`` is not one."""
+        line, _, rest = data.partition(b"\n")
+        try:
+            head = json.loads(line)
+            size = head["body"]
+            return cls(
+                rest[:size],
+                rest[size:],
+                head["etag"],
+                datetime.fromisoformat(head["last_modified"]),
+                head["media_type"],
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a saved rendering: {exc!r}") from None
+
 
 class Bridge:
     def __init__(
@@ -62,7 +90,15 @@ class Bridge:
 
     def lookup(self, category: Category) -> Lookup:
         """The category's items, from the cache or the site."""
-        return self.cache.get(category.slug, lambda previous: self.load(category, previous))
+
+        def load(previous: Entry | None) -> Entry:
+            entry = self.load(category, previous)
+            observe.loaded(category.slug, entry)
+            return entry
+
+        found = self.cache.get(category.slug, load)
+        observe.looked_up(category.slug, found)
+        return found
 
     def load(
         self, category: Category, previous: Entry | None = None, *, full_text: bool = True
@@ -73,7 +109,6 @@ class Bridge:
         within the budget; those that do not keep their excerpt, and the next load tries
         them again.
         """
-        started = time.monotonic()
         last_error: HTTPStatusError | None = None
         for path in category.paths:
             conditional = previous is not None and previous.source_path == path
@@ -82,6 +117,7 @@ class Bridge:
                     path,
                     etag=previous.etag if conditional and previous else None,
                     last_modified=previous.last_modified if conditional and previous else None,
+                    category=category.slug,
                 )
             except HTTPStatusError as exc:
                 if exc.upstream_status not in (404, 410):
@@ -90,26 +126,25 @@ class Bridge:
                 last_error = exc
                 continue
             if page.not_modified and previous is not None:
-                log.info("%s: not modified upstream", category.slug)
                 return self._completed(category, previous) if full_text else previous
             base = self.upstream.base_url
-            if category.label is None:
-                items = parse_home(page.body, base_url=base, encoding=page.encoding)
-            else:
-                items = parse_listing(
-                    page.body,
-                    label=category.label,
-                    base_url=base,
-                    encoding=page.encoding,
-                    page_path=path,
-                )
+            try:
+                if category.label is None:
+                    items = parse_home(page.body, base_url=base, encoding=page.encoding)
+                else:
+                    items = parse_listing(
+                        page.body,
+                        label=category.label,
+                        base_url=base,
+                        encoding=page.encoding,
+                        page_path=path,
+                    )
+            except LayoutChanged:
+                observe.parse_failed(category.slug)
+                raise
             items = newest_first(items)
             if full_text:
                 items = self._with_full_text(category, items)
-            log.info(
-                "%s: fetched %s, %d items in %.2fs",
-                category.slug, path, len(items), time.monotonic() - started,
-            )  # fmt: skip
             return Entry(
                 items=tuple(items),
                 version=content_version(items),
@@ -176,7 +211,8 @@ class Bridge:
 
         if items is None:
             key = ("feed", category.slug, entry.version, fmt, self_url)
-            return self.cache.memo(key, lambda: make(entry.items))
+            codec = (Rendered.to_bytes, Rendered.from_bytes)
+            return self.cache.memo(key, lambda: make(entry.items), codec)
         return make(items)
 
 

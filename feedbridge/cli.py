@@ -45,6 +45,7 @@ DEFAULT_BASE_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
 # (a test checks that the Procfile says the same).
 GUNICORN_THREADS = 4
 WSGI_APP = "feedbridge.wsgi:app"
+GUNICORN_CONFIG = "python:feedbridge.gunicorn_conf"  # shared metrics of all the workers
 
 
 class OneLineUsageError(click.UsageError):
@@ -409,6 +410,8 @@ def _check_line(outcome: Outcome, width: int) -> str:
 def gunicorn_args(host: str, port: int, workers: int) -> list[str]:
     """gunicorn's arguments, after the program name: the ``Procfile``'s, for this address."""
     return [
+        "--config",
+        GUNICORN_CONFIG,
         "--no-control-socket",
         "--preload",
         "--workers",

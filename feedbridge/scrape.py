@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from datetime import date, datetime
+from datetime import date
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import lxml.html
 from bs4.dammit import UnicodeDammit
-from lxml.etree import ParserError, _Element
+from lxml.etree import ParserError, _Element, iterwalk
 
 from feedbridge.errors import Blocked, LayoutChanged
 from feedbridge.model import ArticleKey, Item
@@ -30,6 +30,7 @@ SITE_HOSTS = frozenset({"kcnawatch.org", "www.kcnawatch.org"})
 ARTICLE_PATH = re.compile(r"^/newstream/(\d{9,10})-(\d{5,12})(?:/([^/]*))?/?$")
 _MONTHS = "January|February|March|April|May|June|July|August|September|October|November|December"
 _LISTED_DATE = re.compile(rf"\b({_MONTHS}) (\d{{1,2}}), (\d{{4}})(?!\d)")
+_MONTH_NUMBERS = {name: number for number, name in enumerate(_MONTHS.split("|"), 1)}
 _MORE_FROM = re.compile(r"^more from\s+(.+)$", re.IGNORECASE)
 _LATEST = re.compile(r"^latest articles\b", re.IGNORECASE)
 # Headings that end a listing: the next section of the page.
@@ -38,9 +39,10 @@ _SECTION_END = re.compile(
     r"|trending\b.*|most (read|popular)\b.*)$",
     re.IGNORECASE,
 )
+# Tried on every text node as it is (squashing them all first would cost most of a parse).
 _HEADING_START = re.compile(
-    r"^(more from|more articles|latest articles|north korea in pictures|related|trending"
-    r"|most read|most popular)\b",
+    r"^\s*(more\s+from|more\s+articles|latest\s+articles|north\s+korea\s+in\s+pictures"
+    r"|related|trending|most\s+read|most\s+popular)\b",
     re.IGNORECASE,
 )
 _CHROME = frozenset({"header", "nav", "aside", "footer"})
@@ -70,15 +72,16 @@ def parse_listing(
     :class:`Blocked` when the page is a sign-up wall rather than an article.
     """
     root = _parse(body, encoding)
+    chains = _heading_chains(root)
     wanted = _label_key(label)
     heading = next(
-        (el for el, found in _headings(root, _MORE_FROM) if _label_key(found) == wanted), None
+        (el for el, found in _headings(chains, _MORE_FROM) if _label_key(found) == wanted), None
     )
     if heading is None:
         _raise_if_wall(root)
         raise LayoutChanged(f"no 'More From {label}' block on the page")
     own_key = _key_of_path(page_path) if page_path else None
-    items = _items_after(root, heading, base_url=base_url, source=label, skip=own_key)
+    items = _items_after(root, heading, chains, base_url=base_url, source=label, skip=own_key)
     if not items:
         raise LayoutChanged(f"the 'More From {label}' block lists no article")
     return items
@@ -87,8 +90,9 @@ def parse_listing(
 def parse_home(body: bytes, *, base_url: str, encoding: str | None = None) -> list[Item]:
     """The latest articles of the home page (all sources), newest first."""
     root = _parse(body, encoding)
-    heading = next((el for el, _ in _headings(root, _LATEST)), None)
-    items = _items_after(root, heading, base_url=base_url, source=None, skip=None)
+    chains = _heading_chains(root)
+    heading = next((el for el, _ in _headings(chains, _LATEST)), None)
+    items = _items_after(root, heading, chains, base_url=base_url, source=None, skip=None)
     if not items:
         _raise_if_wall(root)
         raise LayoutChanged("the home page lists no article")
@@ -124,7 +128,8 @@ def parse_listed_date(text: str) -> date | None:
     if not match:
         return None
     try:
-        return datetime.strptime(" ".join(match.groups()), "%B %d %Y").date()
+        month, day, year = match.groups()
+        return date(int(year), _MONTH_NUMBERS[month], int(day))
     except ValueError:
         return None
 
@@ -191,26 +196,42 @@ def _label_key(label: str) -> str:
     return squash(label).casefold()
 
 
-def _headings(root: _Element, pattern: re.Pattern[str]) -> list[tuple[_Element, str]]:
-    """Elements whose whole (short) text matches ``pattern``, with its first group.
+Chain = list[tuple[_Element, str]]
+
+
+def _heading_chains(root: _Element) -> list[Chain]:
+    """For each text node that starts like a section heading, its element and ancestors
+    while their whole text is short, innermost first, each with its squashed text.
 
     Found from the text nodes up, so the cost is one pass over the text, not a
-    ``text_content()`` of every element; the outermost matching element wins.
+    ``text_content()`` of every element; done once per page for every heading pattern.
     """
-    found: list[tuple[_Element, str]] = []
+    chains: list[Chain] = []
     for node in root.xpath("//body//text()"):
-        if not node.is_text or not _HEADING_START.match(squash(node)):
+        if not node.is_text or not _HEADING_START.match(node):
             continue
-        best = None
+        chain: Chain = []
         el = node.getparent()
         while el is not None and el.tag not in ("body", "html") and el.tag not in _SKIP:
             text = squash(el.text_content())
             if len(text) > 160:
                 break
+            chain.append((el, text))
+            el = el.getparent()
+        chains.append(chain)
+    return chains
+
+
+def _headings(chains: list[Chain], pattern: re.Pattern[str]) -> list[tuple[_Element, str]]:
+    """Elements whose whole (short) text matches ``pattern``, with its first group; the
+    outermost matching element of a chain wins."""
+    found: list[tuple[_Element, str]] = []
+    for chain in chains:
+        best = None
+        for el, text in chain:
             match = pattern.match(text)
             if match:
                 best = (el, match.group(1) if match.groups() else text)
-            el = el.getparent()
         if best is not None and (not found or found[-1][0] is not best[0]):
             found.append(best)
     return found
@@ -219,12 +240,13 @@ def _headings(root: _Element, pattern: re.Pattern[str]) -> list[tuple[_Element, 
 def _items_after(
     root: _Element,
     start: _Element | None,
+    chains: list[Chain],
     *,
     base_url: str,
     source: str | None,
     skip: ArticleKey | None,
 ) -> list[Item]:
-    links = list(_section_links(root, start, base_url))
+    links = list(_section_links(root, start, chains, base_url))
     keys_by_element: dict[_Element, set[ArticleKey]] = {}
     for anchor, key, _ in links:
         for ancestor in anchor.iterancestors():
@@ -242,16 +264,18 @@ def _items_after(
 
 
 def _section_links(
-    root: _Element, start: _Element | None, base_url: str
+    root: _Element, start: _Element | None, chains: list[Chain], base_url: str
 ) -> Iterator[tuple[_Element, ArticleKey, str]]:
     """Article links after ``start`` (or from the top) up to the next section heading.
 
     Links in the page's header, navigation, sidebars and footer are never items.
     """
-    ends = {el for el, _ in _headings(root, _SECTION_END)} - {start}
-    inside_start = set(start.iter()) if start is not None else set()
+    ends = {el for el, _ in _headings(chains, _SECTION_END)} - {start}
+    inside_start = set(start.iter("a")) if start is not None else set()
     started = start is None
-    for el in root.iter():
+    # Only the tags that matter, in document order: lxml skips the others in C.
+    tags = {"a"} | {el.tag for el in ends} | ({start.tag} if start is not None else set())
+    for el in root.iter(*tags):
         if not started:
             started = el is start
             continue
@@ -264,7 +288,7 @@ def _section_links(
 
 
 def _in_chrome(el: _Element) -> bool:
-    return any(ancestor.tag in _CHROME for ancestor in el.iterancestors())
+    return next(el.iterancestors(*_CHROME), None) is not None
 
 
 def _container(anchor: _Element, keys_by_element: dict[_Element, set[ArticleKey]]) -> _Element:
@@ -345,22 +369,22 @@ def _text_blocks(container: _Element) -> Iterator[str]:
         if text:
             yield text
 
-    def walk(el: _Element) -> Iterator[str]:
-        if not isinstance(el.tag, str) or el.tag in _SKIP:
-            return
-        block = el.tag in _BLOCK
-        if block:
+    # lxml's own walk (its C loop) rather than a recursion of Python generators.
+    walk = iterwalk(container, events=("start", "end", "comment", "pi"))
+    for event, el in walk:
+        if event == "start":
+            if el.tag in _SKIP:
+                walk.skip_subtree()  # its end still comes, for its tail
+            else:
+                if el.tag in _BLOCK:
+                    yield from flush()
+                if el.text:
+                    buffer.append(el.text)
+            continue
+        if event == "end" and el.tag in _BLOCK:
             yield from flush()
-        if el.text:
-            buffer.append(el.text)
-        for child in el:
-            yield from walk(child)
-            if child.tail:
-                buffer.append(child.tail)
-        if block:
-            yield from flush()
-
-    yield from walk(container)
+        if el.tail and el is not container:
+            buffer.append(el.tail)
     yield from flush()
 
 

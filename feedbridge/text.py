@@ -1,13 +1,13 @@
-"""Text clean-up shared by the scraper and the renderers."""
+"""Text clean-up shared by the scraper and the renderers, and the form of log lines."""
 
 from __future__ import annotations
 
+import json
 import re
 
 # Characters XML 1.0 forbids (C0 controls but tab/newline/return, lone surrogates,
 # U+FFFE/U+FFFF), plus C1 controls and DEL, which no reader wants to see either.
 _XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\ud800-\udfff\ufffe\uffff]")
-_SPACE = re.compile(r"\s+")
 
 
 def xml_safe(text: str) -> str:
@@ -17,4 +17,16 @@ def xml_safe(text: str) -> str:
 
 def squash(text: str) -> str:
     """XML-safe text with runs of whitespace (including NBSP) collapsed to one space."""
-    return _SPACE.sub(" ", xml_safe(text)).strip()
+    return " ".join(xml_safe(text).split())  # str.split() splits where \s matches
+
+
+def logfmt(**fields: object) -> str:
+    """``key=value`` pairs in the given order; a value with spaces or quotes is quoted."""
+    return " ".join(f"{key}={_logfmt_value(value)}" for key, value in fields.items())
+
+
+def _logfmt_value(value: object) -> str:
+    text = str(value)
+    if text and text.isprintable() and not any(c in text for c in ' "=\\'):
+        return text
+    return json.dumps(text, ensure_ascii=False)

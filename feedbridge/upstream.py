@@ -13,12 +13,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from typing import Protocol
 from urllib.parse import urljoin, urlsplit
 
 import requests
 from urllib3.exceptions import ReadTimeoutError
 
-from feedbridge import __version__
+from feedbridge import __version__, observe
 from feedbridge.config import Timeout
 from feedbridge.errors import (
     BackingOff,
@@ -54,6 +55,32 @@ class Page:
     not_modified: bool = False
 
 
+class Closure(Protocol):
+    """Where the site's own "come back later" (``Retry-After``) is remembered."""
+
+    def closed_for(self) -> float:
+        """Seconds until the site may be asked again; 0 when it may be now."""
+        ...
+
+    def close_for(self, seconds: float) -> None:
+        """Ask the site nothing for ``seconds`` from now (never shortens a closure)."""
+        ...
+
+
+class LocalClosure:
+    """The site's ``Retry-After`` as this process heard it (shared ones: RedisStore)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._until = 0.0
+
+    def closed_for(self) -> float:
+        return max(0.0, self._until - self._clock())
+
+    def close_for(self, seconds: float) -> None:
+        self._until = max(self._until, self._clock() + seconds)
+
+
 class Upstream:
     """A polite client of one site: one session, spaced requests, bounded bodies."""
 
@@ -67,6 +94,7 @@ class Upstream:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         session: requests.Session | None = None,
+        closure: Closure | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout or Timeout()
@@ -84,7 +112,7 @@ class Upstream:
         )
         self._turn = threading.Lock()
         self._next_request_at = 0.0
-        self._closed_until = 0.0  # the site's own Retry-After, for every category
+        self.closure = closure or LocalClosure(clock)  # the site's Retry-After, for every page
 
     def url_for(self, path: str) -> str:
         """The absolute URL of a site path; refuses anything that would leave the site."""
@@ -93,9 +121,18 @@ class Upstream:
         return self.base_url + path
 
     def fetch(
-        self, path: str, *, etag: str | None = None, last_modified: str | None = None
+        self,
+        path: str,
+        *,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        category: str = "-",
     ) -> Page:
-        """GET one page of the site, conditionally when validators are given."""
+        """GET one page of the site, conditionally when validators are given.
+
+        Every request is counted, timed and logged here, under ``category``: what the
+        page is fetched for.
+        """
         url = self.url_for(path)
         headers = {}
         if etag:
@@ -103,21 +140,32 @@ class Upstream:
         if last_modified:
             headers["If-Modified-Since"] = last_modified
         self._wait_turn()
-        deadline = self._clock() + self.timeout.total
+        started = self._clock()
+        try:
+            page = self._exchange(url, headers, started + self.timeout.total)
+        except UpstreamError as exc:
+            observe.fetch_failed(category, path, self._clock() - started, exc)
+            raise
+        observe.fetched(category, path, self._clock() - started, page)
+        return page
+
+    def _exchange(self, url: str, headers: dict[str, str], deadline: float) -> Page:
+        """The page at ``url``, following the redirects that stay on the site."""
+        start = url
         for _ in range(MAX_REDIRECTS + 1):
             response = self._get(url, headers, deadline)
             if not response.is_redirect:
                 return self._read(url, response, deadline)
             url = self._follow(url, response)
-        raise UpstreamError(f"more than {MAX_REDIRECTS} redirects from {path}")
+        raise UpstreamError(f"more than {MAX_REDIRECTS} redirects from {start}")
 
     def _wait_turn(self) -> None:
         """Space requests ``min_interval`` apart across all categories of this process."""
         with self._turn:
+            closed = self.closure.closed_for()
+            if closed > 0:
+                raise BackingOff(f"the site asked us to wait {closed:.0f}s", retry_after=closed)
             now = self._clock()
-            if now < self._closed_until:
-                wait = self._closed_until - now
-                raise BackingOff(f"the site asked us to wait {wait:.0f}s", retry_after=wait)
             # Clamped, so that a clock stepped backwards never means a long sleep.
             wait = min(self.min_interval, self._next_request_at - now)
             if wait > 0:
@@ -160,7 +208,7 @@ class Upstream:
                 retry_after = _retry_after(response.headers.get("Retry-After"))
                 if response.status_code in (429, 503) and retry_after:
                     with self._turn:
-                        self._closed_until = max(self._closed_until, self._clock() + retry_after)
+                        self.closure.close_for(retry_after)
                 raise HTTPStatusError(
                     f"the site answered {response.status_code} for {url}",
                     upstream_status=response.status_code,

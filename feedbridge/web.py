@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from datetime import datetime
@@ -10,6 +11,7 @@ from urllib.parse import urlencode
 from flask import Blueprint, Response, abort, current_app, render_template, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import http_date, parse_date
+from werkzeug.sansio.utils import get_current_url
 
 from feedbridge.bridge import Bridge, Rendered
 from feedbridge.cache import Lookup, State
@@ -137,10 +139,18 @@ def public_root() -> str:
     # Self links are built on the Host header: one that is no host would make them invalid.
     if not _HOST.fullmatch(request.host):
         abort(400, "Host: the request's Host header must be a host name, with a port or not")
-    return request.url_root
+    return _url_root(request.scheme, request.host, request.root_path)
+
+
+@functools.lru_cache(maxsize=64)
+def _url_root(scheme: str, host: str, root_path: str) -> str:
+    """``request.url_root``, remembered: werkzeug builds it anew for every request."""
+    return get_current_url(scheme, host, root_path)
 
 
 def _selection_parameters() -> tuple[int | None, list[str]]:
+    if not request.query_string:  # the common case, without parsing the arguments
+        return None, []
     limit = None
     raw_limit = request.args.get("limit")
     if raw_limit is not None:

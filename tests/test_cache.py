@@ -1,4 +1,7 @@
-"""The cache on its own: single flight, stale-while-revalidate, stale-if-error, back-off."""
+"""The cache on its own: single flight, stale-while-revalidate, stale-if-error, back-off.
+
+Every test runs on both stores: this process's memory and a real Redis server.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from feedbridge.cache import Backoff, Entry, FeedCache, State
+from feedbridge.cache import Backoff, Entry, FeedCache, MemoryStore, State, Store
 from feedbridge.errors import BackingOff, HTTPStatusError, UpstreamTimeout
+from feedbridge.redis_store import RedisStore
 from tests.conftest import Clock
 
 
@@ -36,9 +40,18 @@ class Loader:
         return entry(self.version)
 
 
+@pytest.fixture(params=["memory", "redis"])
+def store(request: pytest.FixtureRequest, clock: Clock) -> Store:
+    if request.param == "memory":
+        return MemoryStore(clock=clock)
+    return RedisStore(request.getfixturevalue("redis_url"), clock=clock)
+
+
 @pytest.fixture
-def cache(clock: Clock) -> FeedCache:
-    return FeedCache(ttl=600, stale_ttl=3600, clock=clock, backoff=Backoff(30, 1800, lambda: 1.0))
+def cache(clock: Clock, store: Store) -> FeedCache:
+    return FeedCache(
+        ttl=600, stale_ttl=3600, clock=clock, backoff=Backoff(30, 1800, lambda: 1.0), store=store
+    )
 
 
 def test_miss_then_hit_until_the_ttl(cache: FeedCache, clock: Clock) -> None:

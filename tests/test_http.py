@@ -126,7 +126,7 @@ def test_query_parameters_never_reach_the_site(app: Flask, site: FakeSite) -> No
         self_url = f"http://localhost{FEED}{canonical}"
         check_feed(response.data, response.content_type, self_url=self_url)
     assert site.hits() == 1
-    assert len(cache_of(app)._entries) == 1
+    assert len(cache_of(app).store._entries) == 1
     atom = "{http://www.w3.org/2005/Atom}"
     assert len(everything.findall(f"{atom}entry")) == 11
 
@@ -171,7 +171,7 @@ def test_distinct_query_strings_do_not_grow_the_cache(app: Flask) -> None:
     for n in range(300):
         assert get(app, f"{FEED}?_={n}").status_code == 200
     cache = cache_of(app)
-    assert len(cache._entries) == 1
+    assert len(cache.store._entries) == 1
     assert len(cache._memo) == 1  # only the default rendering is kept
 
 

@@ -1,0 +1,92 @@
+"""What the bridge tells its operator: Prometheus metrics and ``key=value`` log lines.
+
+The metrics live in prometheus_client's default registry. Under gunicorn every worker
+is a process of its own: with ``PROMETHEUS_MULTIPROC_DIR`` set before prometheus_client
+is first imported (``feedbridge/gunicorn_conf.py`` does it), each worker writes its
+values to files there and ``/metrics`` adds them up (see :mod:`feedbridge.ops`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from feedbridge.text import logfmt
+
+if TYPE_CHECKING:
+    from feedbridge.cache import Entry, Lookup
+    from feedbridge.errors import UpstreamError
+    from feedbridge.upstream import Page
+
+log = logging.getLogger("feedbridge.upstream")
+
+UPSTREAM_REQUESTS = Counter(
+    "feedbridge_upstream_requests",
+    "Requests to the site by category and outcome (ok, not_modified, or the error's kind).",
+    ["category", "outcome"],
+)
+FETCH_SECONDS = Histogram(
+    "feedbridge_upstream_fetch_seconds",
+    "Time of one request to the site, from sending it to the end of the body.",
+    ["category"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30),
+)
+CACHE_LOOKUPS = Counter(
+    "feedbridge_cache_lookups",
+    "Feed lookups by what the cache had: hit (fresh), stale (served while refreshed) or miss.",
+    ["category", "result"],
+)
+ITEMS = Gauge(
+    "feedbridge_items",
+    "Items in the category's cached listing.",
+    ["category"],
+    multiprocess_mode="mostrecent",
+)
+PARSE_FAILURES = Counter(
+    "feedbridge_parse_failures",
+    "Listing pages that parsed to no item: the site's layout changed.",
+    ["category"],
+)
+
+
+def looked_up(category: str, lookup: Lookup) -> None:
+    CACHE_LOOKUPS.labels(category, lookup.state.value).inc()
+
+
+def loaded(category: str, entry: Entry) -> None:
+    ITEMS.labels(category).set(len(entry.items))
+
+
+def fetched(category: str, path: str, seconds: float, page: Page) -> None:
+    """A request to the site that was answered with a page (or a 304)."""
+    outcome, status = ("not_modified", 304) if page.not_modified else ("ok", 200)
+    _count(category, outcome, seconds)
+    log.info(
+        logfmt(
+            event="fetch", category=category, path=path, status=status,
+            bytes=len(page.body), duration_ms=round(seconds * 1000),
+        )
+    )  # fmt: skip
+
+
+def fetch_failed(category: str, path: str, seconds: float, error: UpstreamError) -> None:
+    """A request to the site that failed; the cache logs what it does about it."""
+    _count(category, error.kind, seconds)
+    log.info(
+        logfmt(
+            event="fetch", category=category, path=path,
+            status=getattr(error, "upstream_status", "-"), outcome=error.kind,
+            duration_ms=round(seconds * 1000), error=str(error),
+        )
+    )  # fmt: skip
+
+
+def parse_failed(category: str) -> None:
+    PARSE_FAILURES.labels(category).inc()
+
+
+def _count(category: str, outcome: str, seconds: float) -> None:
+    UPSTREAM_REQUESTS.labels(category, outcome).inc()
+    FETCH_SECONDS.labels(category).observe(seconds)

@@ -1,0 +1,177 @@
+"""Real servers for tests and the benchmark: redis-server, and gunicorn as the Procfile runs it.
+
+Every server listens on 127.0.0.1 on a free port, is waited for with a bounded wait,
+and is stopped by whoever started it (``stop()``, or the ``with`` block's end).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+START_TIMEOUT = 20.0  # seconds a server gets to answer
+
+
+class ServerError(RuntimeError):
+    """A server did not start; the message says which and shows its output."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(ready: Callable[[], bool], what: str, timeout: float = START_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            raise ServerError(f"{what} not ready within {timeout:g}s")
+        time.sleep(0.05)
+
+
+class _Process:
+    """A child process whose output goes to a file, shown when it fails to start."""
+
+    name = "process"
+
+    def __init__(self, argv: list[str], *, env: Mapping[str, str] | None = None) -> None:
+        self.log = tempfile.NamedTemporaryFile(prefix=f"{self.name}-", suffix=".log")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=dict(env) if env is not None else None,
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+    def _await(self, ready: Callable[[], bool]) -> None:
+        def up() -> bool:
+            if self.process.poll() is not None:
+                raise ServerError(f"{self.name} exited at start:\n{self.output()}")
+            return ready()
+
+        try:
+            wait_until(up, self.name)
+        except ServerError:
+            self.stop()
+            raise
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self.log.close()
+
+    def __enter__(self) -> _Process:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+
+class RedisServer(_Process):
+    """``redis-server`` on a free loopback port, in memory only."""
+
+    name = "redis-server"
+
+    def __init__(self, port: int | None = None) -> None:
+        executable = shutil.which("redis-server")
+        if executable is None:
+            raise FileNotFoundError(
+                "redis-server is not installed (Debian: apt-get install redis-server)"
+            )
+        self.port = port or free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._dir = tempfile.TemporaryDirectory(prefix="redis-")
+        super().__init__(
+            [
+                executable, "--port", str(self.port), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no", "--dir", self._dir.name,
+            ]
+        )  # fmt: skip
+        self._await(self._answers)
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        super().stop(sig)
+        self._dir.cleanup()
+
+
+def procfile_argv(port: int, env: Mapping[str, str], app: str | None = None) -> list[str]:
+    """The Procfile's web command, its variables from ``env``, on 127.0.0.1:``port``
+    (and serving ``app`` if given)."""
+    line = next(
+        line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:")
+    )
+
+    def expand(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name == "PORT":
+            return str(port)
+        return env.get(name) or default or ""
+
+    argv = shlex.split(re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", expand, line.removeprefix("web:")))
+    bind = argv.index("--bind")
+    argv[bind + 1] = f"127.0.0.1:{port}"
+    if app is not None:
+        argv[-1] = app
+    return argv
+
+
+class Gunicorn(_Process):
+    """gunicorn started as the Procfile says, on 127.0.0.1, with ``env`` added."""
+
+    name = "gunicorn"
+
+    def __init__(self, env: Mapping[str, str], *, workers: int = 2, app: str | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        full_env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "WEB_CONCURRENCY": str(workers),
+            **env,
+        }
+        full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # each server makes its own
+        super().__init__(procfile_argv(self.port, full_env, app), env=full_env)
+        self._await(self._answers)
+
+    def _answers(self) -> bool:
+        try:
+            return requests.get(f"{self.url}/healthz", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def workers(self) -> list[int]:
+        """The pids of the server's workers (children of the gunicorn master)."""
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return [int(pid) for pid in children.read_text().split()]
