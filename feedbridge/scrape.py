@@ -18,15 +18,18 @@ from collections.abc import Iterable, Iterator
 from datetime import date
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
-import lxml.html
 from bs4.dammit import UnicodeDammit
-from lxml.etree import ParserError, _Element, iterwalk
+from lxml import etree
+from lxml.etree import _Element, iterwalk
 
 from feedbridge.errors import Blocked, LayoutChanged
 from feedbridge.model import ArticleKey, Item
-from feedbridge.text import squash, xml_safe
+from feedbridge.text import collapse, squash, xml_safe
 
 SITE_HOSTS = frozenset({"kcnawatch.org", "www.kcnawatch.org"})
+# Plain elements, not lxml.html's: its per-element class lookup in Python was a fifth of
+# the scraper's time, for methods the scraper does not use.
+_PARSER = etree.HTMLParser(remove_comments=True, remove_pis=True, no_network=True)
 ARTICLE_PATH = re.compile(r"^/newstream/(\d{9,10})-(\d{5,12})(?:/([^/]*))?/?$")
 _MONTHS = "January|February|March|April|May|June|July|August|September|October|November|December"
 _LISTED_DATE = re.compile(rf"\b({_MONTHS}) (\d{{1,2}}), (\d{{4}})(?!\d)")
@@ -180,9 +183,17 @@ def _parse(body: bytes, encoding: str | None) -> _Element:
     known = [encoding] if encoding else []
     text = UnicodeDammit(body, known_definite_encodings=known, is_html=True).unicode_markup
     try:
-        return lxml.html.document_fromstring(xml_safe(text or "") or "<html></html>")
-    except (ParserError, ValueError) as exc:
+        root = etree.fromstring(xml_safe(text or "") or "<html></html>", _PARSER)
+    except (etree.XMLSyntaxError, ValueError) as exc:
         raise LayoutChanged(f"the page is not readable HTML ({exc})") from None
+    if root is None:
+        raise LayoutChanged("the page is empty")
+    return root
+
+
+def _text(el: _Element) -> str:
+    """All the text inside ``el`` (lxml.html's ``text_content()``, on a plain element)."""
+    return "".join(el.itertext())
 
 
 def _raise_if_wall(root: _Element) -> None:
@@ -204,7 +215,7 @@ def _heading_chains(root: _Element) -> list[Chain]:
     while their whole text is short, innermost first, each with its squashed text.
 
     Found from the text nodes up, so the cost is one pass over the text, not a
-    ``text_content()`` of every element; done once per page for every heading pattern.
+    text of every element; done once per page for every heading pattern.
     """
     chains: list[Chain] = []
     for node in root.xpath("//body//text()"):
@@ -213,7 +224,7 @@ def _heading_chains(root: _Element) -> list[Chain]:
         chain: Chain = []
         el = node.getparent()
         while el is not None and el.tag not in ("body", "html") and el.tag not in _SKIP:
-            text = squash(el.text_content())
+            text = collapse(_text(el))
             if len(text) > 160:
                 break
             chain.append((el, text))
@@ -309,7 +320,7 @@ def _item(
     base_url: str,
     source: str | None,
 ) -> Item:
-    blocks = list(_text_blocks(container))
+    blocks = _text_blocks(container)
     listed = next((d for d in map(parse_listed_date, blocks) if d), None)
     title = _title(anchors, container, blocks)
     excerpt = next(
@@ -324,34 +335,36 @@ def _item(
     )
     if source is None:
         logo = container.xpath(".//img[contains(@class, 'source') or contains(@class, 'logo')]")
-        source = squash(logo[0].get("alt", "")) or None if logo else None
+        source = collapse(logo[0].get("alt", "")) or None if logo else None
+    # The tree's text is whitespace-collapsed as it is read; what is kept is made XML-safe
+    # here, once: character references such as "&#11;" come back as control characters.
     return Item(
         key=key,
-        title=title,
+        title=squash(title),
         path=anchors[0][1],
-        excerpt=excerpt,
+        excerpt=squash(excerpt),
         listed=listed,
         thumbnail=_thumbnail(container, base_url),
-        source=source,
+        source=squash(source) if source else None,
     )
 
 
 def _title(anchors: list[tuple[_Element, str]], container: _Element, blocks: list[str]) -> str:
     """Heading text; else an image's alt or the link's title; else the link text; else slug."""
     for heading in container.iter(*_HEADINGS):
-        text = squash(heading.text_content())
+        text = collapse(_text(heading))
         if text:
             return text
     for anchor, _ in anchors:
         for img in anchor.iter("img"):
-            alt = squash(img.get("alt", ""))
+            alt = collapse(img.get("alt", ""))
             if alt:
                 return alt
-        if squash(anchor.get("title", "")):
-            return squash(anchor.get("title", ""))
+        if collapse(anchor.get("title", "")):
+            return collapse(anchor.get("title", ""))
     excerpts = {text.casefold() for text in blocks[1:]}
     for anchor, _ in anchors:
-        text = squash(anchor.text_content())
+        text = collapse(_text(anchor))
         if text and text.casefold() not in excerpts and not _LISTED_DATE.fullmatch(text):
             return text
     slug = anchors[0][1].rstrip("/").rsplit("/", 1)[-1]
@@ -359,33 +372,36 @@ def _title(anchors: list[tuple[_Element, str]], container: _Element, blocks: lis
     return words[:1].upper() + words[1:] if words and not words.isdigit() else str(anchors[0][1])
 
 
-def _text_blocks(container: _Element) -> Iterator[str]:
+def _text_blocks(container: _Element) -> list[str]:
     """The container's text, one string per block element (paragraph, heading, cell …)."""
+    blocks: list[str] = []
     buffer: list[str] = []
 
-    def flush() -> Iterator[str]:
-        text = squash(" ".join(buffer))
-        buffer.clear()
-        if text:
-            yield text
+    def flush() -> None:
+        if buffer:
+            text = collapse(" ".join(buffer))
+            buffer.clear()
+            if text:
+                blocks.append(text)
 
     # lxml's own walk (its C loop) rather than a recursion of Python generators.
-    walk = iterwalk(container, events=("start", "end", "comment", "pi"))
+    walk = iterwalk(container, events=("start", "end"))
     for event, el in walk:
         if event == "start":
             if el.tag in _SKIP:
                 walk.skip_subtree()  # its end still comes, for its tail
             else:
                 if el.tag in _BLOCK:
-                    yield from flush()
+                    flush()
                 if el.text:
                     buffer.append(el.text)
             continue
-        if event == "end" and el.tag in _BLOCK:
-            yield from flush()
+        if el.tag in _BLOCK:
+            flush()
         if el.tail and el is not container:
             buffer.append(el.tail)
-    yield from flush()
+    flush()
+    return blocks
 
 
 def _thumbnail(container: _Element, base_url: str) -> str | None:

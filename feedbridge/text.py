@@ -15,9 +15,14 @@ def xml_safe(text: str) -> str:
     return _XML_ILLEGAL.sub("", text)
 
 
+def collapse(text: str) -> str:
+    """Runs of whitespace (including NBSP) collapsed to one space, ends stripped."""
+    return " ".join(text.split())  # str.split() splits where \s matches
+
+
 def squash(text: str) -> str:
-    """XML-safe text with runs of whitespace (including NBSP) collapsed to one space."""
-    return " ".join(xml_safe(text).split())  # str.split() splits where \s matches
+    """XML-safe text with its whitespace collapsed."""
+    return collapse(xml_safe(text))
 
 
 def logfmt(**fields: object) -> str:
