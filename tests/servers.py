@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -140,11 +141,13 @@ def procfile_argv(port: int, env: Mapping[str, str], app: str | None = None) -> 
         return env.get(name) or default or ""
 
     argv = shlex.split(re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", expand, line.removeprefix("web:")))
+    assert argv[0] == "gunicorn", argv
     bind = argv.index("--bind")
     argv[bind + 1] = f"127.0.0.1:{port}"
     if app is not None:
         argv[-1] = app
-    return argv
+    # The gunicorn of this interpreter, whose environment has feedbridge's dependencies.
+    return [sys.executable, "-m", "gunicorn", *argv[1:]]
 
 
 class Gunicorn(_Process):
@@ -155,8 +158,9 @@ class Gunicorn(_Process):
     def __init__(self, env: Mapping[str, str], *, workers: int = 2, app: str | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("FEEDBRIDGE_")}
         full_env = {
-            **os.environ,
+            **inherited,
             "PYTHONPATH": str(ROOT),
             "WEB_CONCURRENCY": str(workers),
             **env,

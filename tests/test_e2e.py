@@ -11,13 +11,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import shutil
-import signal
-import socket
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -34,16 +30,15 @@ from feedbridge.categories import load_registry
 from tests.conftest import FakeSite
 from tests.feedspec import check_feed
 from tests.fixtures.build import LISTINGS
+from tests.servers import Gunicorn
 from tests.test_hostile import ESCAPES, raw_get
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parent.parent
 REGISTRY = load_registry()
 WORKERS = 2
 # Readers print what they read; their locale decides how they decode it.
 READER_ENV = {"LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
-_VARIABLE = re.compile(r"\$\{(?P<name>\w+)(?::-(?P<default>[^}]*))?\}|\$(?P<bare>\w+)")
 _ACCESS = re.compile(
     r'^\S+ \S+ \S+ \[[^\]]+\] "(?P<method>\S+) (?P<target>\S+) [^"]*" (?P<status>\d{3}) \S+ '
     r'"[^"]*" "(?P<agent>[^"]*)"$'
@@ -62,31 +57,6 @@ def reader(name: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
-
-
-def procfile_command(port: int) -> list[str]:
-    """The Procfile's web command, its variables expanded, listening on 127.0.0.1 only."""
-    [line] = [
-        line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:")
-    ]
-    values = {"PORT": str(port), "WEB_CONCURRENCY": str(WORKERS)}
-
-    def expand(match: re.Match[str]) -> str:
-        name = match["name"] or match["bare"]
-        return values.get(name) or match["default"] or ""
-
-    argv = shlex.split(_VARIABLE.sub(expand, line.removeprefix("web:")))
-    bind = argv.index("--bind") + 1
-    assert argv[0] == "gunicorn" and argv[bind] == f"0.0.0.0:{port}", argv
-    argv[bind] = f"127.0.0.1:{port}"
-    # The gunicorn of this interpreter, whose environment has feedbridge's dependencies.
-    return [sys.executable, "-m", "gunicorn", *argv[1:]]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(condition: Callable[[], bool], what: str, *, tries: int = 100) -> None:
@@ -112,12 +82,13 @@ class Story:
 class LiveBridge:
     """gunicorn serving the bridge on the saved site, and what it logged."""
 
-    url: str
     site: FakeSite
-    process: subprocess.Popen[bytes]
-    access_log: Path
-    error_log: Path
+    server: Gunicorn
     _stories: dict[str, list[Story]] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
 
     def feed_url(self, slug: str, fmt: str) -> str:
         return f"{self.url}/feeds/{slug}.{fmt}"
@@ -146,7 +117,7 @@ class LiveBridge:
 
     def statuses(self, target: str, agent: str) -> list[int]:
         """Statuses the bridge logged for ``target`` requested by a client named ``agent``."""
-        lines = self.access_log.read_text("utf-8", errors="replace").splitlines()
+        lines = self.server.output().splitlines()  # the access log is on its output
         found = (_ACCESS.match(line) for line in lines)
         return [
             int(m["status"])
@@ -156,51 +127,21 @@ class LiveBridge:
 
 
 @pytest.fixture(scope="module")
-def bridge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveBridge]:
+def bridge() -> Iterator[LiveBridge]:
     """gunicorn as the Procfile runs it, on the saved site; stopped with the module."""
     server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
     server.start()
     site = FakeSite(server)
-    port = free_port()
-    logs = tmp_path_factory.mktemp("gunicorn")
-    env = {name: value for name, value in os.environ.items() if not name.startswith("FEEDBRIDGE_")}
-    env.update(
-        FEEDBRIDGE_UPSTREAM_URL=site.url,
-        FEEDBRIDGE_MIN_INTERVAL="0",
-        FEEDBRIDGE_FULLTEXT="0",
-        PYTHONPATH=str(ROOT),
-    )
-    access_log, error_log = logs / "access.log", logs / "error.log"
-    with open(access_log, "wb") as out, open(error_log, "wb") as err:
-        process = subprocess.Popen(
-            procfile_command(port), cwd=ROOT, env=env, stdout=out, stderr=err,
-            start_new_session=True,
-        )  # fmt: skip
-    bridge = LiveBridge(f"http://127.0.0.1:{port}", site, process, access_log, error_log)
+    env = {
+        "FEEDBRIDGE_UPSTREAM_URL": site.url,
+        "FEEDBRIDGE_MIN_INTERVAL": "0",
+        "FEEDBRIDGE_FULLTEXT": "0",
+    }
     try:
-        wait_for(lambda: _healthy(bridge), "gunicorn to answer /healthz")
-        yield bridge
+        with Gunicorn(env, workers=WORKERS) as gunicorn:
+            yield LiveBridge(site, gunicorn)
     finally:
-        _stop(process)
         server.stop()
-
-
-def _healthy(bridge: LiveBridge) -> bool:
-    if bridge.process.poll() is not None:
-        pytest.fail(f"gunicorn exited at start:\n{bridge.error_log.read_text()[-2000:]}")
-    try:
-        return requests.get(f"{bridge.url}/healthz", timeout=2).text == "ok\n"
-    except requests.ConnectionError:
-        return False
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=20)
 
 
 def run(
