@@ -80,7 +80,9 @@ class Lookup:
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    count: int  # consecutive failures
+    """The last failure of a key; ``count`` 0 once a success has resolved it."""
+
+    count: int  # consecutive failures, up to now
     error: UpstreamError
     at: float
     retry_at: float
@@ -127,8 +129,6 @@ class Store(Protocol):
     def failure(self, key: str) -> Failure | None: ...
 
     def save_failure(self, key: str, failure: Failure, ttl: float) -> None: ...
-
-    def clear_failure(self, key: str) -> None: ...
 
     def try_lock(self, key: str, token: str, ttl: float) -> bool: ...
 
@@ -179,10 +179,6 @@ class MemoryStore:
     def save_failure(self, key: str, failure: Failure, ttl: float) -> None:
         with self._lock:
             self._failures[key] = (failure, self._clock() + ttl)
-
-    def clear_failure(self, key: str) -> None:
-        with self._lock:
-            self._failures.pop(key, None)
 
     def try_lock(self, key: str, token: str, ttl: float) -> bool:
         with self._lock:
@@ -415,7 +411,11 @@ class FeedCache:
     def _save(self, key: str, entry: Entry) -> Entry:
         entry = dataclasses.replace(entry, fetched_at=self.clock())
         self.store.save(key, entry, self.stale_ttl)
-        self.store.clear_failure(key)
+        failure = self.store.failure(key)
+        if failure is not None and failure.count:
+            # Resolved: no more back-off, but /status still tells what went wrong last.
+            resolved = dataclasses.replace(failure, count=0, retry_at=0.0)
+            self.store.save_failure(key, resolved, self.stale_ttl)
         return entry
 
     def _record_failure(

@@ -133,10 +133,6 @@ class RedisStore:
         raw = json.dumps(failure_to_dict(failure))
         self._attempt(lambda r: r.set(self._key("failure", key), raw, px=_ms(ttl)), lambda: None)
 
-    def clear_failure(self, key: str) -> None:
-        self.memory.clear_failure(key)
-        self._attempt(lambda r: r.delete(self._key("failure", key)), lambda: None)
-
     def try_lock(self, key: str, token: str, ttl: float) -> bool:
         return self._attempt(
             lambda r: bool(r.set(self._key("lock", key), token, nx=True, px=_ms(ttl))),

@@ -133,7 +133,15 @@ def test_failure_with_nothing_stale_is_raised_and_not_cached(
     clock.advance(30)
     load.error = None
     assert cache.get("k", load).state is State.MISS
-    assert cache.failure("k") is None
+    # Resolved: no back-off left, and the count starts again; the error is remembered.
+    resolved = cache.failure("k")
+    assert resolved is not None and (resolved.count, resolved.retry_at) == (0, 0.0)
+    assert str(resolved.error) == "500"
+    clock.advance(601)
+    load.error = HTTPStatusError("500 again", upstream_status=500)
+    assert cache.get("k", load).state is State.STALE
+    cache.drain(5)
+    assert cache.failure("k").count == 1  # type: ignore[union-attr]
 
 
 def test_retry_after_of_the_site_is_honoured(cache: FeedCache, clock: Clock) -> None:

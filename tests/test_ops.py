@@ -87,6 +87,17 @@ def test_status_of_a_failing_category(app: Flask, site: FakeSite, clock: Clock) 
     }
     assert status["backing_off_until"] == iso(clock.now + 30)
     assert status["last_refresh"] is None
+    # The site recovers: the category is served again, and /status still tells what
+    # went wrong last, and when.
+    failed_at = clock.now
+    site.override(PT_ANCHOR, (SITE / "articles/1719223822-402448226.html").read_bytes())
+    clock.advance(30)
+    assert client.get("/feeds/pyongyang-times.rss").status_code == 200
+    status = client.get("/status").json["categories"]["pyongyang-times"]
+    assert status["last_refresh"] == iso(clock.now)
+    assert status["last_error"]["at"] == iso(failed_at)
+    assert status["last_error"]["failures_in_a_row"] == 0
+    assert status["backing_off_until"] is None
 
 
 def test_metrics_count_fetches_lookups_and_items(app: Flask, clock: Clock) -> None:
