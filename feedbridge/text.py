@@ -11,8 +11,11 @@ _XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\ud800-\
 
 
 def xml_safe(text: str) -> str:
-    """Drop the characters that may not appear in an XML document."""
-    return _XML_ILLEGAL.sub("", text)
+    """Drop the characters that may not appear in an XML document.
+
+    A vertical tab or form feed separates words: it becomes a space, not nothing.
+    """
+    return _XML_ILLEGAL.sub("", text.replace("\x0b", " ").replace("\x0c", " "))
 
 
 def collapse(text: str) -> str:

@@ -128,6 +128,13 @@ def test_entities_typographic_quotes_and_control_characters() -> None:
     assert item.excerpt == "Text with controls"
 
 
+def test_vertical_tab_and_form_feed_separate_words() -> None:
+    [item] = listing(
+        card("/newstream/1774173600-123456789/x/", "Tree planting\x0bcompleted", "a\x0cb")
+    )
+    assert (item.title, item.excerpt) == ("Tree planting completed", "a b")
+
+
 def test_label_matches_case_insensitively() -> None:
     items = listing(
         card("/newstream/1774173600-123456789/a/", "A", "a a"),
