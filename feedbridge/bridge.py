@@ -144,7 +144,7 @@ class Bridge:
                 raise
             items = newest_first(items)
             if full_text:
-                items = self._with_full_text(category, items)
+                items = self._with_full_text(category, items, previous)
             return Entry(
                 items=tuple(items),
                 version=content_version(items),
@@ -161,10 +161,25 @@ class Bridge:
     def _wants_full_text(self, category: Category) -> bool:
         return self.fulltext_by_default if category.fulltext is None else category.fulltext
 
-    def _with_full_text(self, category: Category, items: Sequence[Item]) -> list[Item]:
+    def _with_full_text(
+        self, category: Category, items: Sequence[Item], previous: Entry | None = None
+    ) -> list[Item]:
+        """``items`` with their full text: from ``previous`` where it had it already (an
+        entry is shared between processes through Redis, the article cache is not), else
+        from the article pages, within the budget."""
         if not self._wants_full_text(category):
             return list(items)
-        return self.fulltext.fill(items)
+        known = {i.key: i for i in previous.items if i.content_html} if previous else {}
+        carried = [
+            dataclasses.replace(
+                item, content_html=known[item.key].content_html,
+                original_url=known[item.key].original_url,
+            )
+            if item.key in known and item.content_html is None
+            else item
+            for item in items
+        ]  # fmt: skip
+        return self.fulltext.fill(carried)
 
     def _completed(self, category: Category, previous: Entry) -> Entry:
         """``previous`` with the full text it still lacked, as far as the budget goes."""

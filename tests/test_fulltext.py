@@ -470,3 +470,19 @@ def test_atom_content_is_escaped_html_not_markup(
     )
     assert len(content) == 0 and content.text.startswith("<p>The Sangwon Cement Complex")
     assert b"&lt;p&gt;The Sangwon Cement Complex" in response.data
+
+
+def test_full_text_of_the_previous_entry_is_not_fetched_again(
+    make_app: Callable[..., Flask], site: FakeSite
+) -> None:
+    """Another process (with an empty article cache) refreshing an entry it got through
+    Redis reads only the listing: the entry's items carry their full text."""
+    first = make_app(fulltext=True).extensions["feedbridge"]
+    vok = first.registry["vok-en"]
+    entry = first.load(vok)
+    assert all(item.content_html for item in entry.items)
+    before = site.hits()
+    other = make_app(fulltext=True).extensions["feedbridge"]
+    again = other.load(vok, entry)
+    assert site.hits() - before == 1  # the listing only
+    assert again.items == entry.items and again.version == entry.version
