@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
+from datetime import date
 from urllib.parse import urljoin, urlsplit
 
 import nh3
@@ -32,6 +33,7 @@ from cachetools import TTLCache
 
 from feedbridge.errors import LayoutChanged, UpstreamError
 from feedbridge.model import ArticleKey, Item
+from feedbridge.scrape import ARTICLE_DATE, CHROME_TAGS, parse_article_date
 from feedbridge.text import squash, xml_safe
 from feedbridge.upstream import Upstream
 
@@ -67,21 +69,22 @@ _ATTRIBUTES = {
 }
 _SCHEMES = frozenset({"http", "https"})
 
-_DATE_LINE = re.compile(r"^Date:\s*\d{1,2}/\d{1,2}/\d{4}\b.*\bSource:", re.IGNORECASE)
+_DATE_LINE = re.compile(rf"^{ARTICLE_DATE.pattern}.*\bSource:", re.IGNORECASE)
 _BODY_END = re.compile(r"^(more from\s.{1,60}|more articles)$", re.IGNORECASE)
 # Lines the site injects into some bodies (template (b)); they are not the story.
 _PROMO = re.compile(r"^(join the nk pro team|nk news is hiring|upgrade to nk pro)\b", re.IGNORECASE)
 _PROMO_BLOCKS = ["p", "div", "section", "aside"]
-_CHROME = frozenset({"header", "nav", "aside", "footer"})
 _MAX_LINE = 300  # characters: a date line or a heading is short, a body is not
 
 
 @dataclass(frozen=True, slots=True)
 class Article:
-    """A story's full text, sanitized, and the outlet's own URL of it if the page gives one."""
+    """A story's full text, sanitized, the outlet's own URL of it if the page gives one,
+    and the day its ``Date:`` line gives."""
 
     content_html: str
     original_url: str | None = None
+    dated: date | None = None
 
 
 def sanitize(markup: str, *, base_url: str) -> str:
@@ -109,14 +112,16 @@ def parse_article(body: bytes, *, page_url: str, encoding: str | None = None) ->
     """
     soup = BeautifulSoup(body, "lxml", from_encoding=encoding)
     original = _original_url(soup, page_url)
-    nodes = _body_nodes(soup)
+    date_line = _first_line(soup.find_all(string=True), "date:", _DATE_LINE)
+    nodes = _body_nodes(soup, date_line)
     content = sanitize("".join(str(node) for node in nodes), base_url=page_url)
     if not _has_text(content):
         raise LayoutChanged(f"no article text on {page_url}")
     if original:
         link = f'<p><a href="{html.escape(original)}">{ORIGINAL_LINK_TEXT}</a></p>'
         content += "\n" + sanitize(link, base_url=page_url)
-    return Article(content, original)
+    dated = parse_article_date(date_line.get_text()) if date_line is not None else None
+    return Article(content, original, dated)
 
 
 def _original_url(soup: BeautifulSoup, page_url: str) -> str | None:
@@ -129,21 +134,20 @@ def _original_url(soup: BeautifulSoup, page_url: str) -> str | None:
     return None
 
 
-def _body_nodes(soup: BeautifulSoup) -> list[PageElement]:
+def _body_nodes(soup: BeautifulSoup, date_line: Tag | None) -> list[PageElement]:
     """The body's elements: ``.article-content``, else what the structure says, promos out."""
     content = soup.select_one(".article-content")
     if content is not None and squash(content.get_text()):
         nodes: list[PageElement] = list(content.children)
     else:
-        nodes = _between_date_line_and_more_from(soup)
+        nodes = _between_date_line_and_more_from(date_line)
     return _without_promos(nodes)
 
 
-def _between_date_line_and_more_from(soup: BeautifulSoup) -> list[PageElement]:
+def _between_date_line_and_more_from(start: Tag | None) -> list[PageElement]:
     """The largest subtrees after the ``Date: … | Source: …`` line and before the heading
     that ends the story ("More From …", "More Articles"); without such a heading, the
     rest of the date line's own container."""
-    start = _first_line(soup.find_all(string=True), "date:", _DATE_LINE)
     if start is None:
         return []
     stop = _first_line(start.find_all_next(string=True), "more", _BODY_END)
@@ -162,7 +166,7 @@ def _between_date_line_and_more_from(soup: BeautifulSoup) -> list[PageElement]:
             node = node.contents[0]  # the stop is inside: go down to what precedes it
         if node is stop:
             return nodes
-        if not (isinstance(node, Tag) and node.name in _CHROME):
+        if not (isinstance(node, Tag) and node.name in CHROME_TAGS):
             nodes.append(node)
 
 
@@ -313,6 +317,12 @@ class FullText:
 
 
 def _with_article(item: Item, article: Article | None) -> Item:
+    """``item`` with its full text; a listing that gave no date takes the article's."""
     if article is None:
         return item
-    return replace(item, content_html=article.content_html, original_url=article.original_url)
+    return replace(
+        item,
+        content_html=article.content_html,
+        original_url=article.original_url,
+        listed=item.listed or article.dated,
+    )

@@ -48,7 +48,10 @@ _HEADING_START = re.compile(
     r"|related|trending|most\s+read|most\s+popular)\b",
     re.IGNORECASE,
 )
-_CHROME = frozenset({"header", "nav", "aside", "footer"})
+# Parts of a page around its content: never items, never a story's body.
+CHROME_TAGS = frozenset({"header", "nav", "aside", "footer"})
+# An article page's "Date: 02/11/2024 | Source: …" line: the date is day first.
+ARTICLE_DATE = re.compile(r"\bDate:\s*(\d{1,2})/(\d{1,2})/(\d{4})\b", re.IGNORECASE)
 _BLOCK = frozenset(
     {
         "address", "article", "blockquote", "dd", "div", "dl", "dt", "figcaption", "figure",
@@ -139,7 +142,7 @@ def parse_listed_date(text: str) -> date | None:
 
 def parse_article_date(text: str) -> date | None:
     """The article line ``Date: 02/11/2024``: day first, so 2 November 2024."""
-    match = re.search(r"\bDate:\s*(\d{1,2})/(\d{1,2})/(\d{4})\b", text)
+    match = ARTICLE_DATE.search(text)
     if not match:
         return None
     day, month, year = (int(part) for part in match.groups())
@@ -299,7 +302,7 @@ def _section_links(
 
 
 def _in_chrome(el: _Element) -> bool:
-    return next(el.iterancestors(*_CHROME), None) is not None
+    return next(el.iterancestors(*CHROME_TAGS), None) is not None
 
 
 def _container(anchor: _Element, keys_by_element: dict[_Element, set[ArticleKey]]) -> _Element:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterator
+from datetime import date
 from pathlib import Path
 
 import lxml.html
@@ -24,6 +25,7 @@ from feedbridge import create_app
 from feedbridge.config import Settings
 from feedbridge.errors import LayoutChanged
 from feedbridge.fulltext import ORIGINAL_LINK_TEXT, parse_article, sanitize
+from feedbridge.model import ArticleKey, Item
 from feedbridge.text import squash
 from tests.conftest import FIXTURES, SITE, Clock, FakeSite
 from tests.feedspec import ATOM_NS, check_feed
@@ -486,3 +488,23 @@ def test_full_text_of_the_previous_entry_is_not_fetched_again(
     again = other.load(vok, entry)
     assert site.hits() - before == 1  # the listing only
     assert again.items == entry.items and again.version == entry.version
+
+
+def test_the_date_line_is_read_day_first() -> None:
+    article = parse_article(
+        (SITE / "articles/1730538240-666693401.html").read_bytes(), page_url=PAGE_URL
+    )
+    assert article.dated == date(2024, 11, 2)  # "Date: 02/11/2024"
+
+
+def test_an_item_listed_without_a_date_takes_its_article_s(
+    make_app: Callable[..., Flask],
+) -> None:
+    bridge = make_app(fulltext=True).extensions["feedbridge"]
+    undated = Item(
+        key=ArticleKey(1774175393, "841384190"),
+        title="Cement production increases",
+        path="/newstream/1774175393-841384190/cement-production-increases/",
+    )
+    [filled] = bridge.fulltext.fill([undated])
+    assert filled.content_html and filled.listed == date(2026, 3, 22)  # "Date: 22/03/2026"
