@@ -64,20 +64,20 @@ def day(moment: datetime) -> str:
 
 @bp.get("/healthz")
 def healthz() -> Response:
-    return _plain(200, "ok", cache="no-store")
+    return _plain(200, "ok")
 
 
 @bp.get("/feeds/<name>")
 def feed(name: str) -> Response:
     slug, _, extension = name.rpartition(".")
     category = bridge().registry.get(slug)
-    fmt = next((f for f in Format if f.value == extension), None)
+    fmt = _format(extension)
     if category is None or fmt is None:
         return _not_found(name)
     try:
         limit, words = _selection_parameters()
     except BadParameter as exc:
-        return _plain(400, str(exc), cache="no-store")
+        return _plain(400, str(exc))
     self_url = public_root() + f"feeds/{name}"
     lookup = bridge().lookup(category)
     if limit is None and not words:
@@ -96,10 +96,10 @@ def feed(name: str) -> Response:
 def opml() -> Response:
     """Every category's feed in one OPML file: Atom, or ``?format=rss`` / ``json``."""
     wanted = request.args.get("format", Format.ATOM.value)
-    fmt = next((f for f in Format if f.value == wanted), None)
+    fmt = _format(wanted)
     if fmt is None:
         formats = ", ".join(f.value for f in Format)
-        return _plain(400, f"format: must be one of {formats}", cache="no-store")
+        return _plain(400, f"format: must be one of {formats}")
     feeds = [
         (category.feed_title, category_feeds(category)[fmt.value], public_root())
         for category in bridge().registry.values()
@@ -111,7 +111,7 @@ def opml() -> Response:
 @bp.app_errorhandler(UpstreamError)
 def upstream_failed(exc: UpstreamError) -> Response:
     """Nothing stale to serve: a short reason, the matching status, never cached."""
-    response = _plain(exc.status, f"upstream failure: {exc}", cache="no-store")
+    response = _plain(exc.status, f"upstream failure: {exc}")
     if exc.retry_after is not None:
         response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
     return response
@@ -119,7 +119,7 @@ def upstream_failed(exc: UpstreamError) -> Response:
 
 @bp.app_errorhandler(HTTPException)
 def http_error(exc: HTTPException) -> Response:
-    response = _plain(exc.code or 500, exc.description or exc.name, cache="no-store")
+    response = _plain(exc.code or 500, exc.description or exc.name)
     if exc.code == 405 and exc.response is None:
         response.headers["Allow"] = "GET, HEAD"
     return response
@@ -128,7 +128,7 @@ def http_error(exc: HTTPException) -> Response:
 @bp.app_errorhandler(Exception)
 def unexpected(exc: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.path)
-    return _plain(500, "internal error; it has been logged", cache="no-store")
+    return _plain(500, "internal error; it has been logged")
 
 
 def public_root() -> str:
@@ -212,14 +212,21 @@ def _not_found(name: str) -> Response:
         404,
         f"no feed {name!r}. Feeds are /feeds/<category>.<format>; "
         f"categories: {slugs}; formats: {formats}",
-        cache="no-store",
     )
 
 
-def _plain(status: int, text: str, *, cache: str) -> Response:
+def _plain(status: int, text: str) -> Response:
+    """A one-line plain-text answer that no cache keeps: errors, and the health check."""
     response = Response(text + "\n", status=status, content_type="text/plain; charset=utf-8")
-    response.headers["Cache-Control"] = cache
+    response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def _format(name: str) -> Format | None:
+    try:
+        return Format(name)
+    except ValueError:
+        return None
 
 
 def category_feeds(category: Category) -> dict[str, str]:
