@@ -179,7 +179,7 @@ class Bridge:
             else item
             for item in items
         ]  # fmt: skip
-        return self.fulltext.fill(carried)
+        return self.fulltext.fill(carried, category=category.slug)
 
     def _completed(self, category: Category, previous: Entry) -> Entry:
         """``previous`` with the full text it still lacked, as far as the budget goes."""

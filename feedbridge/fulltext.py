@@ -241,7 +241,7 @@ class FullText:
         self._inflight: dict[ArticleKey, Future[Article | None]] = {}
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="feedbridge-article")
 
-    def fill(self, items: Sequence[Item]) -> list[Item]:
+    def fill(self, items: Sequence[Item], *, category: str = "-") -> list[Item]:
         """``items`` with the full text of every article had within the budget.
 
         Articles are asked for in the order of ``items`` (newest first), so a short
@@ -259,7 +259,7 @@ class FullText:
                     continue
                 flight = self._inflight.get(item.key)
                 if flight is None:
-                    flight = self._pool.submit(self._fetch, item.key, item.path)
+                    flight = self._pool.submit(self._fetch, item.key, item.path, category)
                     self._inflight[item.key] = flight
                 flights[item.key] = flight
         self._wait(flights.values())
@@ -300,10 +300,10 @@ class FullText:
                 return
             _, pending = wait(pending, timeout=remaining)
 
-    def _fetch(self, key: ArticleKey, path: str) -> Article | None:
+    def _fetch(self, key: ArticleKey, path: str, category: str) -> Article | None:
         article = None
         try:
-            page = self.upstream.fetch(path)
+            page = self.upstream.fetch(path, category=category)
             article = parse_article(page.body, page_url=page.url, encoding=page.encoding)
         except UpstreamError as exc:
             log.warning("full text of %s: %s; keeping the excerpt", key, exc)

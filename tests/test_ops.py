@@ -228,3 +228,10 @@ def test_a_missing_metrics_directory_stops_start_up(
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "nowhere"))
     with pytest.raises(ConfigError, match=r"^PROMETHEUS_MULTIPROC_DIR: no such directory"):
         make_app()
+
+
+def test_article_fetches_count_under_their_category(make_app: Callable[..., Flask]) -> None:
+    before = sample("feedbridge_upstream_requests_total", category="naenara-en", outcome="ok")
+    assert make_app(fulltext=True).test_client().get("/feeds/naenara-en.atom").status_code == 200
+    after = sample("feedbridge_upstream_requests_total", category="naenara-en", outcome="ok")
+    assert after - before == 1 + 7  # the listing and its seven articles
