@@ -72,7 +72,7 @@ def parse_listing(
     encoding: str | None = None,
     page_path: str | None = None,
 ) -> list[Item]:
-    """The items of the page's "More From <label>" block, newest first, duplicates merged.
+    """The items of the page's "More From <label>" block, in the page's order, duplicates merged.
 
     Raises :class:`LayoutChanged` when the block is missing or holds no story, and
     :class:`Blocked` when the page is a sign-up wall rather than an article.
@@ -94,7 +94,7 @@ def parse_listing(
 
 
 def parse_home(body: bytes, *, base_url: str, encoding: str | None = None) -> list[Item]:
-    """The latest articles of the home page (all sources), newest first."""
+    """The latest articles of the home page (all sources), in the page's order."""
     root = _parse(body, encoding)
     chains = _heading_chains(root)
     heading = next((el for el, _ in _headings(chains, _LATEST)), None)
