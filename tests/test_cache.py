@@ -69,7 +69,9 @@ def test_concurrent_misses_share_one_fetch(cache: FeedCache) -> None:
     load.gate.clear()
     with ThreadPoolExecutor(50) as pool:
         futures = [pool.submit(cache.get, "k", load) for _ in range(50)]
-        while len(cache._inflight) == 0:  # the leader is inside the loader
+        for _ in range(5000):  # at most 5 s for the leader to be inside the loader
+            if load.calls:
+                break
             threading.Event().wait(0.001)
         load.gate.set()
         results = [f.result(5) for f in futures]

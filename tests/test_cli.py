@@ -28,6 +28,7 @@ from feedbridge.config import DESCRIPTIONS, PREFIX
 from feedbridge.feeds import OPML_MEDIA_TYPE, Format
 from tests.conftest import FIXTURES, FakeSite
 from tests.feedspec import check_feed, check_opml
+from tests.servers import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 SLUGS = list(load_registry())
@@ -435,9 +436,7 @@ def test_procfile_runs_gunicorn_as_serve_workers_does() -> None:
 
 
 def test_serve_with_workers_runs_gunicorn(env: dict[str, str | None], tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     stdout, stderr = tmp_path / "stdout", tmp_path / "stderr"
     with stdout.open("wb") as out, stderr.open("wb") as err:
         process = run_command(
@@ -446,15 +445,15 @@ def test_serve_with_workers_runs_gunicorn(env: dict[str, str | None], tmp_path: 
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
+
+        def up() -> bool:
             assert process.poll() is None, stderr.read_text()
-            assert time.monotonic() < deadline, "gunicorn did not start in 30 s"
             try:
-                requests.get(f"{url}/healthz", timeout=2)
-                break
+                return requests.get(f"{url}/healthz", timeout=2).status_code == 200
             except requests.ConnectionError:
-                time.sleep(0.1)
+                return False
+
+        wait_until(up, "feedbridge serve --workers 2", timeout=30)
         response = requests.get(f"{url}/feeds/vok-en.atom", timeout=10)
         assert response.status_code == 200, response.text
         check_feed(
