@@ -9,13 +9,14 @@ from collections.abc import Callable
 from flask import Flask
 
 from feedbridge import ops, web
-from feedbridge.bridge import Bridge
-from feedbridge.cache import Backoff, FeedCache, MemoryStore, Store
-from feedbridge.categories import Registry, load_registry
+from feedbridge.bridge import Backoff, Bridge
+from feedbridge.categories import load_registry
 from feedbridge.config import Settings
 from feedbridge.fulltext import FullText
-from feedbridge.redis_store import RedisStore
+from feedbridge.refresher import Refresher
+from feedbridge.store import Retention, Store
 from feedbridge.upstream import Upstream
+from feedbridge.websub import Publisher
 
 
 def create_app(
@@ -26,10 +27,12 @@ def create_app(
 ) -> Flask:
     """A feedbridge app. Settings default to the environment.
 
-    ``clock`` (wall-clock seconds) drives the cache's expiry and back-off and the site's
-    own Retry-After; tests pass one they move by hand.
+    ``clock`` (wall-clock seconds) drives refreshes, back-off and the site's own
+    Retry-After; tests pass one they move by hand. Nothing runs in the background until
+    the server starts the refresher (:func:`start_refresher`).
 
-    Raises :class:`~feedbridge.errors.ConfigError` for a bad setting or categories file.
+    Raises :class:`~feedbridge.errors.ConfigError` for a bad setting, categories file or
+    store.
     """
     settings = settings or Settings.from_env()
     registry = load_registry(settings.categories_file)
@@ -39,26 +42,13 @@ def create_app(
     # Paths are exact: "/feeds//x" is a 404 like any other unknown path, not a redirect.
     app.url_map.merge_slashes = False
     app.config["FEEDBRIDGE"] = settings
-    store: Store
-    if settings.redis_url:
-        store = RedisStore(settings.redis_url, clock=clock, local_for=settings.cache_ttl)
-    else:
-        store = MemoryStore(clock=clock)
+    store = open_store(settings, clock)
     upstream = Upstream(
         settings.upstream_url,
         timeout=settings.timeout,
         max_bytes=settings.max_bytes,
         min_interval=settings.min_interval,
         clock=clock,
-        closure=store if isinstance(store, RedisStore) else None,
-    )
-    cache = FeedCache(
-        ttl=settings.cache_ttl,
-        stale_ttl=settings.stale_ttl,
-        clock=clock,
-        backoff=backoff,
-        store=store,
-        lock_ttl=lock_ttl(settings, registry),
     )
     fulltext = FullText(
         upstream,
@@ -66,25 +56,49 @@ def create_app(
         budget=settings.fulltext_budget,
         clock=clock,
     )
-    app.extensions["feedbridge"] = Bridge(
+    bridge = Bridge(
         registry,
         upstream=upstream,
-        cache=cache,
+        store=store,
         fulltext=fulltext,
+        ttl=settings.cache_ttl,
+        feed_size=settings.feed_size,
+        retention=Retention(settings.keep_days, settings.keep_stories),
+        refresh_on_request=not settings.refresh,
         fulltext_by_default=settings.fulltext,
+        clock=clock,
+        backoff=backoff,
+        hub=settings.websub_hub,
     )
+    if settings.websub_hub and settings.public_url:
+        bridge.notify = Publisher(settings.websub_hub, settings.public_url).notify
+    app.extensions["feedbridge"] = bridge
+    refresher = Refresher(bridge) if settings.refresh else None
+    app.extensions["feedbridge.refresher"] = refresher
+    if refresher is not None:
+        # Whatever server runs the app, the refresher starts with the first request of
+        # each process at the latest (gunicorn starts it as each worker boots).
+        app.before_request(refresher.start)
     app.register_blueprint(web.bp)
     app.register_blueprint(ops.bp)
     app.jinja_env.globals["category_feeds"] = web.category_feeds
     return app
 
 
-def lock_ttl(settings: Settings, registry: Registry) -> float:
-    """Seconds a category's fetch lock lasts: longer than any load can take.
+def open_store(settings: Settings, clock: Callable[[], float]) -> Store:
+    """The store the settings name: Redis when a URL is given, else the SQLite file."""
+    if settings.redis_url:
+        from feedbridge.redis_store import RedisStore
 
-    A load tries the category's anchor pages in turn, each within the total timeout,
-    then may spend the full-text budget; the lock of a holder that died expires after it.
-    """
-    anchors = max((len(category.paths) for category in registry.values()), default=1)
-    fulltext = settings.fulltext_budget if settings.fulltext else 0.0
-    return anchors * (settings.timeout.total + settings.min_interval) + fulltext + 1.0
+        return RedisStore(settings.redis_url, upstream_url=settings.upstream_url, clock=clock)
+    from feedbridge.sqlite_store import SQLiteStore
+
+    return SQLiteStore(settings.db, clock=clock)
+
+
+def start_refresher(app: Flask) -> None:
+    """Start this process's refresher, when the settings want one (idempotent per
+    process: each worker of a server calls it, one of them wins the lease)."""
+    refresher: Refresher | None = app.extensions.get("feedbridge.refresher")
+    if refresher is not None:
+        refresher.start()

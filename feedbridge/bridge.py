@@ -1,39 +1,89 @@
-"""The service in the middle: category → cached entry → rendered feed.
+"""The service in the middle: the one door that the web layer, the operator's views, the
+refresher and the command line go through.
 
-It wires the pure parts (scrape, feeds) to the I/O (upstream) through the cache, and is
-what both the web layer and the command line call.
+Two paths meet at the store, and neither waits for the other:
+
+* **refresh** (the background refresher, or a reader's request when it is off): one
+  fetch of a category's listing under the category's lease, merged into the store;
+  then the full text of new stories, within a budget, in the background;
+* **serve**: the newest stories of the category from the store, rendered once per
+  version of the category and format, served from this process's memory. A category
+  never seen before is fetched on the request (its listing only: full text follows).
+
+The process keeps its last rendering of every feed: when the store has nothing (a
+Redis restarted or flushed) or fails, readers get that, marked stale.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import enum
 import gzip
 import hashlib
-import json
 import logging
-from collections.abc import Sequence
+import random
+import secrets
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from functools import partial
+
+from cachetools import LRUCache
 
 from feedbridge import observe
-from feedbridge.cache import Entry, FeedCache, Lookup
 from feedbridge.categories import Category, Registry
-from feedbridge.errors import HTTPStatusError, LayoutChanged
+from feedbridge.errors import BackingOff, HTTPStatusError, LayoutChanged, UpstreamError
 from feedbridge.feeds import FeedInfo, Format, render
 from feedbridge.fulltext import FullText
 from feedbridge.model import Item, newest_first
 from feedbridge.scrape import parse_home, parse_listing
-from feedbridge.upstream import Upstream
+from feedbridge.store import (
+    CategoryState,
+    Failure,
+    Listing,
+    Merged,
+    Pending,
+    Retention,
+    Store,
+    StoreError,
+)
+from feedbridge.text import logfmt
+from feedbridge.upstream import LocalClosure, Upstream
 
 log = logging.getLogger(__name__)
+
+# Feeds are rendered with this root in their self links, put in place when served, so
+# that what is rendered and kept never depends on a request's Host header.
+ROOT_MARKER = "https://feedbridge.invalid/"
+GAP_FLOOR = 60.0  # seconds: how often a category in a gap is refreshed at the most
+FETCH_LEASE = 10.0  # seconds a category's fetch lease lasts unless renewed
+SELECTION_BYTES = 8 * 1024 * 1024  # renderings of ?limit= / ?q= kept in memory
+SERVED_BYTES = 16 * 1024 * 1024  # bodies with a request's root put in, kept in memory
+COLD_WAITERS = 16  # requests of one process waiting at once for a never-seen category
+FULL_TEXT_RETRY = (300.0, 86_400.0)  # seconds: first retry of a failed article, cap
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Delay before retrying after ``count`` consecutive failures: base·2ⁿ⁻¹, jittered."""
+
+    base: float = 30.0
+    cap: float = 1800.0
+    jitter: Callable[[], float] = random.random  # uniform in [0, 1)
+
+    def delay(self, count: int, retry_after: float | None = None) -> float:
+        exponential = min(self.cap, self.base * 2 ** min(count - 1, 32))
+        jittered = exponential * (0.5 + 0.5 * self.jitter())
+        return max(jittered, min(retry_after or 0.0, self.cap))
 
 
 @dataclass(frozen=True, slots=True)
 class Rendered:
-    """A feed document ready to send, compressed once, with its validators."""
+    """A feed document with :data:`ROOT_MARKER` for the bridge's own URL, and its validators."""
 
     body: bytes
-    gzipped: bytes
     etag: str
     last_modified: datetime
     media_type: str
@@ -42,34 +92,91 @@ class Rendered:
     def of(cls, body: bytes, media_type: str, last_modified: datetime) -> Rendered:
         # The ETag is a digest of the body: it changes with the content, never with time.
         etag = 'W/"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-        return cls(body, gzip.compress(body, 6, mtime=0), etag, last_modified, media_type)
+        return cls(body, etag, last_modified, media_type)
 
-    def to_bytes(self) -> bytes:
-        """One line of JSON saying what follows, then the body and its gzipped form."""
-        head = {
-            "etag": self.etag,
-            "last_modified": self.last_modified.isoformat(),
-            "media_type": self.media_type,
-            "body": len(self.body),
-        }
-        return json.dumps(head).encode() + b"\n" + self.body + self.gzipped
 
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Rendered:
-        """The inverse of :meth:`to_bytes`; ValueError when ``data`` is not one."""
-        line, _, rest = data.partition(b"\n")
+class Freshness(enum.Enum):
+    HIT = "hit"  # refreshed within the TTL
+    STALE = "stale"  # older: kept while a refresh is due or failing
+    MISS = "miss"  # fetched for this request
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """A feed as one request gets it: the body for its root, plain and gzipped."""
+
+    body: bytes
+    gzipped: bytes
+    etag: str
+    last_modified: datetime
+    media_type: str
+    freshness: Freshness
+    age: float  # seconds since the category was refreshed
+    fresh_for: float  # seconds until its next refresh is due; 0 when stale
+
+
+class Outcome(enum.Enum):
+    REFRESHED = "refreshed"
+    UNCHANGED = "unchanged"  # the site answered 304
+    FRESH = "fresh"  # refreshed within the TTL by someone else: nothing to do
+    BUSY = "busy"  # another process is fetching it
+
+
+class Lease:
+    """A lease of the store, held while its holder works and renewed in the background.
+
+    ``held`` turns false when a renewal fails (the lease expired and was taken).
+    """
+
+    def __init__(self, store: Store, name: str, ttl: float) -> None:
+        self.store, self.name, self.ttl = store, name, ttl
+        self.token = secrets.token_hex(16)
+        self.held = False
+        self._stop = threading.Event()
+
+    def acquire(self) -> bool:
+        self.held = self.store.try_lease(self.name, self.token, self.ttl)
+        if self.held:
+            self._stop.clear()
+            threading.Thread(target=self._heartbeat, daemon=True, name=f"lease-{self.name}").start()
+        return self.held
+
+    def release(self) -> None:
+        self._stop.set()
+        if self.held:
+            self.held = False
+            self.store.release(self.name, self.token)
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            try:
+                renewed = self.store.try_lease(self.name, self.token, self.ttl)
+            except StoreError:
+                continue  # the next beat tries again; the lease lasts until then
+            if not renewed:
+                self.held = False
+                return
+
+
+class _SharedClosure:
+    """The site's Retry-After in the store, or in this process while the store fails."""
+
+    def __init__(self, store: Store, clock: Callable[[], float]) -> None:
+        self._store = store
+        self._local = LocalClosure(clock)
+
+    def closed_for(self) -> float:
         try:
-            head = json.loads(line)
-            size = head["body"]
-            return cls(
-                rest[:size],
-                rest[size:],
-                head["etag"],
-                datetime.fromisoformat(head["last_modified"]),
-                head["media_type"],
-            )
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"not a saved rendering: {exc!r}") from None
+            return max(self._store.closed_for(), self._local.closed_for())
+        except StoreError:
+            return self._local.closed_for()
+
+    def close_for(self, seconds: float) -> None:
+        self._local.close_for(seconds)
+        try:
+            self._store.close_for(seconds)
+        except StoreError:
+            log.warning("the site's Retry-After is kept in this process only: the store fails")
 
 
 class Bridge:
@@ -78,55 +185,341 @@ class Bridge:
         registry: Registry,
         *,
         upstream: Upstream,
-        cache: FeedCache,
+        store: Store,
         fulltext: FullText,
+        ttl: float,
+        feed_size: int = 50,
+        retention: Retention | None = None,
+        refresh_on_request: bool = True,
         fulltext_by_default: bool = True,
+        clock: Callable[[], float] = time.time,
+        backoff: Backoff | None = None,
+        hub: str | None = None,
     ) -> None:
         self.registry = registry
         self.upstream = upstream
-        self.cache = cache
+        self.store = store
         self.fulltext = fulltext
+        self.ttl = ttl
+        self.feed_size = feed_size
+        self.retention = retention or Retention()
+        self.refresh_on_request = refresh_on_request
         self.fulltext_by_default = fulltext_by_default
+        self.clock = clock
+        self.backoff = backoff or Backoff()
+        self.hub = hub
+        self.notify: Callable[[Category, Merged], None] = lambda _category, _merged: None
+        upstream.closure = _SharedClosure(store, clock)
+        self._lock = threading.Lock()
+        self._feeds: dict[tuple[str, Format], tuple[str, Rendered]] = {}  # by version
+        self._selections: LRUCache[tuple[object, ...], Rendered] = LRUCache(
+            SELECTION_BYTES, getsizeof=lambda r: len(r.body)
+        )
+        self._served: LRUCache[tuple[str, str], tuple[bytes, bytes]] = LRUCache(
+            SERVED_BYTES, getsizeof=lambda pair: len(pair[0]) + len(pair[1])
+        )
+        self._flights: dict[str, Future[CategoryState]] = {}
+        self._cold = threading.BoundedSemaphore(COLD_WAITERS)
+        self._pool = ThreadPoolExecutor(2, thread_name_prefix="feedbridge-refresh")
+        self._background: set[Future[None]] = set()
 
-    def lookup(self, category: Category) -> Lookup:
-        """The category's items, from the cache or the site."""
+    # --- serving --------------------------------------------------------------------
 
-        def load(previous: Entry | None) -> Entry:
-            entry = self.load(category, previous)
-            observe.loaded(category.slug, entry)
-            return entry
+    def feed(
+        self,
+        category: Category,
+        fmt: Format,
+        root: str,
+        *,
+        limit: int | None = None,
+        words: Sequence[str] = (),
+        query: str = "",
+    ) -> Served:
+        """The category's feed for a reader whose view of the bridge's URL is ``root``.
 
-        found = self.cache.get(category.slug, load)
-        observe.looked_up(category.slug, found)
-        return found
-
-    def load(
-        self, category: Category, previous: Entry | None = None, *, full_text: bool = True
-    ) -> Entry:
-        """Fetch and scrape the category's listing now; ``previous`` enables a 304.
-
-        Items then get their full text (when the category wants it and ``full_text``)
-        within the budget; those that do not keep their excerpt, and the next load tries
-        them again.
+        ``limit`` and ``words`` select from the whole kept history; ``query`` is the
+        selection's own query string, for the feed's self link.
         """
-        last_error: HTTPStatusError | None = None
+        now = self.clock()
+        try:
+            state = self.store.state(category.slug)
+        except StoreError:
+            return self._last_good(category, fmt, root, now)
+        freshness = Freshness.HIT
+        if not state.seen:
+            if (category.slug, fmt) in self._feeds:
+                self._refresh_in_background(category)  # the store lost it: put it back
+                return self._last_good(category, fmt, root, now)
+            state = self._first_fetch(category)
+            freshness = Freshness.MISS
+        elif now - (state.refreshed_at or 0.0) >= self._interval(state):
+            freshness = Freshness.STALE
+            if self.refresh_on_request and not self._backing_off(state, now):
+                self._refresh_in_background(category)
+        try:
+            if limit is None and not words:
+                rendered = self._full_feed(category, fmt, state)
+            else:
+                rendered = self._selection(category, fmt, state, limit, words, query)
+        except StoreError:
+            return self._last_good(category, fmt, root, now)
+        age = max(0.0, now - (state.refreshed_at or now))
+        fresh_for = max(0.0, self._interval(state) - age) if freshness is not Freshness.STALE else 0
+        return self._served_as(rendered, root, freshness, age, fresh_for)
+
+    def headlines(self, category: Category, count: int) -> list[Item]:
+        """The category's newest stories as kept now; never asks the site."""
+        try:
+            return self.store.newest(category.slug, count)
+        except StoreError:
+            return []
+
+    def feed_info(self, category: Category, self_url: str) -> FeedInfo:
+        base = self.upstream.base_url
+        if category.label is None:
+            description = "The latest articles from every source on KCNA Watch."
+        else:
+            description = f"The latest articles from {category.label}, as KCNA Watch lists them."
+        return FeedInfo(
+            id=f"tag:kcnawatch.org,2014:feedbridge/{category.slug}",
+            title=category.feed_title,
+            description=description,
+            self_url=self_url,
+            home_url=base + category.paths[0],
+            language=category.language,
+            hub=self.hub,
+        )
+
+    def _full_feed(self, category: Category, fmt: Format, state: CategoryState) -> Rendered:
+        key = (category.slug, fmt)
+        with self._lock:
+            kept = self._feeds.get(key)
+        if kept is not None and kept[0] == state.version:
+            return kept[1]
+        items = self.store.newest(category.slug, self.feed_size)
+        rendered = self._render(category, fmt, items, f"feeds/{category.slug}.{fmt.value}")
+        with self._lock:
+            self._feeds[key] = (state.version, rendered)
+        return rendered
+
+    def _selection(
+        self,
+        category: Category,
+        fmt: Format,
+        state: CategoryState,
+        limit: int | None,
+        words: Sequence[str],
+        query: str,
+    ) -> Rendered:
+        key = (category.slug, state.version, fmt, limit, tuple(words))
+        with self._lock:
+            kept = self._selections.get(key)
+        if kept is not None:
+            return kept
+        items = self.store.newest(category.slug, limit or self.feed_size, words)
+        rendered = self._render(category, fmt, items, f"feeds/{category.slug}.{fmt.value}?{query}")
+        with self._lock:
+            self._selections[key] = rendered
+        return rendered
+
+    def _render(self, category: Category, fmt: Format, items: list[Item], path: str) -> Rendered:
+        info = self.feed_info(category, ROOT_MARKER + path)
+        body = render(fmt, info, items, base_url=self.upstream.base_url)
+        newest = max((item.updated for item in items), default=datetime(2010, 1, 1, tzinfo=UTC))
+        return Rendered.of(body, fmt.media_type, newest)
+
+    def _served_as(
+        self, rendered: Rendered, root: str, freshness: Freshness, age: float, fresh_for: float
+    ) -> Served:
+        key = (rendered.etag, root)
+        with self._lock:
+            pair = self._served.get(key)
+        if pair is None:
+            body = rendered.body.replace(ROOT_MARKER.encode(), root.encode())
+            pair = (body, gzip.compress(body, 6, mtime=0))
+            with self._lock:
+                self._served[key] = pair
+        return Served(
+            pair[0], pair[1], rendered.etag, rendered.last_modified, rendered.media_type,
+            freshness, age, fresh_for,
+        )  # fmt: skip
+
+    def _last_good(self, category: Category, fmt: Format, root: str, now: float) -> Served:
+        """What this process rendered last, when the store has nothing or fails."""
+        with self._lock:
+            kept = self._feeds.get((category.slug, fmt))
+        if kept is None:
+            raise UpstreamError("the feed's store is unavailable and nothing is kept here")
+        return self._served_as(kept[1], root, Freshness.STALE, 0.0, 0.0)
+
+    # --- fetching on a request ------------------------------------------------------
+
+    def _first_fetch(self, category: Category) -> CategoryState:
+        """A never-seen category: its listing, fetched once for every waiting request.
+
+        Waits are bounded: in time (another process's fetch, then ours) and in number
+        (past :data:`COLD_WAITERS` a request is told to come back shortly).
+        """
+        if not self._cold.acquire(blocking=False):
+            raise BackingOff("busy fetching new categories", retry_after=5)
+        try:
+            with self._lock:
+                flight = self._flights.get(category.slug)
+                leader = flight is None
+                if flight is None:
+                    flight = self._flights[category.slug] = Future()
+            if leader:
+                self._lead_first_fetch(category, flight)
+            return flight.result(timeout=self._fetch_deadline() + 5)
+        except TimeoutError:
+            raise BackingOff("still fetching this category", retry_after=5) from None
+        finally:
+            self._cold.release()
+
+    def _lead_first_fetch(self, category: Category, flight: Future[CategoryState]) -> None:
+        try:
+            state = self._fetch_or_await(category)
+        except BaseException as exc:
+            flight.set_exception(exc)
+        else:
+            flight.set_result(state)
+        finally:
+            with self._lock:
+                del self._flights[category.slug]
+
+    def _fetch_or_await(self, category: Category) -> CategoryState:
+        deadline = time.monotonic() + self._fetch_deadline()
+        while True:
+            state = self.store.state(category.slug)
+            if state.seen:
+                return state
+            if self._backing_off(state, self.clock()):
+                assert state.failure is not None
+                raise BackingOff(
+                    f"backing off after: {state.failure.error}",
+                    retry_after=state.failure.retry_at - self.clock(),
+                    upstream_status=state.failure.error.upstream_status,
+                )
+            if self.refresh(category, full_text_after=True) is not Outcome.BUSY:
+                continue
+            if time.monotonic() > deadline:
+                raise BackingOff("another process is still fetching this category", retry_after=5)
+            time.sleep(0.1)  # another process holds the fetch lease: its result is near
+
+    def _fetch_deadline(self) -> float:
+        anchors = max((len(c.paths) for c in self.registry.values()), default=1)
+        return anchors * (self.upstream.timeout.total + self.upstream.min_interval)
+
+    def _refresh_in_background(self, category: Category) -> None:
+        with self._lock:
+            if category.slug in self._flights:
+                return
+            flight: Future[CategoryState] = Future()
+            self._flights[category.slug] = flight
+
+        def run() -> None:
+            try:
+                self.refresh(category, full_text_after=True)
+            except UpstreamError:
+                pass  # recorded, logged, and served stale meanwhile
+            except Exception:
+                log.exception("refresh of %s failed unexpectedly", category.slug)
+            finally:
+                with self._lock:
+                    del self._flights[category.slug]
+                flight.set_result(CategoryState())
+
+        self._in_background(run)
+
+    def _in_background(self, work: Callable[[], None]) -> None:
+        flight = self._pool.submit(work)
+        with self._lock:
+            self._background.add(flight)
+        flight.add_done_callback(self._background.discard)
+
+    # --- refreshing ----------------------------------------------------------------
+
+    def due(self, category: Category) -> bool:
+        """Whether the category's refresh is due now (and the site may be asked)."""
+        state = self.store.state(category.slug)
+        now = self.clock()
+        if self._backing_off(state, now):
+            return False
+        return not state.seen or now - (state.refreshed_at or 0.0) >= self._interval(state)
+
+    def next_due(self, category: Category) -> float:
+        """Seconds until the category's refresh is due (0 when it is)."""
+        state = self.store.state(category.slug)
+        now = self.clock()
+        if not state.seen and not self._backing_off(state, now):
+            return 0.0
+        moments = [(state.refreshed_at or now) + self._interval(state)]
+        if self._backing_off(state, now):
+            assert state.failure is not None
+            moments.append(state.failure.retry_at)
+        return max(0.0, max(moments) - now)
+
+    def refresh(
+        self, category: Category, *, force: bool = False, full_text_after: bool = False
+    ) -> Outcome:
+        """Read the category's listing into the store, unless it is fresh (``force``
+        reads it anyway) or another process is reading it.
+
+        A failure is recorded (for the back-off) before the lease is let go, so that
+        the next process to take it sees it, and then raised.
+        """
+        lease = Lease(self.store, f"fetch:{category.slug}", FETCH_LEASE)
+        if not lease.acquire():
+            return Outcome.BUSY
+        started = time.perf_counter()
+        try:
+            state = self.store.state(category.slug)
+            now = self.clock()
+            if not force and state.seen and now - (state.refreshed_at or 0) < self._interval(state):
+                return Outcome.FRESH
+            try:
+                listing = self.read_listing(category, state)
+            except UpstreamError as exc:
+                self._record_failure(category, state, exc, started)
+                raise
+            now = self.clock()
+            if listing is None:
+                self.store.touch(category.slug, now=now)
+                outcome = Outcome.UNCHANGED
+            else:
+                merged = self.store.merge(category.slug, listing, now=now)
+                self._merged(category, state, merged, len(listing.items))
+                self.store.prune(category.slug, self.retention, now=now)
+                outcome = Outcome.REFRESHED
+        finally:
+            lease.release()
+        if full_text_after and self.wants_full_text(category):
+            self._in_background(lambda: self._fill_quietly(category))
+        return outcome
+
+    def read_listing(
+        self, category: Category, state: CategoryState | None = None
+    ) -> Listing | None:
+        """Fetch and scrape the category's listing now; None when the site says it is
+        unchanged since ``state`` (a 304)."""
+        last_error: UpstreamError | None = None
         for path in category.paths:
-            conditional = previous is not None and previous.source_path == path
+            conditional = state is not None and state.source_path == path
             try:
                 page = self.upstream.fetch(
                     path,
-                    etag=previous.etag if conditional and previous else None,
-                    last_modified=previous.last_modified if conditional and previous else None,
+                    etag=state.etag if conditional and state else None,
+                    last_modified=state.last_modified if conditional and state else None,
                     category=category.slug,
                 )
             except HTTPStatusError as exc:
                 if exc.upstream_status not in (404, 410):
                     raise
-                log.warning("%s: anchor %s is gone (%s), trying the next", category.slug, path, exc)
+                log.warning("%s: anchor %s is gone (%s)", category.slug, path, exc)
                 last_error = exc
                 continue
-            if page.not_modified and previous is not None:
-                return self._completed(category, previous) if full_text else previous
+            if page.not_modified:
+                return None
             base = self.upstream.base_url
             try:
                 if category.label is None:
@@ -142,12 +535,8 @@ class Bridge:
             except LayoutChanged:
                 observe.parse_failed(category.slug)
                 raise
-            items = newest_first(items)
-            if full_text:
-                items = self._with_full_text(category, items, previous)
-            return Entry(
-                items=tuple(items),
-                version=content_version(items),
+            return Listing(
+                items=tuple(newest_first(items)),
                 etag=page.etag,
                 last_modified=page.last_modified,
                 source_path=path,
@@ -158,78 +547,150 @@ class Bridge:
             upstream_status=last_error.upstream_status,
         )
 
-    def _wants_full_text(self, category: Category) -> bool:
+    def wants_full_text(self, category: Category) -> bool:
         return self.fulltext_by_default if category.fulltext is None else category.fulltext
 
-    def _with_full_text(
-        self, category: Category, items: Sequence[Item], previous: Entry | None = None
-    ) -> list[Item]:
-        """``items`` with their full text: from ``previous`` where it had it already (an
-        entry is shared between processes through Redis, the article cache is not), else
-        from the article pages, within the budget."""
-        if not self._wants_full_text(category):
-            return list(items)
-        known = {i.key: i for i in previous.items if i.content_html} if previous else {}
-        carried = [
-            dataclasses.replace(
-                item, content_html=known[item.key].content_html,
-                original_url=known[item.key].original_url,
+    def fill_full_text(self, category: Category, *, budget: float | None = None) -> int:
+        """Fetch the full text of the category's stories that lack it, newest first,
+        within ``budget`` seconds; returns how many were filled. A page still loading
+        at the end saves its story when it arrives; one that fails is tried again later,
+        later each time."""
+        if not self.wants_full_text(category):
+            return 0
+        lease = Lease(self.store, f"fulltext:{category.slug}", FETCH_LEASE)
+        if not lease.acquire():
+            return 0
+        try:
+            pending = self.store.pending(category.slug, now=self.clock(), limit=self.fulltext.batch)
+            flights = [
+                self.fulltext.submit(p.item, category.slug, partial(self._save_article, p))
+                for p in pending
+            ]
+            done = self.fulltext.wait(flights, budget)
+        finally:
+            lease.release()
+        return sum(1 for flight in done if not flight.cancelled() and flight.result() is not None)
+
+    def _fill_quietly(self, category: Category) -> None:
+        try:
+            self.fill_full_text(category)
+        except StoreError as exc:
+            log.warning(logfmt(event="store_error", category=category.slug, error=str(exc)))
+
+    def _save_article(self, pending: Pending, item: Item | None) -> None:
+        now = self.clock()
+        try:
+            if item is not None:
+                self.store.save_full_text(item, now=now)
+                return
+            first, cap = FULL_TEXT_RETRY
+            delay = min(cap, first * 2**pending.attempts)
+            self.store.postpone_full_text(pending.item.key, retry_at=now + delay)
+        except StoreError as exc:
+            log.warning(logfmt(event="store_error", story=pending.item.key, error=str(exc)))
+
+    def _merged(
+        self, category: Category, before: CategoryState, merged: Merged, listed: int
+    ) -> None:
+        observe.refreshed(category.slug, len(merged.added), listed)
+        if merged.gap is not None:
+            observe.gap(category.slug)
+            log.warning(
+                logfmt(
+                    event="gap", category=category.slug, kept=before.stories,
+                    listed=listed, since_previous_s=round(merged.gap.since_previous or 0),
+                    in_a_row=merged.gap.in_a_row,
+                )
+            )  # fmt: skip
+        if merged.added:
+            self.notify(category, merged)
+
+    def _record_failure(
+        self, category: Category, state: CategoryState, error: UpstreamError, started: float
+    ) -> None:
+        now = self.clock()
+        count = state.failure.count + 1 if state.failure else 1
+        delay = self.backoff.delay(count, error.retry_after)
+        try:
+            self.store.save_failure(category.slug, Failure(count, error, now, now + delay))
+        except StoreError as exc:
+            log.warning(logfmt(event="store_error", category=category.slug, error=str(exc)))
+        log.warning(
+            logfmt(
+                event="failure", category=category.slug, kind=error.kind, status=error.status,
+                duration_ms=round((time.perf_counter() - started) * 1000), failures=count,
+                retry_in_s=round(delay), serving="stale" if state.seen else "error",
+                error=str(error),
             )
-            if item.key in known and item.content_html is None
-            else item
-            for item in items
-        ]  # fmt: skip
-        return self.fulltext.fill(carried, category=category.slug)
+        )  # fmt: skip
 
-    def _completed(self, category: Category, previous: Entry) -> Entry:
-        """``previous`` with the full text it still lacked, as far as the budget goes."""
-        items = self._with_full_text(category, previous.items)
-        if tuple(items) == previous.items:
-            return previous
-        return dataclasses.replace(previous, items=tuple(items), version=content_version(items))
+    def _interval(self, state: CategoryState) -> float:
+        """The TTL; in a gap, halved for each gap in a row, down to :data:`GAP_FLOOR`."""
+        if not state.in_gap:
+            return self.ttl
+        assert state.gap is not None
+        return max(min(self.ttl, GAP_FLOOR), self.ttl / 2**state.gap.in_a_row)
 
-    def feed_info(self, category: Category, self_url: str) -> FeedInfo:
-        base = self.upstream.base_url
-        if category.label is None:
-            description = "The latest articles from every source on KCNA Watch."
-        else:
-            description = f"The latest articles from {category.label}, as KCNA Watch lists them."
-        return FeedInfo(
-            id=f"tag:kcnawatch.org,2014:feedbridge/{category.slug}",
-            title=category.feed_title,
-            description=description,
-            self_url=self_url,
-            home_url=base + category.paths[0],
-            language=category.language,
-        )
+    @staticmethod
+    def _backing_off(state: CategoryState, now: float) -> bool:
+        return state.failure is not None and now < state.failure.retry_at
 
-    def rendered(
-        self,
-        category: Category,
-        entry: Entry,
-        fmt: Format,
-        self_url: str,
-        items: Sequence[Item] | None = None,
-    ) -> Rendered:
-        """The feed of ``entry`` (or of a selection of its ``items``).
+    # --- the operator's view ---------------------------------------------------------
 
-        The full feed is rendered once per content version and self URL, then served
-        from memory; a selection (``?limit=``, ``?q=``) is rendered for its request.
-        """
+    def status(self) -> dict[str, object]:
+        """What is kept for every category, read without asking the site anything."""
+        categories = {}
+        for category in self.registry.values():
+            try:
+                categories[category.slug] = self._category_status(category)
+            except StoreError:
+                categories[category.slug] = {"store": "unavailable"}
+        return {"store": self.store.describe(), "categories": categories}
 
-        def make(selection: Sequence[Item]) -> Rendered:
-            info = self.feed_info(category, self_url)
-            body = render(fmt, info, selection, base_url=self.upstream.base_url)
-            # An entry is never empty (a page with no items is a failure); a selection may be.
-            newest = (selection or entry.items)[0].published
-            return Rendered.of(body, fmt.media_type, newest)
+    def _category_status(self, category: Category) -> dict[str, object]:
+        state = self.store.state(category.slug)
+        now = self.clock()
+        newest = self.store.newest(category.slug, 1)
+        failure, gap = state.failure, state.gap
+        return {
+            "last_refresh": _when(state.refreshed_at),
+            "stories": state.stories,
+            "newest_item": newest[0].published.isoformat() if newest else None,
+            "stale": state.seen and now - (state.refreshed_at or 0) >= self._interval(state),
+            "next_refresh_in_s": round(self.next_due(category)),
+            "last_error": (
+                {
+                    "kind": failure.error.kind,
+                    "status": failure.error.upstream_status,
+                    "at": _when(failure.at),
+                    "failures_in_a_row": failure.count,
+                }
+                if failure
+                else None
+            ),
+            "backing_off_until": (
+                _when(failure.retry_at) if failure and self._backing_off(state, now) else None
+            ),
+            "last_gap": (
+                {
+                    "at": _when(gap.at),
+                    "since_previous_refresh_s": round(gap.since_previous or 0),
+                    "ongoing": gap.in_a_row > 0,
+                }
+                if gap
+                else None
+            ),
+        }
 
-        if items is None:
-            key = ("feed", category.slug, entry.version, fmt, self_url)
-            codec = (Rendered.to_bytes, Rendered.from_bytes)
-            return self.cache.memo(key, lambda: make(entry.items), codec)
-        return make(items)
+    def drain(self, timeout: float | None = None) -> None:
+        """Wait for the background work in flight (tests and shutdown)."""
+        with self._lock:
+            pending = [*self._flights.values(), *self._background]
+        wait(pending, timeout=timeout)
+        self.fulltext.drain(timeout)
 
 
-def content_version(items: Sequence[Item]) -> str:
-    return hashlib.sha256(repr(tuple(items)).encode("utf-8", "surrogatepass")).hexdigest()[:24]
+def _when(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")

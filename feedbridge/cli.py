@@ -13,6 +13,7 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -26,12 +27,14 @@ from click.exceptions import NoArgsIsHelpError
 from flask import Flask
 
 from feedbridge import __version__
-from feedbridge.app import create_app
+from feedbridge.app import create_app, start_refresher
 from feedbridge.bridge import Bridge
+from feedbridge.bridge import Outcome as Refreshed
 from feedbridge.categories import Category
 from feedbridge.config import DESCRIPTIONS, LOG_FORMAT, PREFIX, Settings, http_url
 from feedbridge.errors import ConfigError, UpstreamError
 from feedbridge.feeds import Format
+from feedbridge.refresher import Refresher
 from feedbridge.web import category_feeds
 
 SETTINGS_HELP = "\b\n" + "\n".join(
@@ -103,7 +106,10 @@ def batch_app(base_url: str | None = None) -> Flask:
     ``FEEDBRIDGE_LOG_LEVEL`` is set, so that a cron job that succeeds prints nothing.
     """
     settings = load_settings()
-    changes: dict[str, Any] = {"public_url": base_url or settings.public_url or DEFAULT_BASE_URL}
+    changes: dict[str, Any] = {
+        "public_url": base_url or settings.public_url or DEFAULT_BASE_URL,
+        "refresh": False,  # a command refreshes what it needs in the foreground
+    }
     if not os.environ.get(PREFIX + "LOG_LEVEL", "").strip():
         changes["log_level"] = "WARNING"
     return build_app(dataclasses.replace(settings, **changes))
@@ -359,13 +365,14 @@ def check_category(bridge: Bridge, category: Category) -> Outcome:
     for every article at each check would not be polite.
     """
     try:
-        entry = bridge.load(category, full_text=False)
+        listing = bridge.read_listing(category)
     except UpstreamError as exc:
         return Outcome(category.slug, error=f"{exc.kind}: {exc}")
     except Exception as exc:  # a scraper bug is still one failed category, not a crash
         return Outcome(category.slug, error=f"internal error: {exc!r}")
-    newest = entry.items[0].published.astimezone(UTC)
-    return Outcome(category.slug, items=len(entry.items), newest=newest.isoformat())
+    assert listing is not None  # asked without validators: never "not modified"
+    newest = listing.items[0].published.astimezone(UTC)
+    return Outcome(category.slug, items=len(listing.items), newest=newest.isoformat())
 
 
 @main.command(epilog=EPILOG, short_help="Fetch every category now; exit 1 if any fails.")
@@ -402,6 +409,77 @@ def _check_line(outcome: Outcome, width: int) -> str:
     assert outcome.newest is not None
     newest = outcome.newest.replace("T", " ").replace("+00:00", " UTC")
     return f"{outcome.slug.ljust(width)}  ok      {outcome.items:3d} items, newest {newest}"
+
+
+# --- refresh ----------------------------------------------------------------------------
+
+
+@main.command(epilog=EPILOG, short_help="Refresh categories into the store, once or for ever.")
+@click.argument("slugs", nargs=-1, metavar="[SLUG]...")
+@click.option(
+    "--loop",
+    is_flag=True,
+    help="Keep refreshing, as the server's background refresher does (one at a time "
+    "among every process sharing the store).",
+)
+def refresh(slugs: tuple[str, ...], loop: bool) -> None:
+    """Read each category's listing (default: every category) into the store, then the
+    full text of new stories, and exit; exit status 1 if any category failed.
+
+    \b
+    feedbridge refresh                 # every category, once (cron, a PaaS scheduler)
+    feedbridge refresh vok-en all      # these two
+    feedbridge refresh --loop          # the refresher as a process of its own
+
+    Once, every category named is read now, fresh or not. With --loop, each category is
+    read when due (every FEEDBRIDGE_CACHE_TTL seconds), by whichever process holds the
+    store's refresher lease.
+    """
+    app = batch_app()
+    bridge = _bridge(app)
+    unknown = [slug for slug in slugs if slug not in bridge.registry]
+    if unknown:
+        raise click.UsageError(
+            f"no category {unknown[0]!r}; categories: {', '.join(bridge.registry)}"
+        )
+    refresher = Refresher(bridge)
+    if loop:
+        _refresh_loop(refresher)
+        return
+    chosen = [bridge.registry[slug] for slug in slugs] or list(bridge.registry.values())
+    interactive = sys.stderr.isatty()
+
+    def progress(category: Category, outcome: str) -> None:
+        if interactive:
+            click.echo(f"{category.slug}: {outcome}", err=True)
+
+    outcomes = refresher.run_once(chosen, force=True, progress=progress)
+    bridge.drain()
+    failed = [slug for slug, outcome in outcomes.items() if outcome not in _REFRESH_OK]
+    for slug in failed:
+        click.echo(f"{slug}: FAILED ({outcomes[slug]})", err=True)
+    if failed:
+        sys.exit(1)
+
+
+_REFRESH_OK = {outcome.value for outcome in Refreshed}
+
+
+def _refresh_loop(refresher: Refresher) -> None:
+    """Run until SIGTERM or Ctrl-C, then let the lease go for the next refresher."""
+
+    def stop(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    if sys.stderr.isatty():
+        click.echo("Refreshing every category when due; Ctrl-C stops.", err=True)
+    try:
+        refresher.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        refresher.stop()
 
 
 # --- serve ------------------------------------------------------------------------------
@@ -455,4 +533,5 @@ def serve(host: str, port: int, workers: int | None) -> None:
         os.execv(sys.executable, argv)
     from werkzeug.serving import run_simple
 
+    start_refresher(app)
     run_simple(host, port, app, threaded=True)

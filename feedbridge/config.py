@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from feedbridge.errors import ConfigError
 
 PREFIX = "FEEDBRIDGE_"
+MAX_FEED_SIZE = 500  # stories a feed or a ?limit= selection may hold
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 T = TypeVar("T")
 
@@ -32,9 +33,14 @@ class Timeout:
 class Settings:
     upstream_url: str = "https://kcnawatch.org"
     cache_ttl: int = 600
-    stale_ttl: int = 86_400
     categories_file: Path | None = None
+    db: Path = Path("feedbridge.db")
     redis_url: str | None = None
+    feed_size: int = 50
+    keep_days: int = 365
+    keep_stories: int = 5000
+    refresh: bool = True
+    websub_hub: str | None = None
     public_url: str | None = None
     timeout: Timeout = field(default_factory=Timeout)
     min_interval: float = 1.0
@@ -62,9 +68,14 @@ class Settings:
         settings = cls(
             upstream_url=get("UPSTREAM_URL", http_url, defaults.upstream_url),
             cache_ttl=get("CACHE_TTL", _positive_int, defaults.cache_ttl),
-            stale_ttl=get("STALE_TTL", _positive_int, defaults.stale_ttl),
             categories_file=get("CATEGORIES_FILE", _existing_file, None),
+            db=get("DB", lambda raw: Path(raw).expanduser(), defaults.db),
             redis_url=get("REDIS_URL", _redis_url, None),
+            feed_size=get("FEED_SIZE", _feed_size, defaults.feed_size),
+            keep_days=get("KEEP_DAYS", _positive_int, defaults.keep_days),
+            keep_stories=get("KEEP_STORIES", _positive_int, defaults.keep_stories),
+            refresh=get("REFRESH", _boolean, defaults.refresh),
+            websub_hub=get("WEBSUB_HUB", http_url, None),
             public_url=get("PUBLIC_URL", http_url, None),
             timeout=get("TIMEOUT", _timeout, defaults.timeout),
             min_interval=get("MIN_INTERVAL", _non_negative_float, defaults.min_interval),
@@ -76,10 +87,9 @@ class Settings:
             fulltext_budget=get("FULLTEXT_BUDGET", _positive_float, defaults.fulltext_budget),
             log_level=get("LOG_LEVEL", _log_level, defaults.log_level),
         )
-        if settings.stale_ttl < settings.cache_ttl:
+        if settings.websub_hub and not settings.public_url:
             raise ConfigError(
-                f"{PREFIX}STALE_TTL: must be at least FEEDBRIDGE_CACHE_TTL "
-                f"({settings.cache_ttl}), got {settings.stale_ttl}"
+                f"{PREFIX}WEBSUB_HUB: needs {PREFIX}PUBLIC_URL, the feeds' URL to tell the hub"
             )
         return settings
 
@@ -87,10 +97,15 @@ class Settings:
 # What each setting means, for the README and every command's --help.
 DESCRIPTIONS: dict[str, str] = {
     "UPSTREAM_URL": "base URL of the site; every fetched URL is built on it",
-    "CACHE_TTL": "seconds a scraped listing is fresh (default 600)",
-    "STALE_TTL": "seconds a listing may be served stale while the site fails (default 86400)",
+    "CACHE_TTL": "seconds between two refreshes of a category's listing (default 600)",
     "CATEGORIES_FILE": "a TOML file of categories that add to or replace the built-in ones",
-    "REDIS_URL": "redis:// URL of a cache shared by several processes (default: in memory)",
+    "DB": "the SQLite file that keeps every story seen (default feedbridge.db)",
+    "REDIS_URL": "redis:// URL of a store shared by several machines, instead of DB",
+    "FEED_SIZE": "stories in a feed, newest first; ?limit= reaches up to 500 (default 50)",
+    "KEEP_DAYS": "days a story is kept in a category's history (default 365)",
+    "KEEP_STORIES": "stories kept per category at the most (default 5000)",
+    "REFRESH": "1/0: refresh every category in the background (default 1); 0: on request",
+    "WEBSUB_HUB": "a WebSub hub URL to announce in feeds and notify of new stories",
     "PUBLIC_URL": "the bridge's public base URL, for self links (default: from the request)",
     "TIMEOUT": "upstream time limits: TOTAL or CONNECT,TOTAL seconds (default 5,15)",
     "MIN_INTERVAL": "minimum seconds between two requests to the site (default 1)",
@@ -109,6 +124,13 @@ def _positive_int(raw: str) -> int:
         raise ValueError("must be a whole number") from None
     if value <= 0:
         raise ValueError("must be greater than 0")
+    return value
+
+
+def _feed_size(raw: str) -> int:
+    value = _positive_int(raw)
+    if value > MAX_FEED_SIZE:
+        raise ValueError(f"must be at most {MAX_FEED_SIZE}")
     return value
 
 

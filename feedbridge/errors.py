@@ -13,14 +13,31 @@ class ConfigError(Exception):
 
 
 class UpstreamError(Exception):
-    """The site could not give us a usable listing."""
+    """The site could not give us a usable listing.
+
+    ``upstream_status`` is the site's HTTP status when it answered with an error.
+    """
 
     status: int = 502
     kind: str = "upstream"
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        upstream_status: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.upstream_status = upstream_status
+
+    @classmethod
+    def restore(
+        cls, message: str, *, retry_after: float | None, upstream_status: int | None
+    ) -> UpstreamError:
+        """The error again from what was stored of it (``kind`` chose the class)."""
+        return cls(message, retry_after=retry_after, upstream_status=upstream_status)
 
 
 class Unreachable(UpstreamError):
@@ -38,10 +55,9 @@ class HTTPStatusError(UpstreamError):
     kind = "http"
 
     def __init__(
-        self, message: str, *, upstream_status: int, retry_after: float | None = None
+        self, message: str, *, upstream_status: int | None, retry_after: float | None = None
     ) -> None:
-        super().__init__(message, retry_after=retry_after)
-        self.upstream_status = upstream_status
+        super().__init__(message, retry_after=retry_after, upstream_status=upstream_status)
         if upstream_status in (429, 503):
             self.status = 503
 
@@ -71,3 +87,13 @@ class BackingOff(UpstreamError):
 
     status = 503
     kind = "backoff"
+
+
+# Each error class by its ``kind``: how a stored failure gets its class back.
+ERROR_KINDS: dict[str, type[UpstreamError]] = {
+    cls.kind: cls
+    for cls in (
+        UpstreamError, Unreachable, UpstreamTimeout, HTTPStatusError, Blocked, NotHTML,
+        TooLarge, LayoutChanged, BackingOff,
+    )
+}  # fmt: skip

@@ -56,6 +56,7 @@ class FeedInfo:
     self_url: str
     home_url: str
     language: str = "en"
+    hub: str | None = None  # a WebSub hub that pushes the feed to its subscribers
 
 
 def render(fmt: Format, info: FeedInfo, items: Sequence[Item], *, base_url: str) -> bytes:
@@ -93,15 +94,18 @@ def _feedgen(info: FeedInfo, items: Sequence[Item], base_url: str) -> FeedGenera
     fg.generator("feedbridge", version=__version__, uri=GENERATOR_URI)
     # RSS's <channel><link> is the last link set: self first, alternate last.
     fg.link(href=info.self_url, rel="self")
+    if info.hub:
+        fg.link(href=info.hub, rel="hub")
     fg.link(href=info.home_url, rel="alternate", type="text/html")
-    fg.updated(items[0].published if items else _EPOCH)  # feedgen's default is "now"
+    # feedgen's default is "now"; a feed changes when its newest change does.
+    fg.updated(max((item.updated for item in items), default=_EPOCH))
     for item in items:
         entry = fg.add_entry(order="append")  # feedgen prepends by default
         entry.guid(item.key.tag_uri, permalink=False)
         entry.title(xml_safe(item.title))
         entry.link(href=base_url + item.path, rel="alternate", type="text/html")
         entry.published(item.published)
-        entry.updated(item.published)
+        entry.updated(item.updated)
         if item.excerpt:
             # The excerpt is text, and RSS readers render <description> as HTML: escape
             # it, or "<script>" shown as text on the site would run in the reader.
@@ -117,7 +121,7 @@ def _feedgen(info: FeedInfo, items: Sequence[Item], base_url: str) -> FeedGenera
 
 
 def _json_feed(info: FeedInfo, items: Sequence[Item], base_url: str) -> bytes:
-    feed = {
+    feed: dict[str, object] = {
         "version": "https://jsonfeed.org/version/1.1",
         "title": info.title,
         "home_page_url": info.home_url,
@@ -127,6 +131,8 @@ def _json_feed(info: FeedInfo, items: Sequence[Item], base_url: str) -> bytes:
         "authors": [{"name": "KCNA Watch"}],
         "items": [_json_item(item, base_url) for item in items],
     }
+    if info.hub:
+        feed["hubs"] = [{"type": "WebSub", "url": info.hub}]
     text = json.dumps(_clean(feed), ensure_ascii=False, separators=(",", ":"))
     # "<", ">" and "&" only occur inside strings here; as escapes they mean the same to
     # a JSON parser, and the raw document holds no markup for anything that sniffs it.
@@ -142,6 +148,8 @@ def _json_item(item: Item, base_url: str) -> dict[str, object]:
         "title": item.title,
         "date_published": item.published.isoformat(),
     }
+    if item.modified:
+        entry["date_modified"] = item.modified.isoformat()
     if item.original_url:
         entry["external_url"] = item.original_url  # the outlet's own copy of the story
     if item.content_html:

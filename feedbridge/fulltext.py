@@ -9,9 +9,7 @@ Three parts, I/O at the edge only:
 * :func:`sanitize` (pure): the one nh3 allow-list every scraped HTML goes through
   before it reaches a feed or a page.
 * :class:`FullText`: fetches the pages through :class:`~feedbridge.upstream.Upstream`,
-  a bounded number at once and within a time budget per refresh, and keeps every
-  article it read in a long-lived LRU cache (article pages never change once published),
-  so each refresh fetches only the stories it has not seen.
+  a bounded number at once, each story's once: the store keeps what was read.
 """
 
 from __future__ import annotations
@@ -21,7 +19,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from datetime import date
@@ -29,10 +27,9 @@ from urllib.parse import urljoin, urlsplit
 
 import nh3
 from bs4 import BeautifulSoup, PageElement, Tag
-from cachetools import TTLCache
 
 from feedbridge.errors import LayoutChanged, UpstreamError
-from feedbridge.model import ArticleKey, Item
+from feedbridge.model import Item
 from feedbridge.scrape import ARTICLE_DATE, CHROME_TAGS, parse_article_date
 from feedbridge.text import squash, xml_safe
 from feedbridge.upstream import Upstream
@@ -40,8 +37,6 @@ from feedbridge.upstream import Upstream
 log = logging.getLogger(__name__)
 
 ORIGINAL_LINK_TEXT = "Read original version at source"
-ARTICLE_TTL = 30 * 86_400  # seconds; pages never change, this only lets the cache forget
-ARTICLE_CACHE_SIZE = 4096
 
 # What a feed reader or the front page may receive: text, structure, links and images.
 _TAGS = frozenset(
@@ -215,12 +210,10 @@ def _has_text(content: str) -> bool:
 
 
 class FullText:
-    """Fills items with their full text: cached, a few fetches at once, within a budget.
+    """Reads stories' full text from their article pages, a few pages at once.
 
-    An item whose article cannot be had within the budget keeps its excerpt; a fetch
-    still running at the deadline goes on in the background and lands in the cache,
-    so the next refresh has it without asking the site again. Failures are not cached:
-    the next refresh tries again.
+    What is read is kept by the store, not here: each story's page is asked for until it
+    has been read once (article pages never change once published).
     """
 
     def __init__(
@@ -230,96 +223,86 @@ class FullText:
         concurrency: int = 2,
         budget: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
-        ttl: float = ARTICLE_TTL,
-        maxsize: int = ARTICLE_CACHE_SIZE,
     ) -> None:
         self.upstream = upstream
         self.budget = budget
         self.clock = clock
+        # Stories asked for per fill: as many as the budget can take at the site's pace.
+        self.batch = max(concurrency, int(budget / max(upstream.min_interval, 0.5)) + concurrency)
         self._lock = threading.Lock()
-        self._articles: TTLCache[ArticleKey, Article] = TTLCache(maxsize, ttl=ttl, timer=clock)
-        self._inflight: dict[ArticleKey, Future[Article | None]] = {}
+        self._inflight: set[Future[Item | None]] = set()
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="feedbridge-article")
 
-    def fill(self, items: Sequence[Item], *, category: str = "-") -> list[Item]:
-        """``items`` with the full text of every article had within the budget.
+    def submit(
+        self, item: Item, category: str, then: Callable[[Item | None], None]
+    ) -> Future[Item | None]:
+        """Read ``item``'s page in the background and pass ``then`` the item with its
+        full text, or None if it could not be had; the future is done after ``then``."""
 
-        Articles are asked for in the order of ``items`` (newest first), so a short
-        budget goes to the newest stories.
-        """
-        found: dict[ArticleKey, Article] = {}
-        flights: dict[ArticleKey, Future[Article | None]] = {}
+        def task() -> Item | None:
+            read = self._read(item, category)
+            then(read)
+            return read
+
+        flight = self._pool.submit(task)
         with self._lock:
-            for item in items:
-                if item.content_html is not None or item.key in found or item.key in flights:
-                    continue
-                article = self._articles.get(item.key)
-                if article is not None:
-                    found[item.key] = article
-                    continue
-                flight = self._inflight.get(item.key)
-                if flight is None:
-                    flight = self._pool.submit(self._fetch, item.key, item.path, category)
-                    self._inflight[item.key] = flight
-                flights[item.key] = flight
-        self._wait(flights.values())
-        late = 0
-        for key, flight in flights.items():
-            if not flight.done():
-                late += 1
-                if flight.cancel():  # not started yet: the next refresh asks again
-                    with self._lock:
-                        if self._inflight.get(key) is flight:
-                            del self._inflight[key]
-            elif not flight.cancelled() and (article := flight.result()) is not None:
-                found[key] = article
-        if flights:
-            log.info(
-                "full text: %d of %d articles read from the site, %d not within %gs",
-                sum(1 for key in flights if key in found), len(flights), late, self.budget,
-            )  # fmt: skip
-        return [_with_article(item, found.get(item.key)) for item in items]
+            self._inflight.add(flight)
+        flight.add_done_callback(self._landed)
+        return flight
 
-    def drain(self, timeout: float | None = None) -> None:
-        """Wait for the article fetches in flight (tests and shutdown)."""
-        with self._lock:
-            pending = list(self._inflight.values())
-        wait(pending, timeout=timeout)
-
-    def _wait(self, flights: Iterable[Future[Article | None]]) -> None:
-        """Until every flight is done or the budget is spent.
+    def wait(
+        self, flights: Iterable[Future[Item | None]], budget: float | None = None
+    ) -> set[Future[Item | None]]:
+        """Until every flight is done or ``budget`` (default: the configured one) is
+        spent; the flights not started by then are cancelled. Returns those done.
 
         The deadline is read from ``clock`` after each wait, so an injected clock alone
         decides when the budget is spent; with the real clock this is a single wait.
         """
-        deadline = self.clock() + self.budget
+        deadline = self.clock() + (self.budget if budget is None else budget)
         pending = set(flights)
+        done: set[Future[Item | None]] = set()
         while pending:
             remaining = deadline - self.clock()
             if remaining <= 0:
-                return
-            _, pending = wait(pending, timeout=remaining)
+                break
+            finished, pending = wait(pending, timeout=remaining)
+            done |= finished
+        for flight in pending:
+            flight.cancel()  # not started: the next fill asks again
+        if done or pending:
+            log.info(
+                "full text: %d of %d articles read, %d not within the budget",
+                sum(1 for f in done if f.result() is not None), len(done) + len(pending),
+                len(pending),
+            )  # fmt: skip
+        return done
 
-    def _fetch(self, key: ArticleKey, path: str, category: str) -> Article | None:
-        article = None
+    def drain(self, timeout: float | None = None) -> None:
+        """Wait for the article fetches in flight (tests and shutdown)."""
+        with self._lock:
+            pending = list(self._inflight)
+        wait(pending, timeout=timeout)
+
+    def _landed(self, flight: Future[Item | None]) -> None:
+        with self._lock:
+            self._inflight.discard(flight)
+
+    def _read(self, item: Item, category: str) -> Item | None:
         try:
-            page = self.upstream.fetch(path, category=category)
+            page = self.upstream.fetch(item.path, category=category)
             article = parse_article(page.body, page_url=page.url, encoding=page.encoding)
         except UpstreamError as exc:
-            log.warning("full text of %s: %s; keeping the excerpt", key, exc)
+            log.warning("full text of %s: %s; keeping the excerpt", item.key, exc)
+            return None
         except Exception:
-            log.exception("full text of %s failed unexpectedly; keeping the excerpt", key)
-        with self._lock:
-            self._inflight.pop(key, None)
-            if article is not None:
-                self._articles[key] = article
-        return article
+            log.exception("full text of %s failed unexpectedly; keeping the excerpt", item.key)
+            return None
+        return _with_article(item, article)
 
 
-def _with_article(item: Item, article: Article | None) -> Item:
+def _with_article(item: Item, article: Article) -> Item:
     """``item`` with its full text; a listing that gave no date takes the article's."""
-    if article is None:
-        return item
     return replace(
         item,
         content_html=article.content_html,

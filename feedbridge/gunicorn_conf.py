@@ -35,6 +35,13 @@ def pre_fork(server: Any, worker: Any) -> None:
     gc.freeze()
 
 
+def post_worker_init(worker: Any) -> None:
+    """Each worker runs a refresher; the store's lease lets one of them work at a time."""
+    from feedbridge.app import start_refresher
+
+    start_refresher(worker.wsgi)
+
+
 def child_exit(server: Any, worker: Any) -> None:
     """A worker is gone: its live gauges go with it (its counters stay in the sums)."""
     from prometheus_client import multiprocess

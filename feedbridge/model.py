@@ -47,6 +47,12 @@ class Item:
     source: str | None = None
     content_html: str | None = None
     original_url: str | None = None
+    modified: datetime | None = None  # when the store saw its content change, if it did
+
+    @property
+    def updated(self) -> datetime:
+        """When the story last changed: its publication, or a later change of content."""
+        return self.modified or self.published
 
     @property
     def published(self) -> datetime:

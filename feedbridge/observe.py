@@ -16,7 +16,6 @@ from prometheus_client import Counter, Gauge, Histogram
 from feedbridge.text import logfmt
 
 if TYPE_CHECKING:
-    from feedbridge.cache import Entry, Lookup
     from feedbridge.errors import UpstreamError
     from feedbridge.upstream import Page
 
@@ -35,14 +34,31 @@ FETCH_SECONDS = Histogram(
 )
 CACHE_LOOKUPS = Counter(
     "feedbridge_cache_lookups",
-    "Feed lookups by what the cache had: hit (fresh), stale (served while refreshed) or miss.",
+    "Feeds served by what was kept: hit (fresh), stale (a refresh is due or failing) or miss "
+    "(a category never seen, fetched for the request).",
     ["category", "result"],
 )
 ITEMS = Gauge(
     "feedbridge_items",
-    "Items in the category's cached listing.",
+    "Items in the category's last listing read from the site.",
     ["category"],
     multiprocess_mode="mostrecent",
+)
+NEW_STORIES = Counter(
+    "feedbridge_new_stories",
+    "Stories a refresh added to the category's history.",
+    ["category"],
+)
+LISTING_GAPS = Counter(
+    "feedbridge_listing_gaps",
+    "Refreshes whose listing shared no story with the category's history: stories may "
+    "have been missed between two refreshes.",
+    ["category"],
+)
+HUB_NOTICES = Counter(
+    "feedbridge_websub_notices",
+    "Notices sent to the WebSub hub, by outcome (ok, failed).",
+    ["category", "outcome"],
 )
 PARSE_FAILURES = Counter(
     "feedbridge_parse_failures",
@@ -51,12 +67,21 @@ PARSE_FAILURES = Counter(
 )
 
 
-def looked_up(category: str, lookup: Lookup) -> None:
-    CACHE_LOOKUPS.labels(category, lookup.state.value).inc()
+def served(category: str, freshness: str) -> None:
+    CACHE_LOOKUPS.labels(category, freshness).inc()
 
 
-def loaded(category: str, entry: Entry) -> None:
-    ITEMS.labels(category).set(len(entry.items))
+def refreshed(category: str, added: int, listed: int) -> None:
+    ITEMS.labels(category).set(listed)
+    NEW_STORIES.labels(category).inc(added)
+
+
+def gap(category: str) -> None:
+    LISTING_GAPS.labels(category).inc()
+
+
+def hub_notified(category: str, outcome: str) -> None:
+    HUB_NOTICES.labels(category, outcome).inc()
 
 
 def fetched(category: str, path: str, seconds: float, page: Page) -> None:
@@ -77,7 +102,7 @@ def fetch_failed(category: str, path: str, seconds: float, error: UpstreamError)
     log.info(
         logfmt(
             event="fetch", category=category, path=path,
-            status=getattr(error, "upstream_status", "-"), outcome=error.kind,
+            status=error.upstream_status or "-", outcome=error.kind,
             duration_ms=round(seconds * 1000), error=str(error),
         )
     )  # fmt: skip

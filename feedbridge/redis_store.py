@@ -1,44 +1,73 @@
-"""The cache's state in Redis, shared by every process and machine that uses the server.
+"""The story store in Redis, for several machines sharing one history.
 
-Entries, failures (back-off), fetch locks, rendered feeds and the site's Retry-After
-live in Redis with TTLs, so N processes fetch a category once per TTL between them and
-serve the same bytes. Values are JSON written by the explicit functions below, never
-pickles: whoever can write to Redis cannot make the bridge run code.
+The same contract as :class:`~feedbridge.sqlite_store.SQLiteStore`, in Redis structures:
+a hash per story, a sorted set per category (its members, scored by publication time),
+a hash per category for its state, and leases that expire on Redis's own clock. Every
+key is namespaced by the upstream URL, so instances of different sites never share
+state, and the keys are bounded by what the registry and the site hold: nothing a
+client sends makes one.
 
-Redis is a cache, not a dependency of serving: every operation that fails falls back
-to a :class:`~feedbridge.cache.MemoryStore`, which also mirrors what this process has
-read, so while Redis is away the bridge goes on from memory (with single flight
-within each process only) and says so in ``/status`` and, at most once a minute, in
-the log. Redis is tried again ``retry_interval`` seconds after a failure.
+Values are JSON written by :mod:`feedbridge.store`, never pickles: whoever can write to
+Redis cannot make the bridge run code. A Redis that fails is a :class:`StoreError`;
+after one, Redis is left alone for ``retry_interval`` seconds (readers get what the
+process has in memory meanwhile) and the problem shows in ``/status``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable
-from datetime import UTC, date, datetime
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from feedbridge.cache import Entry, Failure, MemoryStore
-from feedbridge.errors import HTTPStatusError, UpstreamError
 from feedbridge.model import ArticleKey, Item
+from feedbridge.store import (
+    DUPLICATE_MARGIN,
+    CategoryState,
+    Failure,
+    Listing,
+    Merged,
+    Pending,
+    Retention,
+    StoreError,
+    dedupe_window,
+    failure_from_json,
+    failure_to_json,
+    gap_from_json,
+    gap_to_json,
+    item_from_dict,
+    item_to_dict,
+    matches,
+    next_gap,
+    plan_merge,
+)
 from feedbridge.text import logfmt
-from feedbridge.upstream import LocalClosure
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-FORMAT = 1  # of the stored entries; another one is read as no entry
 LOG_EVERY = 60.0  # seconds between two log lines about Redis being unreachable
+PENDING_SCAN = 200  # newest members looked at for stories without full text
+SEARCH_BATCH = 500
 
-# Release a lock only if it is still ours: it may have expired and been taken since.
-_UNLOCK = """
+# Take or extend a lease: ARGV[1] the token, ARGV[2] milliseconds.
+_LEASE = """
+local holder = redis.call('get', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('set', KEYS[1], ARGV[1], 'px', ARGV[2])
+  return 1
+end
+return 0
+"""
+# Release a lease only if it is still ours: it may have expired and been taken since.
+_RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
 """
@@ -51,22 +80,22 @@ return 0
 """
 
 
+def namespace(upstream_url: str) -> str:
+    """The key prefix of one site's state: instances of different sites never meet."""
+    return "feedbridge:" + hashlib.sha256(upstream_url.encode()).hexdigest()[:12] + ":"
+
+
 class RedisStore:
-    """A :class:`~feedbridge.cache.Store` in Redis, and the site's shared Retry-After."""
+    """A :class:`~feedbridge.store.Store` in Redis."""
 
     def __init__(
         self,
         url: str,
         *,
+        upstream_url: str,
         clock: Callable[[], float] = time.time,
-        maxsize: int = 256,
-        prefix: str = "feedbridge:",
         retry_interval: float = 5.0,
-        local_for: float = 0.0,
     ) -> None:
-        """``local_for``: seconds after its fetch during which an entry this process has
-        read is served from its memory without asking Redis. The cache's TTL is right:
-        a fresh entry is never replaced, only a stale one is refreshed."""
         self._redis = redis.Redis.from_url(
             url,
             socket_timeout=1.0,
@@ -75,144 +104,296 @@ class RedisStore:
             health_check_interval=30,
         )
         self._clock = clock
-        self._prefix = prefix
+        self._prefix = namespace(upstream_url)
         self._retry_interval = retry_interval
-        self._local_for = local_for
-        self.memory = MemoryStore(maxsize, clock=clock)
-        self._local_closure = LocalClosure()
-        self._unlock = self._redis.register_script(_UNLOCK)
+        self._lease = self._redis.register_script(_LEASE)
+        self._release = self._redis.register_script(_RELEASE)
         self._close = self._redis.register_script(_CLOSE)
         self._state = threading.Lock()
         self._down_until = 0.0  # time.monotonic(): skip Redis until then
-        self._problem: tuple[str, float] | None = None  # the error, and since when
+        self._problem: tuple[str, float] | None = None  # the kind of error, and since when
         self._logged_at = float("-inf")
 
     def describe(self) -> dict[str, object]:
-        problem = self._problem
-        if problem is None:
+        if self._problem is None:
             return {"backend": "redis", "state": "ok"}
-        error, since = problem
+        kind, since = self._problem
         return {
             "backend": "redis",
             "state": "degraded",
-            "serving_from": "memory",
-            "error": error,
+            "problem": kind,
             "since": datetime.fromtimestamp(since, UTC).isoformat(timespec="seconds"),
         }
 
-    def load(self, key: str) -> Entry | None:
-        known = self.memory.load(key)
-        if known is not None and self._clock() - known.fetched_at < self._local_for:
-            return known
-        return self._attempt(lambda r: self._read(r, key, known), lambda: known)
+    def state(self, category: str) -> CategoryState:
+        def read(r: redis.Redis) -> CategoryState:
+            with r.pipeline(transaction=False) as pipe:
+                pipe.hgetall(self._key("category", category))
+                pipe.zcard(self._key("members", category))
+                fields, stories = pipe.execute()
+            if not fields:
+                return CategoryState(stories=stories)
+            text = {k.decode(): v.decode() for k, v in fields.items()}
+            refreshed = text.get("refreshed_at")
+            return CategoryState(
+                refreshed_at=float(refreshed) if refreshed else None,
+                version=text.get("version", "0"),
+                stories=stories,
+                etag=text.get("etag") or None,
+                last_modified=text.get("last_modified") or None,
+                source_path=text.get("source_path", ""),
+                failure=failure_from_json(text.get("failure")),
+                gap=gap_from_json(text.get("gap")),
+            )
 
-    def save(self, key: str, entry: Entry, ttl: float) -> None:
-        self.memory.save(key, entry, ttl)
-        fields = {
-            "meta": json.dumps(_meta(entry, expires_at=self._clock() + ttl)),
-            "items": json.dumps([item_to_dict(item) for item in entry.items]),
-        }
+        return self._attempt(read)
+
+    def merge(self, category: str, listing: Listing, *, now: float) -> Merged:
+        previous = self.state(category)
+        keys = [str(item.key) for item in listing.items]
+
+        def write(r: redis.Redis) -> Merged:
+            members_key = self._key("members", category)
+            with r.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.hget(self._key("story", key), "data")
+                    pipe.zscore(members_key, key)
+                found = pipe.execute()
+            stored = {
+                item.key: item
+                for raw in found[0::2]
+                if raw is not None
+                for item in [item_from_dict(json.loads(raw))]
+            }
+            members = {
+                item.key for item, score in zip(listing.items, found[1::2], strict=True) if score
+            }
+            plan = plan_merge(listing.items, stored, members, datetime.fromtimestamp(now, UTC))
+            gap = next_gap(previous, overlap=bool(members), now=now)
+            with r.pipeline(transaction=True) as pipe:
+                for item in plan.writes:
+                    story = self._key("story", str(item.key))
+                    pipe.hset(story, "data", json.dumps(item_to_dict(item)))
+                    pipe.hsetnx(story, "first_seen", now)
+                    if item.content_html is None:
+                        pipe.hsetnx(story, "full_text_retry_at", 0)
+                for key in keys:
+                    pipe.hset(self._key("story", key), "last_seen", now)
+                pipe.zadd(
+                    members_key,
+                    {str(item.key): item.published.timestamp() for item in listing.items},
+                )
+                state = self._key("category", category)
+                pipe.hset(
+                    state,
+                    mapping={
+                        "refreshed_at": now,
+                        "etag": listing.etag or "",
+                        "last_modified": listing.last_modified or "",
+                        "source_path": listing.source_path,
+                        "gap": gap_to_json(gap) or "",
+                    },
+                )
+                if plan.added:
+                    pipe.hincrby(state, "version", 1)
+                self._resolve_failure(pipe, category, previous.failure)
+                pipe.execute()
+            if plan.updated:
+                self._bump(r, [item.key for item in plan.writes if item.key in stored])
+            is_gap = gap is not None and gap.in_a_row > 0 and gap.at == now
+            return Merged(tuple(plan.added), plan.updated, gap if is_gap else None)
+
+        return self._attempt(write)
+
+    def touch(self, category: str, *, now: float) -> None:
+        previous = self.state(category)
 
         def write(r: redis.Redis) -> None:
-            with r.pipeline() as pipe:  # MULTI: both fields and the TTL at once
-                pipe.hset(self._key("entry", key), mapping=fields)
-                pipe.pexpire(self._key("entry", key), _ms(ttl))
+            with r.pipeline(transaction=True) as pipe:
+                pipe.hset(self._key("category", category), "refreshed_at", now)
+                self._resolve_failure(pipe, category, previous.failure)
                 pipe.execute()
 
-        self._attempt(write, lambda: None)
+        self._attempt(write)
 
-    def failure(self, key: str) -> Failure | None:
-        def read(r: redis.Redis) -> Failure | None:
-            raw = r.get(self._key("failure", key))
-            return _decoded(raw, lambda r: failure_from_dict(json.loads(r)), "failure")
+    def save_failure(self, category: str, failure: Failure) -> None:
+        raw = failure_to_json(failure)
+        self._attempt(lambda r: r.hset(self._key("category", category), "failure", raw or ""))
 
-        return self._attempt(read, lambda: self.memory.failure(key))
+    def newest(self, category: str, limit: int, words: Sequence[str] = ()) -> list[Item]:
+        def read(r: redis.Redis) -> list[Item]:
+            found: list[Item] = []
+            start = 0
+            batch = limit + DUPLICATE_MARGIN if not words else SEARCH_BATCH
+            while len(found) < limit + DUPLICATE_MARGIN:
+                keys = r.zrevrange(self._key("members", category), start, start + batch - 1)
+                if not keys:
+                    break
+                start += len(keys)
+                items = self._stories(r, [key.decode() for key in keys])
+                found += [item for item in items if matches(item, words)]
+                if len(keys) < batch:
+                    break
+            return dedupe_window(found, limit)
 
-    def save_failure(self, key: str, failure: Failure, ttl: float) -> None:
-        self.memory.save_failure(key, failure, ttl)
-        raw = json.dumps(failure_to_dict(failure))
-        self._attempt(lambda r: r.set(self._key("failure", key), raw, px=_ms(ttl)), lambda: None)
+        return self._attempt(read)
 
-    def try_lock(self, key: str, token: str, ttl: float) -> bool:
-        return self._attempt(
-            lambda r: bool(r.set(self._key("lock", key), token, nx=True, px=_ms(ttl))),
-            lambda: self.memory.try_lock(key, token, ttl),
+    def pending(self, category: str, *, now: float, limit: int) -> list[Pending]:
+        def read(r: redis.Redis) -> list[Pending]:
+            keys = [
+                key.decode()
+                for key in r.zrevrange(self._key("members", category), 0, PENDING_SCAN - 1)
+            ]
+            with r.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.hmget(
+                        self._key("story", key),
+                        ["data", "full_text_retry_at", "full_text_attempts"],
+                    )
+                rows = pipe.execute()
+            due = []
+            for data, retry_at, attempts in rows:
+                if data is None or retry_at is None or float(retry_at) > now:
+                    continue  # gone, has its full text already, or not due yet
+                due.append(Pending(item_from_dict(json.loads(data)), category, int(attempts or 0)))
+                if len(due) == limit:
+                    break
+            return due
+
+        return self._attempt(read)
+
+    def save_full_text(self, item: Item, *, now: float) -> None:
+        def write(r: redis.Redis) -> None:
+            story = self._key("story", str(item.key))
+            with r.pipeline(transaction=True) as pipe:
+                pipe.hset(story, "data", json.dumps(item_to_dict(item)))
+                pipe.hdel(story, "full_text_retry_at", "full_text_attempts")
+                pipe.execute()
+            self._bump(r, [item.key])
+
+        self._attempt(write)
+
+    def postpone_full_text(self, key: ArticleKey, *, retry_at: float) -> None:
+        def write(r: redis.Redis) -> None:
+            story = self._key("story", str(key))
+            with r.pipeline(transaction=True) as pipe:
+                pipe.hset(story, "full_text_retry_at", retry_at)
+                pipe.hincrby(story, "full_text_attempts", 1)
+                pipe.execute()
+
+        self._attempt(write)
+
+    def prune(self, category: str, retention: Retention, *, now: float) -> int:
+        oldest = now - retention.days * 86_400
+
+        def write(r: redis.Redis) -> int:
+            members = self._key("members", category)
+            old = r.zrangebyscore(members, "-inf", f"({oldest}")
+            surplus = r.zrange(members, 0, -retention.stories - 1)
+            dropped = sorted({key.decode() for key in [*old, *surplus]})
+            if not dropped:
+                return 0
+            r.zrem(members, *dropped)
+            # A story goes when no category of the registry lists it any more.
+            categories = [
+                key.decode().removeprefix(self._key("category", ""))
+                for key in r.scan_iter(self._key("category", "*"), count=100)
+            ]
+            with r.pipeline(transaction=False) as pipe:
+                for key in dropped:
+                    for other in categories:
+                        pipe.zscore(self._key("members", other), key)
+                listed = pipe.execute()
+            width = len(categories)
+            orphans = [
+                key
+                for index, key in enumerate(dropped)
+                if not any(listed[index * width : (index + 1) * width])
+            ]
+            if orphans:
+                r.delete(*(self._key("story", key) for key in orphans))
+            r.hincrby(self._key("category", category), "version", 1)
+            return len(dropped)
+
+        return self._attempt(write)
+
+    def try_lease(self, name: str, token: str, ttl: float) -> bool:
+        return bool(
+            self._attempt(
+                lambda _r: self._lease(keys=[self._key("lease", name)], args=[token, _ms(ttl)])
+            )
         )
 
-    def unlock(self, key: str, token: str) -> None:
-        # Both: the lock may have been taken in memory while Redis was away.
-        self.memory.unlock(key, token)
-        self._attempt(lambda _r: self._unlock(keys=[self._key("lock", key)], args=[token]), _none)
-
-    def locked(self, key: str) -> bool:
-        return self._attempt(
-            lambda r: bool(r.exists(self._key("lock", key))), lambda: self.memory.locked(key)
-        )
-
-    def memo_get(self, key: str) -> bytes | None:
-        return self._attempt(lambda r: r.get(self._key("memo", key)), _none)
-
-    def memo_set(self, key: str, value: bytes, ttl: float) -> None:
-        self._attempt(lambda r: r.set(self._key("memo", key), value, px=_ms(ttl)), _none)
-
-    # The site's Retry-After (feedbridge.upstream.Closure), on Redis's own clock.
+    def release(self, name: str, token: str) -> None:
+        self._attempt(lambda _r: self._release(keys=[self._key("lease", name)], args=[token]))
 
     def closed_for(self) -> float:
-        def read(r: redis.Redis) -> float:
-            return max(0.0, r.pttl(self._key("site", "closed")) / 1000)
-
-        return self._attempt(read, self._local_closure.closed_for)
+        return self._attempt(lambda r: max(0.0, r.pttl(self._key("site", "closed")) / 1000))
 
     def close_for(self, seconds: float) -> None:
-        self._local_closure.close_for(seconds)
         self._attempt(
-            lambda _r: self._close(keys=[self._key("site", "closed")], args=[_ms(seconds)]), _none
+            lambda _r: self._close(keys=[self._key("site", "closed")], args=[_ms(seconds)])
         )
 
-    def _read(self, r: redis.Redis, key: str, known: Entry | None) -> Entry | None:
-        """The entry, its items decoded once per version: the mirror in memory has them."""
-        name = self._key("entry", key)
-        meta = _decoded(r.hget(name, "meta"), _meta_from_json, "entry")
-        if meta is None:
-            return None
-        if known is not None and known.version == meta["version"]:
-            items = known.items
-        else:
-            raw_meta, raw_items = r.hmget(name, ["meta", "items"])  # a consistent pair
-            meta = _decoded(raw_meta, _meta_from_json, "entry")
-            items = _decoded(raw_items, _items_from_json, "entry")
-            if meta is None or items is None:
-                return None
-        entry = _entry(meta, items)
-        if known is None or known.fetched_at != entry.fetched_at:
-            self.memory.save(key, entry, meta["expires_at"] - self._clock())
-        return entry
+    def close(self) -> None:
+        self._redis.close()
 
-    def _attempt(self, operation: Callable[[redis.Redis], T], fallback: Callable[[], T]) -> T:
-        """``operation`` on Redis; ``fallback()`` when Redis fails or failed a moment ago."""
+    # --- internals ----------------------------------------------------------------------
+
+    def _stories(self, r: redis.Redis, keys: list[str]) -> list[Item]:
+        """The stories under ``keys``, in that order; one evicted meanwhile is left out."""
+        with r.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hget(self._key("story", key), "data")
+            found = pipe.execute()
+        return [item_from_dict(json.loads(raw)) for raw in found if raw is not None]
+
+    def _bump(self, r: redis.Redis, keys: list[ArticleKey]) -> None:
+        """A new version for every category that lists one of ``keys``."""
+        categories = [key.decode() for key in r.scan_iter(self._key("category", "*"), count=100)]
+        members = [name.replace(":category:", ":members:", 1) for name in categories]
+        with r.pipeline(transaction=False) as pipe:
+            for name in members:
+                for key in keys:
+                    pipe.zscore(name, str(key))
+            scores = pipe.execute()
+        width = len(keys)
+        with r.pipeline(transaction=False) as pipe:
+            for index, name in enumerate(categories):
+                if any(scores[index * width : (index + 1) * width]):
+                    pipe.hincrby(name, "version", 1)
+            pipe.execute()
+
+    def _resolve_failure(self, pipe: Any, category: str, failure: Failure | None) -> None:
+        if failure is None or failure.count == 0:
+            return
+        resolved = Failure(0, failure.error, failure.at, 0.0)
+        pipe.hset(self._key("category", category), "failure", failure_to_json(resolved) or "")
+
+    def _attempt(self, operation: Callable[[redis.Redis], T]) -> T:
+        """``operation`` on Redis; :class:`StoreError` when Redis fails or failed a moment ago."""
         if time.monotonic() < self._down_until:
-            return fallback()
+            raise StoreError("redis: unavailable, trying again shortly")
         try:
             result = operation(self._redis)
-        except redis.RedisError as exc:
+        except (redis.RedisError, ValueError, KeyError, TypeError) as exc:
             self._went_wrong(exc)
-            return fallback()
+            raise StoreError(f"redis: {type(exc).__name__}") from exc
         if self._problem is not None:
             self._came_back()
         return result
 
-    def _went_wrong(self, exc: redis.RedisError) -> None:
+    def _went_wrong(self, exc: Exception) -> None:
         with self._state:
             now = time.monotonic()
-            self._down_until = now + self._retry_interval
+            if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+                self._down_until = now + self._retry_interval
             if self._problem is None:
-                self._problem = (f"{type(exc).__name__}: {exc}", time.time())
+                self._problem = (_kind(exc), time.time())
             if now - self._logged_at < LOG_EVERY:
                 return
             self._logged_at = now
-        log.warning(
-            logfmt(event="redis_unavailable", serving_from="memory", error=f"{exc}")
-        )  # fmt: skip
+        log.warning(logfmt(event="redis_unavailable", error=f"{type(exc).__name__}: {exc}"))
 
     def _came_back(self) -> None:
         with self._state:
@@ -220,128 +401,22 @@ class RedisStore:
                 return
             self._problem = None
             self._logged_at = float("-inf")
-        log.warning(logfmt(event="redis_available", serving_from="redis"))
+        log.warning(logfmt(event="redis_available"))
 
-    def _key(self, kind: str, key: str) -> str:
-        return f"{self._prefix}{kind}:{key}"
-
-
-# Explicit JSON forms of the cached values.
+    def _key(self, kind: str, name: str) -> str:
+        return f"{self._prefix}{kind}:{name}"
 
 
-def item_to_dict(item: Item) -> dict[str, Any]:
-    return {
-        "key": [item.key.ts, item.key.id],
-        "title": item.title,
-        "path": item.path,
-        "excerpt": item.excerpt,
-        "listed": item.listed.isoformat() if item.listed else None,
-        "thumbnail": item.thumbnail,
-        "source": item.source,
-        "content_html": item.content_html,
-        "original_url": item.original_url,
-    }
-
-
-def item_from_dict(data: dict[str, Any]) -> Item:
-    ts, article_id = data["key"]
-    return Item(
-        key=ArticleKey(int(ts), str(article_id)),
-        title=data["title"],
-        path=data["path"],
-        excerpt=data["excerpt"],
-        listed=date.fromisoformat(data["listed"]) if data["listed"] else None,
-        thumbnail=data["thumbnail"],
-        source=data["source"],
-        content_html=data["content_html"],
-        original_url=data["original_url"],
-    )
-
-
-def failure_to_dict(failure: Failure) -> dict[str, Any]:
-    error = failure.error
-    return {
-        "count": failure.count,
-        "at": failure.at,
-        "retry_at": failure.retry_at,
-        "kind": error.kind,
-        "message": str(error),
-        "retry_after": error.retry_after,
-        "upstream_status": getattr(error, "upstream_status", None),
-    }
-
-
-def failure_from_dict(data: dict[str, Any]) -> Failure:
-    return Failure(data["count"], _error(data), data["at"], data["retry_at"])
-
-
-def _error(data: dict[str, Any]) -> UpstreamError:
-    """The error again, of the same class, so that a reader gets the same status."""
-    kind, message, retry_after = data["kind"], data["message"], data["retry_after"]
-    if kind == HTTPStatusError.kind:
-        return HTTPStatusError(
-            message, upstream_status=int(data["upstream_status"]), retry_after=retry_after
-        )
-    cls = next((c for c in _error_classes(UpstreamError) if c.kind == kind), UpstreamError)
-    return cls(message, retry_after=retry_after)
-
-
-def _error_classes(cls: type[UpstreamError]) -> list[type[UpstreamError]]:
-    return [cls] + [sub for direct in cls.__subclasses__() for sub in _error_classes(direct)]
-
-
-def _meta(entry: Entry, *, expires_at: float) -> dict[str, Any]:
-    return {
-        "format": FORMAT,
-        "version": entry.version,
-        "fetched_at": entry.fetched_at,
-        "etag": entry.etag,
-        "last_modified": entry.last_modified,
-        "source_path": entry.source_path,
-        "expires_at": expires_at,  # on the cache's clock, for the mirror in memory
-    }
-
-
-def _meta_from_json(raw: bytes) -> dict[str, Any]:
-    meta = json.loads(raw)
-    if meta["format"] != FORMAT:
-        raise ValueError(f"entry format {meta['format']!r}, not {FORMAT}")
-    missing = {"version", "fetched_at", "etag", "last_modified", "source_path", "expires_at"}
-    missing -= meta.keys()
-    if missing:
-        raise KeyError(", ".join(sorted(missing)))
-    return meta
-
-
-def _entry(meta: dict[str, Any], items: tuple[Item, ...]) -> Entry:
-    return Entry(
-        items=items,
-        version=meta["version"],
-        fetched_at=meta["fetched_at"],
-        etag=meta["etag"],
-        last_modified=meta["last_modified"],
-        source_path=meta["source_path"],
-    )
-
-
-def _items_from_json(raw: bytes) -> tuple[Item, ...]:
-    return tuple(item_from_dict(data) for data in json.loads(raw))
-
-
-def _decoded(raw: Any, decode: Callable[[Any], T], what: str) -> T | None:
-    """``decode(raw)``; None, and a log line, when it is not what this version wrote."""
-    if raw is None:
-        return None
-    try:
-        return decode(raw)
-    except (ValueError, KeyError, TypeError) as exc:
-        log.warning(logfmt(event="redis_unreadable", value=what, error=repr(exc)))
-        return None
+def _kind(exc: Exception) -> str:
+    """What went wrong, without addresses: safe to show on ``/status``."""
+    if isinstance(exc, redis.ConnectionError):
+        return "unreachable"
+    if isinstance(exc, redis.TimeoutError):
+        return "timeout"
+    if isinstance(exc, redis.RedisError):
+        return "error"
+    return "unreadable-value"
 
 
 def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
-
-
-def _none() -> None:
-    return None

@@ -13,16 +13,16 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.http import http_date, parse_date
 from werkzeug.sansio.utils import get_current_url
 
-from feedbridge.bridge import Bridge, Rendered
-from feedbridge.cache import Lookup, State
+from feedbridge import observe
+from feedbridge.bridge import Bridge, Freshness, Served
 from feedbridge.categories import Category
+from feedbridge.config import MAX_FEED_SIZE
 from feedbridge.errors import UpstreamError
 from feedbridge.feeds import OPML_MEDIA_TYPE, Format, render_opml
-from feedbridge.model import PYONGYANG, Item
+from feedbridge.model import PYONGYANG
 
 log = logging.getLogger(__name__)
 bp = Blueprint("feeds", __name__)
-MAX_LIMIT = 500
 MAX_QUERY = 200
 HEADLINES = 3  # per category on the front page
 # A host name (underscores too, as container names have them), an IPv4 or [IPv6] address.
@@ -41,12 +41,12 @@ def bridge() -> Bridge:
 def index() -> str:
     """What feedbridge is and every feed, with each category's newest headlines.
 
-    Headlines come from what the cache holds now: the page never waits for the site.
+    Headlines come from what is kept now: the page never waits for the site.
     """
-    sections = []
-    for category in bridge().registry.values():
-        entry = bridge().cache.peek(category.slug)
-        sections.append((category, entry.items[:HEADLINES] if entry else ()))
+    sections = [
+        (category, bridge().headlines(category, HEADLINES))
+        for category in bridge().registry.values()
+    ]
     return render_template(
         "index.html",
         sections=sections,
@@ -78,18 +78,11 @@ def feed(name: str) -> Response:
         limit, words = _selection_parameters()
     except BadParameter as exc:
         return _plain(400, str(exc))
-    self_url = public_root() + f"feeds/{name}"
-    lookup = bridge().lookup(category)
-    if limit is None and not words:
-        rendered = bridge().rendered(category, lookup.entry, fmt, self_url)
-    else:
-        # The selection's own URL, without cache busters or other unknown parameters.
-        query = urlencode([(k, v) for k, v in (("limit", limit), ("q", " ".join(words))) if v])
-        selection = _select(lookup.entry.items, limit, words)
-        rendered = bridge().rendered(
-            category, lookup.entry, fmt, f"{self_url}?{query}", items=selection
-        )
-    return _feed_response(rendered, lookup)
+    # The selection's own query, without cache busters or other unknown parameters.
+    query = urlencode([(k, v) for k, v in (("limit", limit), ("q", " ".join(words))) if v])
+    served = bridge().feed(category, fmt, public_root(), limit=limit, words=words, query=query)
+    observe.served(category.slug, served.freshness.value)
+    return _feed_response(served)
 
 
 @bp.get("/feeds.opml")
@@ -154,8 +147,8 @@ def _selection_parameters() -> tuple[int | None, list[str]]:
     limit = None
     raw_limit = request.args.get("limit")
     if raw_limit is not None:
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
-            raise BadParameter(f"limit: must be a whole number from 1 to {MAX_LIMIT}")
+        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_FEED_SIZE:
+            raise BadParameter(f"limit: must be a whole number from 1 to {MAX_FEED_SIZE}")
         limit = int(raw_limit)
     words: list[str] = []
     raw_query = request.args.get("q")
@@ -166,36 +159,26 @@ def _selection_parameters() -> tuple[int | None, list[str]]:
     return limit, words
 
 
-def _select(items: tuple[Item, ...], limit: int | None, words: list[str]) -> list[Item]:
-    """Items whose title or summary holds every word (case-insensitive), up to ``limit``."""
-    chosen = [
-        item
-        for item in items
-        if all(word in f"{item.title}\n{item.excerpt}".casefold() for word in words)
-    ]
-    return chosen[:limit]
-
-
-def _feed_response(rendered: Rendered, lookup: Lookup) -> Response:
+def _feed_response(served: Served) -> Response:
     headers = {
-        "ETag": rendered.etag,
-        "Last-Modified": http_date(rendered.last_modified),
+        "ETag": served.etag,
+        "Last-Modified": http_date(served.last_modified),
         "Vary": "Accept-Encoding",
-        "X-Cache": lookup.state.value,
-        "Cache-Control": f"public, max-age={int(lookup.fresh_for)}",
+        "X-Cache": served.freshness.value,
+        "Cache-Control": f"public, max-age={int(served.fresh_for)}",
     }
-    if lookup.state is State.STALE:
-        headers["Age"] = str(int(lookup.age))
-    if _not_modified(rendered):
+    if served.freshness is Freshness.STALE:
+        headers["Age"] = str(int(served.age))
+    if _not_modified(served):
         return Response(status=304, headers=headers)
-    body = rendered.body
+    body = served.body
     if request.accept_encodings.quality("gzip") > 0:
-        body = rendered.gzipped
+        body = served.gzipped
         headers["Content-Encoding"] = "gzip"
-    return Response(body, headers=headers, content_type=f"{rendered.media_type}; charset=utf-8")
+    return Response(body, headers=headers, content_type=f"{served.media_type}; charset=utf-8")
 
 
-def _not_modified(rendered: Rendered) -> bool:
+def _not_modified(rendered: Served) -> bool:
     """RFC 9110 §13.2.2: If-None-Match decides when present, else If-Modified-Since."""
     if_none_match = request.headers.get("If-None-Match")
     if if_none_match is not None:

@@ -17,7 +17,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from feedbridge import create_app
-from feedbridge.cache import Backoff
+from feedbridge.bridge import Backoff
 from feedbridge.config import Settings
 from tests.servers import RedisServer
 
@@ -31,6 +31,15 @@ Handler = Callable[[Request], Response]
 settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
 settings.register_profile("dev", deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") == "true" else "dev")
+
+
+@pytest.fixture(autouse=True)
+def _store_of_its_own(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Whatever reads the environment gets a store file of this test's own, never the
+    working directory's ``feedbridge.db`` (nor one in the test's ``tmp_path``)."""
+    monkeypatch.setenv("FEEDBRIDGE_DB", str(tmp_path_factory.mktemp("store") / "env.db"))
 
 
 class Clock:
@@ -99,6 +108,11 @@ def _page(path: Path) -> Response:
     return Response(path.read_bytes(), content_type="text/html; charset=UTF-8")
 
 
+def settle(app: Flask) -> None:
+    """Let the app's background work (refreshes, then full text) finish."""
+    app.extensions["feedbridge"].drain(timeout=10)
+
+
 @pytest.fixture
 def site(httpserver: HTTPServer) -> Iterator[FakeSite]:
     yield FakeSite(httpserver)
@@ -118,12 +132,21 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def make_app(site: FakeSite, clock: Clock) -> Iterator[Callable[..., Flask]]:
-    """Build an app on the fake site; keyword arguments override settings."""
+def make_app(
+    site: FakeSite, clock: Clock, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., Flask]]:
+    """Build an app on the fake site, its store in a fresh file; keyword arguments
+    override settings. The refresher is off: a test refreshes when it says so."""
     apps: list[Flask] = []
 
     def build(**overrides: object) -> Flask:
-        defaults = Settings(upstream_url=site.url, min_interval=0.0, fulltext=False)
+        defaults = Settings(
+            upstream_url=site.url,
+            min_interval=0.0,
+            fulltext=False,
+            db=tmp_path_factory.mktemp("store") / "feedbridge.db",
+            refresh=False,
+        )
         settings = dataclasses.replace(defaults, **overrides)
         app = create_app(settings, clock=clock, backoff=Backoff(jitter=lambda: 1.0))
         app.testing = True
@@ -132,8 +155,7 @@ def make_app(site: FakeSite, clock: Clock) -> Iterator[Callable[..., Flask]]:
 
     yield build
     for app in apps:
-        app.extensions["feedbridge"].cache.drain(timeout=5)
-        app.extensions["feedbridge"].fulltext.drain(timeout=5)
+        app.extensions["feedbridge"].drain(timeout=5)
 
 
 @pytest.fixture

@@ -159,10 +159,12 @@ class Gunicorn(_Process):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("FEEDBRIDGE_")}
+        self._dir = tempfile.TemporaryDirectory(prefix="gunicorn-")
         full_env = {
             **inherited,
             "PYTHONPATH": str(ROOT),
             "WEB_CONCURRENCY": str(workers),
+            "FEEDBRIDGE_DB": str(Path(self._dir.name) / "feedbridge.db"),
             **env,
         }
         full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # each server makes its own
@@ -174,6 +176,10 @@ class Gunicorn(_Process):
             return requests.get(f"{self.url}/healthz", timeout=2).status_code == 200
         except requests.RequestException:
             return False
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        super().stop(sig)
+        self._dir.cleanup()
 
     def workers(self) -> list[int]:
         """The pids of the server's workers (children of the gunicorn master)."""

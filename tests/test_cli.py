@@ -48,13 +48,14 @@ Invoke = Callable[..., Result]
 
 
 @pytest.fixture
-def env(site: FakeSite) -> dict[str, str | None]:
-    """Settings for the fake site; every other FEEDBRIDGE_* variable unset."""
+def env(site: FakeSite, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str | None]:
+    """Settings for the fake site and a fresh store; every other FEEDBRIDGE_* unset."""
     unset: dict[str, str | None] = {PREFIX + name: None for name in DESCRIPTIONS}
     return unset | {
         f"{PREFIX}UPSTREAM_URL": site.url,
         f"{PREFIX}MIN_INTERVAL": "0",
         f"{PREFIX}FULLTEXT": "0",
+        f"{PREFIX}DB": str(tmp_path_factory.mktemp("store") / "cli.db"),
     }
 
 
@@ -238,7 +239,17 @@ def test_render_all_then_again_with_a_broken_category(
 
     before = {name: (out / name).read_bytes() for name in ALL_FILES}
     site.override(VOK_ANCHOR, (FIXTURES / "variants" / "empty-listing.html").read_bytes())
+    # The store keeps what the first run read: the broken page is not even asked for.
+    hits = site.hits()
     result = invoke("render", "--all", "--out", str(out), "--base-url", BASE)
+    assert result.exit_code == 0, result.output
+    assert site.hits() == hits
+    vok = [f"feeds/vok-en.{fmt.value}" for fmt in Format]
+    assert {name: (out / name).read_bytes() for name in vok} == {n: before[n] for n in vok}
+
+    # A store that never read the category has nothing to render instead.
+    fresh_store = {f"{PREFIX}DB": str(tmp_path / "fresh.db")}
+    result = invoke("render", "--all", "--out", str(out), "--base-url", BASE, extra_env=fresh_store)
     assert result.exit_code == 1
     assert result.stdout == ""
     failed = [f"feeds/vok-en.{fmt.value}" for fmt in Format]
@@ -250,6 +261,7 @@ def test_render_all_then_again_with_a_broken_category(
     # The failed feeds keep their last good files; the others were written again (the
     # front page too, which now has no headlines for the failed category).
     assert files_under(out) == ALL_FILES, "no temporary file left behind"
+    (tmp_path / "fresh.db").unlink()
     feeds = set(ALL_FILES) - {"index.html"}
     assert {name: (out / name).read_bytes() for name in feeds} == {n: before[n] for n in feeds}
     assert "Successes made in tree planting" not in (out / "index.html").read_text()

@@ -1,0 +1,426 @@
+"""The story store in one SQLite file: the default, shared by every process on a machine.
+
+Every worker of a server and every command line on the machine open the same file
+(``FEEDBRIDGE_DB``). WAL mode lets readers go on while one process writes; writes are
+short transactions that wait for each other up to a busy timeout. Each thread has a
+connection of its own, opened in the process that uses it (never inherited across a
+``fork``).
+
+The schema carries its version in ``PRAGMA user_version``; an older file is migrated
+when opened, a newer one is refused, and so is a file that is no SQLite database or
+cannot be written: :class:`~feedbridge.errors.ConfigError` naming the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from feedbridge.errors import ConfigError
+from feedbridge.model import ArticleKey, Item
+from feedbridge.store import (
+    DUPLICATE_MARGIN,
+    CategoryState,
+    Failure,
+    Listing,
+    Merged,
+    Pending,
+    Retention,
+    StoreError,
+    dedupe_window,
+    failure_from_json,
+    failure_to_json,
+    gap_from_json,
+    gap_to_json,
+    item_from_dict,
+    item_to_dict,
+    next_gap,
+    plan_merge,
+    search_text,
+)
+
+BUSY_TIMEOUT_MS = 5000
+
+# Each entry brings a store of the version before it to the version it is the index of
+# plus one: MIGRATIONS[0] makes an empty file a version 1 store.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE stories (
+        key TEXT PRIMARY KEY,           -- <ts>-<id>
+        published REAL NOT NULL,
+        ts INTEGER NOT NULL,
+        article_id TEXT NOT NULL,
+        data TEXT NOT NULL,             -- the item, as JSON
+        search TEXT NOT NULL,           -- title and excerpt, casefolded, for ?q=
+        first_seen REAL NOT NULL,
+        last_seen REAL NOT NULL
+    );
+    CREATE TABLE memberships (
+        category TEXT NOT NULL,
+        story TEXT NOT NULL REFERENCES stories (key) ON DELETE CASCADE,
+        published REAL NOT NULL,
+        ts INTEGER NOT NULL,
+        article_id TEXT NOT NULL,
+        PRIMARY KEY (category, story)
+    ) WITHOUT ROWID;
+    CREATE INDEX memberships_newest
+        ON memberships (category, published DESC, ts DESC, article_id DESC);
+    CREATE INDEX memberships_story ON memberships (story);
+    CREATE TABLE categories (
+        slug TEXT PRIMARY KEY,
+        refreshed_at REAL,
+        version INTEGER NOT NULL DEFAULT 0,
+        etag TEXT,
+        last_modified TEXT,
+        source_path TEXT NOT NULL DEFAULT '',
+        failure TEXT,
+        gap TEXT
+    );
+    CREATE TABLE leases (name TEXT PRIMARY KEY, token TEXT NOT NULL, expires REAL NOT NULL);
+    CREATE TABLE site (name TEXT PRIMARY KEY, until REAL NOT NULL);
+    """,
+    # 2: full text to fetch, each story with its next try.
+    """
+    ALTER TABLE stories ADD COLUMN full_text INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE stories ADD COLUMN full_text_attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE stories ADD COLUMN full_text_retry_at REAL NOT NULL DEFAULT 0;
+    UPDATE stories SET full_text = json_extract(data, '$.content_html') IS NOT NULL;
+    CREATE INDEX stories_without_full_text ON stories (full_text_retry_at) WHERE full_text = 0;
+    """,
+)
+VERSION = len(MIGRATIONS)
+
+
+class SQLiteStore:
+    """A :class:`~feedbridge.store.Store` in the SQLite file at ``path``."""
+
+    def __init__(self, path: Path | str, *, clock: Callable[[], float] = time.time) -> None:
+        self.path = Path(path)
+        self._clock = clock
+        self._local = threading.local()
+        self._problem: tuple[str, float] | None = None
+        self._open()
+
+    # --- the contract -----------------------------------------------------------------
+
+    def describe(self) -> dict[str, object]:
+        described: dict[str, object] = {"backend": "sqlite", "state": "ok"}
+        if self._problem is not None:
+            kind, since = self._problem
+            described.update(state="degraded", problem=kind, since=_iso(since))
+        return described
+
+    def state(self, category: str) -> CategoryState:
+        with self._reading() as db:
+            row = db.execute(
+                "SELECT refreshed_at, version, etag, last_modified, source_path, failure, gap,"
+                " (SELECT count(*) FROM memberships WHERE category = ?)"
+                " FROM categories WHERE slug = ?",
+                (category, category),
+            ).fetchone()
+        if row is None:
+            return CategoryState()
+        return CategoryState(
+            refreshed_at=row[0],
+            version=str(row[1]),
+            stories=row[7],
+            etag=row[2],
+            last_modified=row[3],
+            source_path=row[4],
+            failure=failure_from_json(row[5]),
+            gap=gap_from_json(row[6]),
+        )
+
+    def merge(self, category: str, listing: Listing, *, now: float) -> Merged:
+        previous = self.state(category)
+        keys = [str(item.key) for item in listing.items]
+        with self._writing() as db:
+            marks = ",".join("?" * len(keys))
+            stored = {
+                item.key: item
+                for (data,) in db.execute(f"SELECT data FROM stories WHERE key IN ({marks})", keys)
+                for item in [item_from_dict(json.loads(data))]
+            }
+            members = {
+                ArticleKey(ts, article_id)
+                for ts, article_id in db.execute(
+                    "SELECT ts, article_id FROM memberships"
+                    f" WHERE category = ? AND story IN ({marks})",
+                    [category, *keys],
+                )
+            }
+            plan = plan_merge(listing.items, stored, members, datetime.fromtimestamp(now, UTC))
+            for item in plan.writes:
+                db.execute(
+                    "INSERT INTO stories (key, published, ts, article_id, data, search, first_seen,"
+                    " last_seen, full_text) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET data = excluded.data,"
+                    " search = excluded.search, published = excluded.published",
+                    (
+                        str(item.key), item.published.timestamp(), item.key.ts, item.key.id,
+                        json.dumps(item_to_dict(item)), search_text(item), now, now,
+                        item.content_html is not None,
+                    ),
+                )  # fmt: skip
+            db.executemany(
+                "UPDATE stories SET last_seen = ? WHERE key = ?", [(now, key) for key in keys]
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO memberships (category, story, published, ts, article_id)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [
+                    (category, str(item.key), item.published.timestamp(), item.key.ts, item.key.id)
+                    for item in listing.items
+                ],
+            )
+            gap = next_gap(previous, overlap=len(members) > 0, now=now)
+            if plan.updated:
+                self._bump(db, [str(item.key) for item in plan.writes if item.key in stored])
+            db.execute(
+                "INSERT INTO categories (slug, refreshed_at, etag, last_modified, source_path, gap)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (slug) DO UPDATE SET"
+                " refreshed_at = excluded.refreshed_at, etag = excluded.etag,"
+                " last_modified = excluded.last_modified, source_path = excluded.source_path,"
+                " gap = excluded.gap",
+                (
+                    category, now, listing.etag, listing.last_modified, listing.source_path,
+                    gap_to_json(gap),
+                ),
+            )  # fmt: skip
+            if plan.added:
+                db.execute(
+                    "UPDATE categories SET version = version + 1 WHERE slug = ?", (category,)
+                )
+            _resolve_failure(db, category, previous.failure)
+        is_gap = gap is not None and gap.in_a_row > 0 and gap.at == now
+        return Merged(tuple(plan.added), plan.updated, gap if is_gap else None)
+
+    def touch(self, category: str, *, now: float) -> None:
+        previous = self.state(category)
+        with self._writing() as db:
+            db.execute("UPDATE categories SET refreshed_at = ? WHERE slug = ?", (now, category))
+            _resolve_failure(db, category, previous.failure)
+
+    def save_failure(self, category: str, failure: Failure) -> None:
+        with self._writing() as db:
+            db.execute(
+                "INSERT INTO categories (slug, failure) VALUES (?, ?)"
+                " ON CONFLICT (slug) DO UPDATE SET failure = excluded.failure",
+                (category, failure_to_json(failure)),
+            )
+
+    def newest(self, category: str, limit: int, words: Sequence[str] = ()) -> list[Item]:
+        condition = "".join(" AND instr(s.search, ?) > 0" for _ in words)
+        with self._reading() as db:
+            rows = db.execute(
+                "SELECT s.data FROM memberships m JOIN stories s ON s.key = m.story"
+                f" WHERE m.category = ?{condition}"
+                " ORDER BY m.published DESC, m.ts DESC, m.article_id DESC LIMIT ?",
+                (category, *words, limit + DUPLICATE_MARGIN),
+            ).fetchall()
+        return dedupe_window([item_from_dict(json.loads(data)) for (data,) in rows], limit)
+
+    def pending(self, category: str, *, now: float, limit: int) -> list[Pending]:
+        with self._reading() as db:
+            rows = db.execute(
+                "SELECT s.data, s.full_text_attempts FROM memberships m"
+                " JOIN stories s ON s.key = m.story"
+                " WHERE m.category = ? AND s.full_text = 0 AND s.full_text_retry_at <= ?"
+                " ORDER BY m.published DESC, m.ts DESC, m.article_id DESC LIMIT ?",
+                (category, now, limit),
+            ).fetchall()
+        return [Pending(item_from_dict(json.loads(data)), category, n) for data, n in rows]
+
+    def save_full_text(self, item: Item, *, now: float) -> None:
+        with self._writing() as db:
+            db.execute(
+                "UPDATE stories SET data = ?, full_text = 1 WHERE key = ?",
+                (json.dumps(item_to_dict(item)), str(item.key)),
+            )
+            self._bump(db, [str(item.key)])
+
+    def postpone_full_text(self, key: ArticleKey, *, retry_at: float) -> None:
+        with self._writing() as db:
+            db.execute(
+                "UPDATE stories SET full_text_attempts = full_text_attempts + 1,"
+                " full_text_retry_at = ? WHERE key = ?",
+                (retry_at, str(key)),
+            )
+
+    def prune(self, category: str, retention: Retention, *, now: float) -> int:
+        oldest = now - retention.days * 86_400
+        with self._writing() as db:
+            dropped = db.execute(
+                "DELETE FROM memberships WHERE category = ? AND (published < ? OR story NOT IN"
+                " (SELECT story FROM memberships WHERE category = ?"
+                "  ORDER BY published DESC, ts DESC, article_id DESC LIMIT ?))",
+                (category, oldest, category, retention.stories),
+            ).rowcount
+            if dropped:
+                db.execute(
+                    "DELETE FROM stories WHERE NOT EXISTS"
+                    " (SELECT 1 FROM memberships WHERE story = stories.key)"
+                )
+                db.execute(
+                    "UPDATE categories SET version = version + 1 WHERE slug = ?", (category,)
+                )
+        return dropped
+
+    def try_lease(self, name: str, token: str, ttl: float) -> bool:
+        now = self._clock()
+        with self._writing() as db:
+            taken = db.execute(
+                "INSERT INTO leases (name, token, expires) VALUES (?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET token = excluded.token,"
+                " expires = excluded.expires WHERE leases.token = excluded.token"
+                " OR leases.expires <= ?",
+                (name, token, now + ttl, now),
+            ).rowcount
+        return taken == 1
+
+    def release(self, name: str, token: str) -> None:
+        with self._writing() as db:
+            db.execute("DELETE FROM leases WHERE name = ? AND token = ?", (name, token))
+
+    def closed_for(self) -> float:
+        with self._reading() as db:
+            row = db.execute("SELECT until FROM site WHERE name = 'closed'").fetchone()
+        return max(0.0, row[0] - self._clock()) if row else 0.0
+
+    def close_for(self, seconds: float) -> None:
+        with self._writing() as db:
+            db.execute(
+                "INSERT INTO site (name, until) VALUES ('closed', ?) ON CONFLICT (name)"
+                " DO UPDATE SET until = max(until, excluded.until)",
+                (self._clock() + seconds,),
+            )
+
+    def close(self) -> None:
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()
+            self._local.connection = None
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _open(self) -> None:
+        """Open (creating or migrating) the file now: a bad one stops start-up."""
+        where = f"FEEDBRIDGE_DB: {self.path}"
+        try:
+            if self.path.parent and not self.path.parent.is_dir():
+                raise ConfigError(f"{where}: no such directory {str(self.path.parent)!r}")
+            db = self._connection()
+            db.execute("PRAGMA quick_check(1)").fetchone()
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > VERSION:
+                raise ConfigError(
+                    f"{where}: written by a newer feedbridge (schema {version}, this one "
+                    f"reads up to {VERSION})"
+                )
+            self._migrate(db)
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(f"{where}: {_reason(exc)}") from exc
+        except OSError as exc:
+            raise ConfigError(f"{where}: {exc.strerror or exc}") from exc
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        """Bring the file to :data:`VERSION`, one migration per transaction; the version
+        is read again inside each, so processes starting together migrate once."""
+        while True:
+            db.execute("BEGIN IMMEDIATE")
+            with self._transaction(db, begun=True):
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                if version >= VERSION:
+                    return
+                for statement in MIGRATIONS[version].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {version + 1}")
+
+    def _connection(self) -> sqlite3.Connection:
+        """This thread's connection, opened by this process."""
+        local = self._local
+        if getattr(local, "connection", None) is None or local.pid != os.getpid():
+            connection = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None
+            )
+            connection.execute("PRAGMA journal_mode = WAL")
+            connection.execute("PRAGMA synchronous = NORMAL")
+            connection.execute("PRAGMA foreign_keys = ON")
+            connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            local.connection, local.pid = connection, os.getpid()
+        connection: sqlite3.Connection = local.connection
+        return connection
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        try:
+            yield self._connection()
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from exc
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """A short write transaction, taken at once (no lock upgrade to deadlock on)."""
+        try:
+            db = self._connection()
+            db.execute("BEGIN IMMEDIATE")
+            with self._transaction(db, begun=True):
+                yield db
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from exc
+        if self._problem is not None:
+            self._problem = None
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _transaction(db: sqlite3.Connection, *, begun: bool = False) -> Iterator[None]:
+        try:
+            yield
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        if begun:
+            db.execute("COMMIT")
+
+    def _failed(self, exc: sqlite3.Error) -> StoreError:
+        if self._problem is None:
+            self._problem = (_reason(exc), time.time())
+        return StoreError(f"{self.path}: {_reason(exc)}")
+
+    @staticmethod
+    def _bump(db: sqlite3.Connection, keys: list[str]) -> None:
+        """A new version for every category that lists one of ``keys``."""
+        marks = ",".join("?" * len(keys))
+        db.execute(
+            "UPDATE categories SET version = version + 1 WHERE slug IN"
+            f" (SELECT category FROM memberships WHERE story IN ({marks}))",
+            keys,
+        )
+
+
+def _resolve_failure(db: sqlite3.Connection, category: str, failure: Failure | None) -> None:
+    """A success ends the back-off; ``/status`` still tells what went wrong last."""
+    if failure is None or failure.count == 0:
+        return
+    resolved = Failure(0, failure.error, failure.at, 0.0)
+    db.execute(
+        "UPDATE categories SET failure = ? WHERE slug = ?", (failure_to_json(resolved), category)
+    )
+
+
+def _reason(exc: sqlite3.Error) -> str:
+    """What went wrong, in SQLite's words (``database or disk is full``, …)."""
+    return str(exc) or type(exc).__name__
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
