@@ -296,7 +296,8 @@ def plan_merge(
     listed: Sequence[Item], stored: dict[ArticleKey, Item], members: set[ArticleKey], now: datetime
 ) -> MergePlan:
     """Which of ``listed`` to write: new stories as they are; known ones when what the
-    site lists of them changed (their full text kept, marked modified ``now``).
+    site lists of them changed (their full text kept; marked modified ``now`` when what
+    they said changed, not when something they lacked was filled in).
 
     Listings do not all say everything (the home page names no source): what one leaves
     out is kept from before, so two listings of one story never undo each other.
@@ -317,7 +318,13 @@ def plan_merge(
                 source=item.source or old.source,
             )
             if merged != old:
-                plan.writes.append(replace(merged, modified=now))
+                # Filling in what was missing is no change of the story; changing what
+                # it said is.
+                revised = any(
+                    getattr(old, name) and getattr(merged, name) != getattr(old, name)
+                    for name in ("title", "excerpt", "thumbnail", "source", "listed")
+                )
+                plan.writes.append(replace(merged, modified=now) if revised else merged)
                 plan.updated += 1
         if item.key not in members:
             plan.added.append(item.key)
