@@ -63,6 +63,7 @@ SELECTION_BYTES = 8 * 1024 * 1024  # renderings of ?limit= / ?q= kept in memory
 SERVED_BYTES = 16 * 1024 * 1024  # bodies with a request's root put in, kept in memory
 COLD_WAITERS = 16  # requests of one process waiting at once for a never-seen category
 FULL_TEXT_RETRY = (300.0, 86_400.0)  # seconds: first retry of a failed article, cap
+FULL_TEXT_BATCH = 100  # stories asked for at most per fill; what the budget leaves waits
 
 
 @dataclass(frozen=True)
@@ -432,7 +433,13 @@ class Bridge:
         self._in_background(run)
 
     def _in_background(self, work: Callable[[], None]) -> None:
-        flight = self._pool.submit(work)
+        def logged() -> None:
+            try:
+                work()
+            except Exception:
+                log.exception("background work failed unexpectedly")
+
+        flight = self._pool.submit(logged)
         with self._lock:
             self._background.add(flight)
         flight.add_done_callback(self._background.discard)
@@ -561,7 +568,7 @@ class Bridge:
         if not lease.acquire():
             return 0
         try:
-            pending = self.store.pending(category.slug, now=self.clock(), limit=self.fulltext.batch)
+            pending = self.store.pending(category.slug, now=self.clock(), limit=FULL_TEXT_BATCH)
             flights = [
                 self.fulltext.submit(p.item, category.slug, partial(self._save_article, p))
                 for p in pending
@@ -684,10 +691,14 @@ class Bridge:
 
     def drain(self, timeout: float | None = None) -> None:
         """Wait for the background work in flight (tests and shutdown)."""
-        with self._lock:
-            pending = [*self._flights.values(), *self._background]
-        wait(pending, timeout=timeout)
-        self.fulltext.drain(timeout)
+        deadline = time.monotonic() + (timeout if timeout is not None else float("inf"))
+        while time.monotonic() < deadline:
+            with self._lock:
+                pending = [*self._flights.values(), *self._background]
+            if not pending:
+                break
+            wait(pending, timeout=min(deadline - time.monotonic(), 3600))
+        self.fulltext.drain(max(0.0, deadline - time.monotonic()) if timeout else None)
 
 
 def _when(timestamp: float | None) -> str | None:

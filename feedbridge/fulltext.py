@@ -227,8 +227,6 @@ class FullText:
         self.upstream = upstream
         self.budget = budget
         self.clock = clock
-        # Stories asked for per fill: as many as the budget can take at the site's pace.
-        self.batch = max(concurrency, int(budget / max(upstream.min_interval, 0.5)) + concurrency)
         self._lock = threading.Lock()
         self._inflight: set[Future[Item | None]] = set()
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="feedbridge-article")

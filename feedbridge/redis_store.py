@@ -183,6 +183,7 @@ class RedisStore:
                     members_key,
                     {str(item.key): item.published.timestamp() for item in listing.items},
                 )
+                pipe.zadd(self._key("seen", category), dict.fromkeys(keys, now))
                 state = self._key("category", category)
                 pipe.hset(
                     state,
@@ -287,13 +288,14 @@ class RedisStore:
         oldest = now - retention.days * 86_400
 
         def write(r: redis.Redis) -> int:
-            members = self._key("members", category)
-            old = r.zrangebyscore(members, "-inf", f"({oldest}")
+            members, seen = self._key("members", category), self._key("seen", category)
+            old = r.zrangebyscore(seen, "-inf", f"({oldest}")
             surplus = r.zrange(members, 0, -retention.stories - 1)
             dropped = sorted({key.decode() for key in [*old, *surplus]})
             if not dropped:
                 return 0
             r.zrem(members, *dropped)
+            r.zrem(seen, *dropped)
             # A story goes when no category of the registry lists it any more.
             categories = [
                 key.decode().removeprefix(self._key("category", ""))

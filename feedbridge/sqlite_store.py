@@ -258,7 +258,8 @@ class SQLiteStore:
         oldest = now - retention.days * 86_400
         with self._writing() as db:
             dropped = db.execute(
-                "DELETE FROM memberships WHERE category = ? AND (published < ? OR story NOT IN"
+                "DELETE FROM memberships WHERE category = ? AND (story IN"
+                " (SELECT key FROM stories WHERE last_seen < ?) OR story NOT IN"
                 " (SELECT story FROM memberships WHERE category = ?"
                 "  ORDER BY published DESC, ts DESC, article_id DESC LIMIT ?))",
                 (category, oldest, category, retention.stories),

@@ -152,8 +152,9 @@ class Store(Protocol):
     def postpone_full_text(self, key: ArticleKey, *, retry_at: float) -> None: ...
 
     def prune(self, category: str, retention: Retention, *, now: float) -> int:
-        """Drop the category's memberships past ``retention``; stories no category lists
-        go with them. Returns the number of memberships dropped."""
+        """Drop the category's memberships past ``retention``: stories not listed for
+        ``retention.days``, and those past the newest ``retention.stories``. Stories no
+        category lists go with them. Returns the number of memberships dropped."""
         ...
 
     def try_lease(self, name: str, token: str, ttl: float) -> bool:

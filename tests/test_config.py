@@ -18,7 +18,9 @@ ROOT = Path(__file__).parent.parent
 def test_defaults_serve_the_real_site() -> None:
     settings = Settings.from_env({})
     assert settings.upstream_url == "https://kcnawatch.org"
-    assert (settings.cache_ttl, settings.stale_ttl) == (600, 86_400)
+    assert settings.cache_ttl == 600
+    assert (settings.db, settings.redis_url, settings.refresh) == (Path("feedbridge.db"), None, True)
+    assert (settings.feed_size, settings.keep_days, settings.keep_stories) == (50, 365, 5000)
     assert settings.timeout == Timeout(connect=5, total=15)
     assert settings.min_interval == 1.0 and settings.fulltext is True
 
@@ -29,9 +31,14 @@ def test_every_setting_is_read_and_described(tmp_path: Path) -> None:
     env = {
         "FEEDBRIDGE_UPSTREAM_URL": "http://127.0.0.1:9000/",
         "FEEDBRIDGE_CACHE_TTL": "60",
-        "FEEDBRIDGE_STALE_TTL": "120",
         "FEEDBRIDGE_CATEGORIES_FILE": str(categories),
+        "FEEDBRIDGE_DB": str(tmp_path / "stories.db"),
         "FEEDBRIDGE_REDIS_URL": "redis://127.0.0.1:6379/0",
+        "FEEDBRIDGE_FEED_SIZE": "100",
+        "FEEDBRIDGE_KEEP_DAYS": "30",
+        "FEEDBRIDGE_KEEP_STORIES": "900",
+        "FEEDBRIDGE_REFRESH": "0",
+        "FEEDBRIDGE_WEBSUB_HUB": "https://hub.example.org/",
         "FEEDBRIDGE_PUBLIC_URL": "https://feeds.example.org/bridge",
         "FEEDBRIDGE_TIMEOUT": "2,8",
         "FEEDBRIDGE_MIN_INTERVAL": "0.5",
@@ -46,9 +53,14 @@ def test_every_setting_is_read_and_described(tmp_path: Path) -> None:
     assert settings == Settings(
         upstream_url="http://127.0.0.1:9000",
         cache_ttl=60,
-        stale_ttl=120,
         categories_file=categories,
+        db=tmp_path / "stories.db",
         redis_url="redis://127.0.0.1:6379/0",
+        feed_size=100,
+        keep_days=30,
+        keep_stories=900,
+        refresh=False,
+        websub_hub="https://hub.example.org",
         public_url="https://feeds.example.org/bridge",
         timeout=Timeout(2, 8),
         min_interval=0.5,
@@ -69,7 +81,11 @@ def test_every_setting_is_read_and_described(tmp_path: Path) -> None:
         ("UPSTREAM_URL", "https://kcnawatch.org/?x=1", "query"),
         ("CACHE_TTL", "abc", "whole number"),
         ("CACHE_TTL", "0", "greater than 0"),
-        ("STALE_TTL", "10", "at least FEEDBRIDGE_CACHE_TTL"),
+        ("FEED_SIZE", "501", "at most 500"),
+        ("KEEP_DAYS", "0", "greater than 0"),
+        ("KEEP_STORIES", "many", "whole number"),
+        ("REFRESH", "sometimes", "1 or 0"),
+        ("WEBSUB_HUB", "hub.example.org", "http:// or https://"),
         ("CATEGORIES_FILE", "/no/such/file.toml", "no such file"),
         ("REDIS_URL", "http://localhost", "redis://"),
         ("TIMEOUT", "1,2,3", "CONNECT,TOTAL"),
