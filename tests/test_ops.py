@@ -17,7 +17,7 @@ from feedbridge import __version__
 from feedbridge.categories import load_registry
 from feedbridge.errors import ConfigError
 from feedbridge.text import logfmt
-from tests.conftest import FIXTURES, SITE, Clock, FakeSite
+from tests.conftest import FIXTURES, SITE, Clock, FakeSite, settle
 
 REGISTRY_OF_CATEGORIES = load_registry()
 VOK_ANCHOR = REGISTRY_OF_CATEGORIES["vok-en"].paths[0]
@@ -42,15 +42,17 @@ def test_status_before_anything_was_fetched(app: Flask, site: FakeSite) -> None:
     assert response.headers["Cache-Control"] == "no-store"
     status = response.json
     assert status["version"] == __version__
-    assert status["cache"] == {"backend": "memory"}
+    assert status["store"] == {"backend": "sqlite", "state": "ok"}
     assert set(status["categories"]) == set(REGISTRY_OF_CATEGORIES)
     assert status["categories"]["vok-en"] == {
         "last_refresh": None,
-        "items": 0,
+        "stories": 0,
         "newest_item": None,
         "stale": False,
+        "next_refresh_in_s": 0,
         "last_error": None,
         "backing_off_until": None,
+        "last_gap": None,
     }
     assert site.hits() == 0
 
@@ -62,15 +64,18 @@ def test_status_of_a_fetched_category_then_stale(app: Flask, site: FakeSite, clo
     vok = client.get("/status").json["categories"]["vok-en"]
     assert vok == {
         "last_refresh": iso(fetched_at),
-        "items": 11,
+        "stories": 11,
         "newest_item": datetime.fromtimestamp(1774175393, UTC).isoformat(),
         "stale": False,
+        "next_refresh_in_s": 600,
         "last_error": None,
         "backing_off_until": None,
+        "last_gap": None,
     }
     clock.advance(601)
     vok = client.get("/status").json["categories"]["vok-en"]
     assert (vok["stale"], vok["last_refresh"]) == (True, iso(fetched_at))
+    assert vok["next_refresh_in_s"] == 0
     assert site.hits() == 1  # /status never fetches
 
 
@@ -79,9 +84,10 @@ def test_status_of_a_failing_category(app: Flask, site: FakeSite, clock: Clock) 
     client = app.test_client()
     assert client.get("/feeds/pyongyang-times.rss").status_code == 502
     status = client.get("/status").json["categories"]["pyongyang-times"]
+    # What went wrong, without the site's addresses or an exception's text.
     assert status["last_error"] == {
-        "message": f"the site answered 500 for {site.url}{PT_ANCHOR}",
         "kind": "http",
+        "status": 500,
         "at": iso(clock.now),
         "failures_in_a_row": 1,
     }
@@ -113,7 +119,7 @@ def test_metrics_count_fetches_lookups_and_items(app: Flask, clock: Clock) -> No
         client.get("/feeds/vok-en.json")
     clock.advance(601)
     client.get("/feeds/vok-en.json")
-    app.extensions["feedbridge"].cache.drain(5)
+    settle(app)
     response = client.get("/metrics")
     assert response.content_type.startswith("text/plain; version=")
     assert response.headers["Cache-Control"] == "no-store"
@@ -168,7 +174,7 @@ def test_metrics_count_failures_and_not_modified(
     client.get("/feeds/vok-en.atom")
     clock.advance(601)
     client.get("/feeds/vok-en.atom")  # stale: refreshed with If-None-Match, 304
-    app.extensions["feedbridge"].cache.drain(5)
+    settle(app)
     assert client.get("/feeds/pyongyang-times.atom").status_code == 502
     site.override("/", Response("broken", status=500, content_type="text/html"))
     assert client.get("/feeds/all.atom").status_code == 502
@@ -232,6 +238,8 @@ def test_a_missing_metrics_directory_stops_start_up(
 
 def test_article_fetches_count_under_their_category(make_app: Callable[..., Flask]) -> None:
     before = sample("feedbridge_upstream_requests_total", category="naenara-en", outcome="ok")
-    assert make_app(fulltext=True).test_client().get("/feeds/naenara-en.atom").status_code == 200
+    app = make_app(fulltext=True)
+    assert app.test_client().get("/feeds/naenara-en.atom").status_code == 200
+    settle(app)
     after = sample("feedbridge_upstream_requests_total", category="naenara-en", outcome="ok")
     assert after - before == 1 + 7  # the listing and its seven articles
