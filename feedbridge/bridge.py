@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 # that what is rendered and kept never depends on a request's Host header.
 ROOT_MARKER = "https://feedbridge.invalid/"
 GAP_FLOOR = 60.0  # seconds: how often a category in a gap is refreshed at the most
-FETCH_LEASE = 10.0  # seconds a category's fetch lease lasts unless renewed
+FETCH_LEASE = 6.0  # seconds a category's fetch lease lasts unless renewed (its holder died)
 SELECTION_BYTES = 8 * 1024 * 1024  # renderings of ?limit= / ?q= kept in memory
 SERVED_BYTES = 16 * 1024 * 1024  # bodies with a request's root put in, kept in memory
 COLD_WAITERS = 16  # requests of one process waiting at once for a never-seen category
@@ -212,7 +212,9 @@ class Bridge:
         self.notify: Callable[[Category, Merged], None] = lambda _category, _merged: None
         upstream.closure = _SharedClosure(store, clock)
         self._lock = threading.Lock()
-        self._feeds: dict[tuple[str, Format], tuple[str, Rendered]] = {}  # by version
+        # The full feeds, by category and format: the store's version each was rendered
+        # from, when that was refreshed, and the rendering (also the last good copy).
+        self._feeds: dict[tuple[str, Format], tuple[str, float, Rendered]] = {}
         self._selections: LRUCache[tuple[object, ...], Rendered] = LRUCache(
             SELECTION_BYTES, getsizeof=lambda r: len(r.body)
         )
@@ -296,11 +298,11 @@ class Bridge:
         with self._lock:
             kept = self._feeds.get(key)
         if kept is not None and kept[0] == state.version:
-            return kept[1]
+            return kept[2]
         items = self.store.newest(category.slug, self.feed_size)
         rendered = self._render(category, fmt, items, f"feeds/{category.slug}.{fmt.value}")
         with self._lock:
-            self._feeds[key] = (state.version, rendered)
+            self._feeds[key] = (state.version, state.refreshed_at or self.clock(), rendered)
         return rendered
 
     def _selection(
@@ -346,12 +348,21 @@ class Bridge:
         )  # fmt: skip
 
     def _last_good(self, category: Category, fmt: Format, root: str, now: float) -> Served:
-        """What this process rendered last, when the store has nothing or fails."""
+        """What this process rendered last, when the store has nothing or fails; with
+        nothing rendered yet and the store failing, the listing read for this request
+        alone (kept here, not in the store)."""
         with self._lock:
             kept = self._feeds.get((category.slug, fmt))
-        if kept is None:
-            raise UpstreamError("the feed's store is unavailable and nothing is kept here")
-        return self._served_as(kept[1], root, Freshness.STALE, 0.0, 0.0)
+        if kept is not None:
+            age = max(0.0, now - kept[1])
+            return self._served_as(kept[2], root, Freshness.STALE, age, 0.0)
+        listing = self.read_listing(category)
+        assert listing is not None  # asked without validators: never "not modified"
+        items = list(listing.items[: self.feed_size])
+        rendered = self._render(category, fmt, items, f"feeds/{category.slug}.{fmt.value}")
+        with self._lock:
+            self._feeds[(category.slug, fmt)] = ("", now, rendered)  # "": no store version
+        return self._served_as(rendered, root, Freshness.MISS, 0.0, 0.0)
 
     # --- fetching on a request ------------------------------------------------------
 
@@ -371,7 +382,7 @@ class Bridge:
                     flight = self._flights[category.slug] = Future()
             if leader:
                 self._lead_first_fetch(category, flight)
-            return flight.result(timeout=self._fetch_deadline() + 5)
+            return flight.result(timeout=self._fetch_deadline() + FETCH_LEASE + 5)
         except TimeoutError:
             raise BackingOff("still fetching this category", retry_after=5) from None
         finally:
@@ -389,7 +400,8 @@ class Bridge:
                 del self._flights[category.slug]
 
     def _fetch_or_await(self, category: Category) -> CategoryState:
-        deadline = time.monotonic() + self._fetch_deadline()
+        # Long enough for another process's fetch, or for its lease to expire if it died.
+        deadline = time.monotonic() + self._fetch_deadline() + FETCH_LEASE
         while True:
             state = self.store.state(category.slug)
             if state.seen:
