@@ -70,9 +70,12 @@ def create_app(
         backoff=backoff,
         hub=settings.websub_hub,
     )
+    publisher = None
     if settings.websub_hub and settings.public_url:
-        bridge.notify = Publisher(settings.websub_hub, settings.public_url).notify
+        publisher = Publisher(settings.websub_hub, settings.public_url)
+        bridge.notify = publisher.notify
     app.extensions["feedbridge"] = bridge
+    app.extensions["feedbridge.websub"] = publisher
     refresher = Refresher(bridge) if settings.refresh else None
     app.extensions["feedbridge.refresher"] = refresher
     if refresher is not None:

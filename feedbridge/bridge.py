@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 
@@ -600,7 +600,8 @@ class Bridge:
         now = self.clock()
         try:
             if item is not None:
-                self.store.save_full_text(item, now=now)
+                modified = datetime.fromtimestamp(now, UTC)  # readers see it updated
+                self.store.save_full_text(replace(item, modified=modified), now=now)
                 return
             first, cap = FULL_TEXT_RETRY
             delay = min(cap, first * 2**pending.attempts)

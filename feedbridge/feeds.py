@@ -65,8 +65,19 @@ def render(fmt: Format, info: FeedInfo, items: Sequence[Item], *, base_url: str)
         return _json_feed(info, items, base_url)
     generator = _feedgen(info, items, base_url)
     if fmt is Format.RSS:
-        return generator.rss_str(pretty=False)
+        rss = generator.rss_str(pretty=False)
+        return _with_rss_hub(rss, info.hub) if info.hub else rss
     return generator.atom_str(pretty=False)
+
+
+def _with_rss_hub(rss: bytes, hub: str) -> bytes:
+    """The RSS feed with ``<atom:link rel="hub">`` after its self link: feedgen writes
+    only the self link of an RSS channel."""
+    root = etree.fromstring(rss)
+    [self_link] = root.iterfind("channel/{http://www.w3.org/2005/Atom}link[@rel='self']")
+    hub_link = etree.Element("{http://www.w3.org/2005/Atom}link", href=hub, rel="hub")
+    self_link.addnext(hub_link)
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
 
 
 def render_opml(title: str, feeds: Sequence[tuple[str, str, str]]) -> bytes:

@@ -52,7 +52,7 @@ class Item:
     @property
     def updated(self) -> datetime:
         """When the story last changed: its publication, or a later change of content."""
-        return self.modified or self.published
+        return max(self.modified, self.published) if self.modified else self.published
 
     @property
     def published(self) -> datetime:
