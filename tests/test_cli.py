@@ -408,9 +408,78 @@ def test_check_an_unreachable_site(invoke: Invoke) -> None:
     assert all(error.startswith("unreachable: ") for error in errors), errors
 
 
+# --- refresh ----------------------------------------------------------------------------
+
+
+def test_refresh_reads_every_category_into_the_store_and_render_uses_it(
+    invoke: Invoke, site: FakeSite
+) -> None:
+    result = invoke("refresh")
+    assert (result.exit_code, result.stdout, result.stderr) == (0, "", ""), result.output
+    assert site.hits() == len(SLUGS)
+    hits = site.hits()
+    assert invoke("render", "vok-en").exit_code == 0
+    assert site.hits() == hits, "rendered from the store"
+    assert invoke("refresh", "vok-en", "all").exit_code == 0
+    assert site.hits() == hits + 2, "once: named categories are read now, fresh or not"
+
+
+def test_refresh_of_a_broken_category_fails_with_status_1(invoke: Invoke, site: FakeSite) -> None:
+    site.override(VOK_ANCHOR, (FIXTURES / "variants" / "empty-listing.html").read_bytes())
+    result = invoke("refresh")
+    assert result.exit_code == 1
+    assert result.stderr == "vok-en: FAILED (layout)\n"
+    assert site.hits() == len(SLUGS)
+
+
+def test_refresh_of_an_unknown_category_is_one_line(invoke: Invoke, site: FakeSite) -> None:
+    assert "no category 'nope'" in one_error_line(invoke("refresh", "nope"))
+    assert site.hits() == 0
+
+
+def test_refresh_on_a_terminal_shows_progress(env: dict[str, str | None]) -> None:
+    controller, terminal = pty.openpty()
+    try:
+        process = run_command(
+            "refresh", "vok-en", env=env, stdin=subprocess.DEVNULL, stdout=terminal,
+            stderr=terminal,
+        )  # fmt: skip
+        os.close(terminal)
+        shown = read_until_closed(controller, deadline=time.monotonic() + 60)
+        assert process.wait(timeout=10) == 0, shown
+    finally:
+        os.close(controller)
+    assert "vok-en: refreshed" in shown
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b"not a database at all" * 100, "file is not a database"),
+        (None, "no such directory"),
+    ],
+)
+def test_a_bad_store_stops_every_command_with_one_line(
+    invoke: Invoke, site: FakeSite, tmp_path: Path, content: bytes | None, says: str
+) -> None:
+    path = tmp_path / ("corrupt.db" if content else "missing/s.db")
+    if content:
+        path.write_bytes(content)
+    for args in (("refresh",), ("render", "vok-en"), ("check",)):
+        line = one_error_line(invoke(*args, extra_env={f"{PREFIX}DB": str(path)}))
+        assert line.startswith(f"Error: {PREFIX}DB: {path}: ") and says in line, line
+    assert site.hits() == 0
+
+
 # --- settings and help, for every command ------------------------------------------------
 
-COMMANDS = [("categories",), ("render", "vok-en"), ("render", "--all", "--out", "d"), ("check",)]
+COMMANDS = [
+    ("categories",),
+    ("render", "vok-en"),
+    ("render", "--all", "--out", "d"),
+    ("check",),
+    ("refresh",),
+]
 
 
 @pytest.mark.parametrize("args", [*COMMANDS, ("serve",)])
@@ -425,7 +494,7 @@ def test_a_bad_setting_is_one_line_and_status_2(
     assert site.hits() == 0
 
 
-@pytest.mark.parametrize("command", ["categories", "render", "check", "serve"])
+@pytest.mark.parametrize("command", ["categories", "render", "check", "refresh", "serve"])
 def test_help_explains_every_setting(invoke: Invoke, command: str) -> None:
     result = invoke(command, "--help")
     assert result.exit_code == 0

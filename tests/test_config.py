@@ -185,3 +185,8 @@ def test_a_malformed_categories_file_is_one_line(tmp_path: Path, text: str, says
     message = str(error.value)
     assert message.startswith(f"FEEDBRIDGE_CATEGORIES_FILE: {path}")
     assert says in message and "\n" not in message
+
+
+def test_a_websub_hub_needs_the_public_url_to_announce() -> None:
+    with pytest.raises(ConfigError, match=r"^FEEDBRIDGE_WEBSUB_HUB: needs FEEDBRIDGE_PUBLIC_URL"):
+        Settings.from_env({"FEEDBRIDGE_WEBSUB_HUB": "https://hub.example.org/"})
