@@ -12,8 +12,9 @@ from feedbridge import ops, web
 from feedbridge.bridge import Bridge
 from feedbridge.cache import Backoff, FeedCache, MemoryStore, Store
 from feedbridge.categories import Registry, load_registry
-from feedbridge.config import Settings
+from feedbridge.config import Settings, redis_client_options
 from feedbridge.fulltext import FullText
+from feedbridge.proxy import ForwardedHeaders
 from feedbridge.redis_store import RedisStore
 from feedbridge.upstream import Upstream
 
@@ -39,9 +40,15 @@ def create_app(
     # Paths are exact: "/feeds//x" is a 404 like any other unknown path, not a redirect.
     app.url_map.merge_slashes = False
     app.config["FEEDBRIDGE"] = settings
+    app.wsgi_app = ForwardedHeaders(app.wsgi_app, settings.forwarded_allow_ips)
     store: Store
     if settings.redis_url:
-        store = RedisStore(settings.redis_url, clock=clock, local_for=settings.cache_ttl)
+        store = RedisStore(
+            settings.redis_url,
+            clock=clock,
+            local_for=settings.cache_ttl,
+            options=redis_client_options(settings.redis_url, verify=settings.redis_tls_verify),
+        )
     else:
         store = MemoryStore(clock=clock)
     upstream = Upstream(

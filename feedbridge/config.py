@@ -6,6 +6,7 @@ so start-up can stop with one clear line.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from urllib.parse import urlsplit
 from feedbridge.errors import ConfigError
 
 PREFIX = "FEEDBRIDGE_"
+# Read by gunicorn itself, and in the same way by every other server of the app.
+FORWARDED_ALLOW_IPS = "FORWARDED_ALLOW_IPS"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 T = TypeVar("T")
 
@@ -35,6 +38,7 @@ class Settings:
     stale_ttl: int = 86_400
     categories_file: Path | None = None
     redis_url: str | None = None
+    redis_tls_verify: bool = True
     public_url: str | None = None
     timeout: Timeout = field(default_factory=Timeout)
     min_interval: float = 1.0
@@ -43,6 +47,7 @@ class Settings:
     fulltext_concurrency: int = 2
     fulltext_budget: float = 10.0
     log_level: str = "INFO"
+    forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1", "::1")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -50,21 +55,23 @@ class Settings:
         env = os.environ if environ is None else environ
         defaults = cls()
 
-        def get(name: str, parse: Callable[[str], T], default: T) -> T:
-            raw = env.get(PREFIX + name, "").strip()
+        def get(name: str, parse: Callable[[str], T], default: T, prefix: str = PREFIX) -> T:
+            raw = env.get(prefix + name, "").strip()
             if not raw:
                 return default
             try:
                 return parse(raw)
             except ValueError as exc:
-                raise ConfigError(f"{PREFIX}{name}: {exc} (got {raw!r})") from None
+                raise ConfigError(f"{prefix}{name}: {exc} (got {raw!r})") from None
 
         settings = cls(
             upstream_url=get("UPSTREAM_URL", http_url, defaults.upstream_url),
             cache_ttl=get("CACHE_TTL", _positive_int, defaults.cache_ttl),
             stale_ttl=get("STALE_TTL", _positive_int, defaults.stale_ttl),
             categories_file=get("CATEGORIES_FILE", _existing_file, None),
-            redis_url=get("REDIS_URL", _redis_url, None),
+            # A Redis add-on sets REDIS_URL; FEEDBRIDGE_REDIS_URL, when set, wins.
+            redis_url=get("REDIS_URL", _redis_url, get("REDIS_URL", _redis_url, None, "")),
+            redis_tls_verify=get("REDIS_TLS_VERIFY", _boolean, defaults.redis_tls_verify),
             public_url=get("PUBLIC_URL", http_url, None),
             timeout=get("TIMEOUT", _timeout, defaults.timeout),
             min_interval=get("MIN_INTERVAL", _non_negative_float, defaults.min_interval),
@@ -75,6 +82,9 @@ class Settings:
             ),
             fulltext_budget=get("FULLTEXT_BUDGET", _positive_float, defaults.fulltext_budget),
             log_level=get("LOG_LEVEL", _log_level, defaults.log_level),
+            forwarded_allow_ips=get(
+                FORWARDED_ALLOW_IPS, _addresses, defaults.forwarded_allow_ips, ""
+            ),
         )
         if settings.stale_ttl < settings.cache_ttl:
             raise ConfigError(
@@ -90,7 +100,9 @@ DESCRIPTIONS: dict[str, str] = {
     "CACHE_TTL": "seconds a scraped listing is fresh (default 600)",
     "STALE_TTL": "seconds a listing may be served stale while the site fails (default 86400)",
     "CATEGORIES_FILE": "a TOML file of categories that add to or replace the built-in ones",
-    "REDIS_URL": "redis:// URL of a cache shared by several processes (default: in memory)",
+    "REDIS_URL": "redis:// or rediss:// URL of a cache shared by several processes "
+    "(default: REDIS_URL, else in memory)",
+    "REDIS_TLS_VERIFY": "1/0: check the certificate of a rediss:// server (default 1)",
     "PUBLIC_URL": "the bridge's public base URL, for self links (default: from the request)",
     "TIMEOUT": "upstream time limits: TOTAL or CONNECT,TOTAL seconds (default 5,15)",
     "MIN_INTERVAL": "minimum seconds between two requests to the site (default 1)",
@@ -100,6 +112,26 @@ DESCRIPTIONS: dict[str, str] = {
     "FULLTEXT_BUDGET": "seconds a refresh may spend on article pages (default 10)",
     "LOG_LEVEL": "DEBUG, INFO, WARNING or ERROR (default INFO)",
 }
+# Variables a platform sets, read under their own names.
+PLATFORM_DESCRIPTIONS: dict[str, str] = {
+    "PORT": "port to listen on (default 8000)",
+    "WEB_CONCURRENCY": "gunicorn worker processes of the Procfile (default 2)",
+    "REDIS_URL": f"a Redis add-on's URL, used when {PREFIX}REDIS_URL is not set",
+    FORWARDED_ALLOW_IPS: "addresses or networks whose X-Forwarded-Proto, -Host and -For "
+    "are trusted, or * for any (default 127.0.0.1,::1)",
+}
+
+
+def redis_client_options(url: str, *, verify: bool) -> dict[str, str]:
+    """Options for ``redis.Redis.from_url(url, ...)`` beyond what the URL says.
+
+    A platform's Redis often has a self-signed certificate: with ``verify`` false, a
+    ``rediss://`` server's certificate is not checked (``ssl_cert_reqs=none`` in the
+    URL does the same).
+    """
+    if urlsplit(url).scheme == "rediss" and not verify:
+        return {"ssl_cert_reqs": "none"}
+    return {}
 
 
 def _positive_int(raw: str) -> int:
@@ -170,6 +202,18 @@ def _boolean(raw: str) -> bool:
     if value in ("0", "false", "no", "off"):
         return False
     raise ValueError("must be 1 or 0")
+
+
+def _addresses(raw: str) -> tuple[str, ...]:
+    """gunicorn's form: ``*``, or addresses and networks separated by commas."""
+    values = tuple(value.strip() for value in raw.split(",") if value.strip())
+    for value in values:
+        if value != "*":
+            try:
+                ipaddress.ip_network(value)
+            except ValueError:
+                raise ValueError(f"{value!r} is no IP address or network, nor *") from None
+    return values
 
 
 def _log_level(raw: str) -> str:

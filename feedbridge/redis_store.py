@@ -63,12 +63,15 @@ class RedisStore:
         prefix: str = "feedbridge:",
         retry_interval: float = 5.0,
         local_for: float = 0.0,
+        options: dict[str, str] | None = None,
     ) -> None:
         """``local_for``: seconds after its fetch during which an entry this process has
         read is served from its memory without asking Redis. The cache's TTL is right:
-        a fresh entry is never replaced, only a stale one is refreshed."""
+        a fresh entry is never replaced, only a stale one is refreshed. ``options``: more
+        of ``redis.Redis.from_url``'s (see :func:`feedbridge.config.redis_client_options`)."""
         self._redis = redis.Redis.from_url(
             url,
+            **(options or {}),
             socket_timeout=1.0,
             socket_connect_timeout=1.0,
             retry=Retry(NoBackoff(), 1),  # once, for a connection Redis closed meanwhile

@@ -141,7 +141,8 @@ def procfile_argv(port: int, env: Mapping[str, str], app: str | None = None) -> 
         return env.get(name) or default or ""
 
     argv = shlex.split(re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", expand, line.removeprefix("web:")))
-    assert argv[0] == "gunicorn", argv
+    assert argv[:2] == ["exec", "gunicorn"], argv
+    argv = argv[1:]
     bind = argv.index("--bind")
     argv[bind + 1] = f"127.0.0.1:{port}"
     if app is not None:

@@ -432,7 +432,7 @@ def test_procfile_runs_gunicorn_as_serve_workers_does() -> None:
     kind, _, command = (ROOT / "Procfile").read_text().strip().partition(": ")
     assert kind == "web"
     command = command.replace("${WEB_CONCURRENCY:-2}", "2").replace("${PORT:-8000}", "8000")
-    assert shlex.split(command) == ["gunicorn", *gunicorn_args("0.0.0.0", 8000, 2)]
+    assert shlex.split(command) == ["exec", "gunicorn", *gunicorn_args("0.0.0.0", 8000, 2)]
 
 
 def test_serve_with_workers_runs_gunicorn(env: dict[str, str | None], tmp_path: Path) -> None:
