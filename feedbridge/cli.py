@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import logging
 import os
 import sys
 import tempfile
@@ -25,11 +24,11 @@ import click
 from click.exceptions import NoArgsIsHelpError
 from flask import Flask
 
-from feedbridge import __version__
+from feedbridge import __version__, logs
 from feedbridge.app import create_app
 from feedbridge.bridge import Bridge
 from feedbridge.categories import Category
-from feedbridge.config import DESCRIPTIONS, LOG_FORMAT, PREFIX, Settings, http_url
+from feedbridge.config import DESCRIPTIONS, PREFIX, Settings, http_url
 from feedbridge.errors import ConfigError, UpstreamError
 from feedbridge.feeds import Format
 from feedbridge.web import category_feeds
@@ -88,7 +87,7 @@ def load_settings() -> Settings:
 
 def build_app(settings: Settings) -> Flask:
     """The app, or one line and exit status 2 for a bad categories file."""
-    logging.basicConfig(format=LOG_FORMAT)  # a no-op when the host set up logging
+    logs.configure(settings.log_format)
     try:
         return create_app(settings)
     except ConfigError as exc:

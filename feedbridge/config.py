@@ -19,7 +19,7 @@ from feedbridge.errors import ConfigError
 PREFIX = "FEEDBRIDGE_"
 # Read by gunicorn itself, and in the same way by every other server of the app.
 FORWARDED_ALLOW_IPS = "FORWARDED_ALLOW_IPS"
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_FORMATS = ("logfmt", "json")
 T = TypeVar("T")
 
 
@@ -47,6 +47,7 @@ class Settings:
     fulltext_concurrency: int = 2
     fulltext_budget: float = 10.0
     log_level: str = "INFO"
+    log_format: str = "logfmt"
     forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1", "::1")
 
     @classmethod
@@ -82,6 +83,7 @@ class Settings:
             ),
             fulltext_budget=get("FULLTEXT_BUDGET", _positive_float, defaults.fulltext_budget),
             log_level=get("LOG_LEVEL", _log_level, defaults.log_level),
+            log_format=get("LOG_FORMAT", _log_format, defaults.log_format),
             forwarded_allow_ips=get(
                 FORWARDED_ALLOW_IPS, _addresses, defaults.forwarded_allow_ips, ""
             ),
@@ -111,6 +113,7 @@ DESCRIPTIONS: dict[str, str] = {
     "FULLTEXT_CONCURRENCY": "article pages fetched at once (default 2)",
     "FULLTEXT_BUDGET": "seconds a refresh may spend on article pages (default 10)",
     "LOG_LEVEL": "DEBUG, INFO, WARNING or ERROR (default INFO)",
+    "LOG_FORMAT": "logfmt or json: the form of every log line (default logfmt)",
 }
 # Variables a platform sets, read under their own names.
 PLATFORM_DESCRIPTIONS: dict[str, str] = {
@@ -202,6 +205,13 @@ def _boolean(raw: str) -> bool:
     if value in ("0", "false", "no", "off"):
         return False
     raise ValueError("must be 1 or 0")
+
+
+def _log_format(raw: str) -> str:
+    value = raw.lower()
+    if value not in LOG_FORMATS:
+        raise ValueError("must be logfmt or json")
+    return value
 
 
 def _addresses(raw: str) -> tuple[str, ...]:

@@ -473,4 +473,4 @@ def test_serve_with_workers_runs_gunicorn(env: dict[str, str | None], tmp_path: 
     log = stderr.read_text()
     assert log.count("Booting worker with pid") == 2, log
     assert f"Listening at: http://127.0.0.1:{port}" in log
-    assert '"GET /feeds/vok-en.atom HTTP/1.1" 200' in stdout.read_text()
+    assert "method=GET path=/feeds/vok-en.atom status=200" in stdout.read_text()

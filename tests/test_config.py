@@ -41,6 +41,7 @@ def test_every_setting_is_read_and_described(tmp_path: Path) -> None:
         "FEEDBRIDGE_FULLTEXT_CONCURRENCY": "3",
         "FEEDBRIDGE_FULLTEXT_BUDGET": "4.5",
         "FEEDBRIDGE_LOG_LEVEL": "debug",
+        "FEEDBRIDGE_LOG_FORMAT": "JSON",
     }
     assert {name.removeprefix(PREFIX) for name in env} == set(DESCRIPTIONS)
     settings = Settings.from_env(env)
@@ -59,6 +60,7 @@ def test_every_setting_is_read_and_described(tmp_path: Path) -> None:
         fulltext_concurrency=3,
         fulltext_budget=4.5,
         log_level="DEBUG",
+        log_format="json",
     )
     assert Settings.from_env({"FEEDBRIDGE_TIMEOUT": "3"}).timeout == Timeout(3, 3)
 
@@ -81,6 +83,7 @@ def test_every_setting_is_read_and_described(tmp_path: Path) -> None:
         ("FULLTEXT", "maybe", "1 or 0"),
         ("FULLTEXT_BUDGET", "0", "greater than 0"),
         ("LOG_LEVEL", "LOUD", "DEBUG, INFO"),
+        ("LOG_FORMAT", "xml", "logfmt or json"),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_it(name: str, value: str, says: str) -> None:

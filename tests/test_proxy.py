@@ -141,6 +141,9 @@ def test_behind_a_router_every_link_is_https(site: FakeSite) -> None:
         assert all(url.startswith(PUBLIC) for url in urls)
         _, body = get_from(ROUTER, server, "/", FORWARDED)
         check_lists_every_feed(lxml.html.fromstring(body), PUBLIC)
+        # The access log names the reader, not the router.
+        line = "event=access client=203.0.113.7 method=GET path=/feeds.opml"
+        wait_until(lambda: line in server.output(), "the access line")
 
 
 @pytest.mark.slow
