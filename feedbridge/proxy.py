@@ -24,7 +24,7 @@ class ForwardedHeaders:
 
     def __init__(self, app: WSGIApplication, allowed: tuple[str, ...]) -> None:
         self._app = app
-        self._forwarded = ProxyFix(app, x_for=1, x_proto=1, x_host=1)
+        self._forwarded = ProxyFix(app, x_for=1, x_proto=0, x_host=1)
         self._any = "*" in allowed
         self._networks = tuple(ipaddress.ip_network(a) for a in allowed if a != "*")
 
@@ -39,5 +39,10 @@ class ForwardedHeaders:
         return any(peer in network for network in self._networks)
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        app = self._forwarded if self.trusts(environ.get("REMOTE_ADDR")) else self._app
-        return app(environ, start_response)
+        if not self.trusts(environ.get("REMOTE_ADDR")):
+            return self._app(environ, start_response)
+        proto = environ.get("HTTP_X_FORWARDED_PROTO")
+        if proto is not None:  # as gunicorn reads it: https, or else http
+            https = proto.rpartition(",")[2].strip().lower() == "https"
+            environ["wsgi.url_scheme"] = "https" if https else "http"
+        return self._forwarded(environ, start_response)

@@ -89,6 +89,15 @@ def test_forwarded_host_only_from_a_trusted_peer(
     assert feed_links(app, "192.0.2.9", headers) == "http://localhost/feeds/vok-en.atom"
 
 
+@pytest.mark.parametrize(("proto", "scheme"), [("https", "https"), ("HTTP", "http"), ("0", "http")])
+def test_a_forwarded_scheme_is_http_or_https(
+    make_app: Callable[..., Flask], proto: str, scheme: str
+) -> None:
+    headers = {"X-Forwarded-Proto": proto}
+    link = feed_links(make_app(), "127.0.0.1", headers)
+    assert link == f"{scheme}://localhost/feeds/vok-en.atom"
+
+
 def test_public_url_wins_over_forwarded_headers(
     make_app: Callable[..., Flask], site: FakeSite
 ) -> None:
