@@ -28,13 +28,13 @@ from feedbridge import __version__, logs
 from feedbridge.app import create_app
 from feedbridge.bridge import Bridge
 from feedbridge.categories import Category
-from feedbridge.config import DESCRIPTIONS, PREFIX, Settings, http_url
+from feedbridge.config import PREFIX, Settings, http_url, setting_descriptions
 from feedbridge.errors import ConfigError, UpstreamError
 from feedbridge.feeds import Format
 from feedbridge.web import category_feeds
 
 SETTINGS_HELP = "\b\n" + "\n".join(
-    f"  {PREFIX}{name}: {text}" for name, text in DESCRIPTIONS.items()
+    f"  {name}: {text}" for name, text in setting_descriptions().items()
 )
 EPILOG = f"Settings (environment variables):\n\n{SETTINGS_HELP}"
 DEFAULT_HOST = "127.0.0.1"

@@ -98,7 +98,8 @@ class Settings:
 
 # What each setting means, for the README and every command's --help.
 DESCRIPTIONS: dict[str, str] = {
-    "UPSTREAM_URL": "base URL of the site; every fetched URL is built on it",
+    "UPSTREAM_URL": "base URL of the site; every fetched URL is built on it "
+    "(default https://kcnawatch.org)",
     "CACHE_TTL": "seconds a scraped listing is fresh (default 600)",
     "STALE_TTL": "seconds a listing may be served stale while the site fails (default 86400)",
     "CATEGORIES_FILE": "a TOML file of categories that add to or replace the built-in ones",
@@ -123,6 +124,11 @@ PLATFORM_DESCRIPTIONS: dict[str, str] = {
     FORWARDED_ALLOW_IPS: "addresses or networks whose X-Forwarded-Proto, -Host and -For "
     "are trusted, or * for any (default 127.0.0.1,::1)",
 }
+
+
+def setting_descriptions() -> dict[str, str]:
+    """Every variable the bridge reads, by its full name: for --help and the docs."""
+    return {PREFIX + name: text for name, text in DESCRIPTIONS.items()} | PLATFORM_DESCRIPTIONS
 
 
 def redis_client_options(url: str, *, verify: bool) -> dict[str, str]:
