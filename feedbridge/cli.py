@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -23,6 +24,7 @@ from typing import Any
 import click
 from click.exceptions import NoArgsIsHelpError
 from flask import Flask
+from werkzeug.serving import WSGIRequestHandler, run_simple
 
 from feedbridge import __version__, logs
 from feedbridge.app import create_app
@@ -31,6 +33,7 @@ from feedbridge.categories import Category
 from feedbridge.config import PREFIX, Settings, http_url, setting_descriptions
 from feedbridge.errors import ConfigError, UpstreamError
 from feedbridge.feeds import Format
+from feedbridge.text import logfmt
 from feedbridge.web import category_feeds
 
 SETTINGS_HELP = "\b\n" + "\n".join(
@@ -452,6 +455,17 @@ def serve(host: str, port: int, workers: int | None) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os.execv(sys.executable, argv)
-    from werkzeug.serving import run_simple
+    run_simple(host, port, app, threaded=True, request_handler=AccessLog)
 
-    run_simple(host, port, app, threaded=True)
+
+class AccessLog(WSGIRequestHandler):
+    """The development server's access lines, in the form of gunicorn's."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        logging.getLogger("feedbridge.access").info(
+            logfmt(
+                event="access", client=self.address_string(),
+                method=getattr(self, "command", "-"), path=getattr(self, "path", "-"),
+                status=code, bytes=size,
+            )
+        )  # fmt: skip

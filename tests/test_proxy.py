@@ -209,3 +209,40 @@ def _answers(port: int, process: subprocess.Popen[bytes]) -> bool:
         return False
     finally:
         connection.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("allowed", "scheme"), [("*", "https"), (None, "http")])
+def test_feedbridge_serve_reads_forwarded_allow_ips_as_gunicorn_does(
+    site: FakeSite, tmp_path: Path, allowed: str | None, scheme: str
+) -> None:
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("FEEDBRIDGE_")},
+        **site_env(site),
+        "PYTHONPATH": str(ROOT),
+    }
+    env.pop("FORWARDED_ALLOW_IPS", None)
+    if allowed is not None:
+        env["FORWARDED_ALLOW_IPS"] = allowed
+    log = tmp_path / "log"
+    with log.open("wb") as out:
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "feedbridge", "serve", "--port", str(port)], env=env,
+            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+        )  # fmt: skip
+    try:
+        wait_until(lambda: _answers(port, serve), "feedbridge serve", timeout=60)
+        connection = http.client.HTTPConnection(
+            "127.0.0.1", port, timeout=30, source_address=(ROUTER, 0)
+        )
+        connection.request("GET", "/feeds/vok-en.json", headers=FORWARDED)
+        feed = json.loads(connection.getresponse().read())
+        connection.close()
+        assert feed["feed_url"] == f"{scheme}://myfeeds.example.com/feeds/vok-en.json"
+        client = "203.0.113.7" if allowed else ROUTER
+        line = f"event=access client={client} method=GET path=/feeds/vok-en.json status=200"
+        wait_until(lambda: line in log.read_text(), "the access line")
+    finally:
+        serve.terminate()
+        serve.wait(timeout=30)
