@@ -11,8 +11,9 @@ from flask import Flask
 from feedbridge import ops, web
 from feedbridge.bridge import Backoff, Bridge
 from feedbridge.categories import load_registry
-from feedbridge.config import Settings
+from feedbridge.config import Settings, redis_client_options
 from feedbridge.fulltext import FullText
+from feedbridge.proxy import ForwardedHeaders
 from feedbridge.refresher import Refresher
 from feedbridge.store import Retention, Store
 from feedbridge.upstream import Upstream
@@ -42,6 +43,7 @@ def create_app(
     # Paths are exact: "/feeds//x" is a 404 like any other unknown path, not a redirect.
     app.url_map.merge_slashes = False
     app.config["FEEDBRIDGE"] = settings
+    app.wsgi_app = ForwardedHeaders(app.wsgi_app, settings.forwarded_allow_ips)  # type: ignore[method-assign]
     store = open_store(settings, clock)
     upstream = Upstream(
         settings.upstream_url,
@@ -93,7 +95,12 @@ def open_store(settings: Settings, clock: Callable[[], float]) -> Store:
     if settings.redis_url:
         from feedbridge.redis_store import RedisStore
 
-        return RedisStore(settings.redis_url, upstream_url=settings.upstream_url, clock=clock)
+        return RedisStore(
+            settings.redis_url,
+            upstream_url=settings.upstream_url,
+            clock=clock,
+            options=redis_client_options(settings.redis_url, verify=settings.redis_tls_verify),
+        )
     from feedbridge.sqlite_store import SQLiteStore
 
     return SQLiteStore(settings.db, clock=clock)

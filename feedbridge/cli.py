@@ -25,20 +25,22 @@ from typing import Any
 import click
 from click.exceptions import NoArgsIsHelpError
 from flask import Flask
+from werkzeug.serving import WSGIRequestHandler, run_simple
 
-from feedbridge import __version__
+from feedbridge import __version__, logs
 from feedbridge.app import create_app, start_refresher
 from feedbridge.bridge import Bridge
 from feedbridge.bridge import Outcome as Refreshed
 from feedbridge.categories import Category
-from feedbridge.config import DESCRIPTIONS, LOG_FORMAT, PREFIX, Settings, http_url
+from feedbridge.config import PREFIX, Settings, http_url, setting_descriptions
 from feedbridge.errors import ConfigError, UpstreamError
 from feedbridge.feeds import Format
 from feedbridge.refresher import Refresher
+from feedbridge.text import logfmt
 from feedbridge.web import category_feeds
 
 SETTINGS_HELP = "\b\n" + "\n".join(
-    f"  {PREFIX}{name}: {text}" for name, text in DESCRIPTIONS.items()
+    f"  {name}: {text}" for name, text in setting_descriptions().items()
 )
 EPILOG = f"Settings (environment variables):\n\n{SETTINGS_HELP}"
 DEFAULT_HOST = "127.0.0.1"
@@ -91,7 +93,7 @@ def load_settings() -> Settings:
 
 def build_app(settings: Settings) -> Flask:
     """The app, or one line and exit status 2 for a bad categories file."""
-    logging.basicConfig(format=LOG_FORMAT)  # a no-op when the host set up logging
+    logs.configure(settings.log_format)
     try:
         return create_app(settings)
     except ConfigError as exc:
@@ -531,7 +533,18 @@ def serve(host: str, port: int, workers: int | None) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os.execv(sys.executable, argv)
-    from werkzeug.serving import run_simple
-
     start_refresher(app)
-    run_simple(host, port, app, threaded=True)
+    run_simple(host, port, app, threaded=True, request_handler=AccessLog)
+
+
+class AccessLog(WSGIRequestHandler):
+    """The development server's access lines, in the form of gunicorn's."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        logging.getLogger("feedbridge.access").info(
+            logfmt(
+                event="access", client=self.address_string(),
+                method=getattr(self, "command", "-"), path=getattr(self, "path", "-"),
+                status=code, bytes=size,
+            )
+        )  # fmt: skip

@@ -9,6 +9,10 @@ and its old ``*.db`` files, left by a previous run, are removed first.
 Before each fork, the objects the app made at import (``--preload``) are frozen out of
 the garbage collector's reach: a worker's collections then skip them, which bench/
 measured at about a tenth of a cached request's CPU time, and their pages stay shared.
+
+gunicorn's own log and its access log take the app's form (:mod:`feedbridge.logs`);
+an access line's ``client`` is the reader's address when the proxy is trusted
+(``FORWARDED_ALLOW_IPS``, see :mod:`feedbridge.proxy`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from gunicorn.glogging import Logger
+
+from feedbridge.config import Settings
+from feedbridge.errors import ConfigError
+from feedbridge.logs import Formatter
+from feedbridge.text import logfmt
+
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 if os.environ.get(MULTIPROC_DIR):
@@ -29,6 +40,38 @@ if os.environ.get(MULTIPROC_DIR):
 else:
     _made = True
     os.environ[MULTIPROC_DIR] = tempfile.mkdtemp(prefix="feedbridge-metrics-")
+
+
+def _log_format() -> str:
+    try:
+        return Settings.from_env().log_format
+    except ConfigError:  # the app stops start-up with the line that names the setting
+        return Settings.log_format
+
+
+class FeedbridgeLogger(Logger):
+    """gunicorn's logs, one line each in the app's form."""
+
+    formatter = Formatter(_log_format())
+
+    def _set_handler(self, log: Any, output: Any, fmt: Any, stream: Any = None) -> None:
+        super()._set_handler(log, output, self.formatter, stream)
+
+    def access(self, resp: Any, req: Any, environ: Any, request_time: Any) -> None:
+        if not self.access_log_enabled:
+            return
+        atoms = self.atoms(resp, req, environ, request_time)
+        path = atoms["U"] + (f"?{atoms['q']}" if atoms["q"] else "")
+        self.access_log.info(
+            logfmt(
+                event="access", client=atoms["h"], method=atoms["m"], path=path,
+                status=atoms["s"], bytes=atoms["B"] or 0, duration_ms=atoms["M"],
+                agent=atoms["a"],
+            )
+        )  # fmt: skip
+
+
+logger_class = FeedbridgeLogger
 
 
 def pre_fork(server: Any, worker: Any) -> None:

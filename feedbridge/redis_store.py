@@ -95,9 +95,13 @@ class RedisStore:
         upstream_url: str,
         clock: Callable[[], float] = time.time,
         retry_interval: float = 5.0,
+        options: dict[str, str] | None = None,
     ) -> None:
+        """``options``: more of ``redis.Redis.from_url``'s (see
+        :func:`feedbridge.config.redis_client_options`)."""
         self._redis = redis.Redis.from_url(
             url,
+            **(options or {}),
             socket_timeout=1.0,
             socket_connect_timeout=1.0,
             retry=Retry(NoBackoff(), 1),  # once, for a connection Redis closed meanwhile

@@ -38,3 +38,26 @@ def _logfmt_value(value: object) -> str:
     if text and text.isprintable() and not any(c in text for c in ' "=\\'):
         return text
     return json.dumps(text, ensure_ascii=False)
+
+
+# One ``key=value`` pair as logfmt() writes it, then a space before the next key or the end.
+_LOGFMT_PAIR = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|[^\s"=\\]*)(?: (?=\w)|$)')
+
+
+def parse_logfmt(text: str) -> dict[str, str] | None:
+    """The fields of a line :func:`logfmt` wrote, or ``None`` for any other text."""
+    fields: dict[str, str] = {}
+    position = 0
+    while position < len(text):
+        match = _LOGFMT_PAIR.match(text, position)
+        if match is None:
+            return None
+        key, value = match.groups()
+        if value.startswith('"'):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                return None
+        fields[key] = value
+        position = match.end()
+    return fields or None

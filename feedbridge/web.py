@@ -215,3 +215,24 @@ def _format(name: str) -> Format | None:
 def category_feeds(category: Category) -> dict[str, str]:
     """The category's feed URLs by format, for pages and listings."""
     return {fmt.value: f"{public_root()}feeds/{category.slug}.{fmt.value}" for fmt in Format}
+
+
+# --- for crawlers and browsers ------------------------------------------------------------
+
+# Feeds and the front page may be crawled; the operator's pages are not worth it.
+ROBOTS = "User-agent: *\nDisallow: /healthz\nDisallow: /status\nDisallow: /metrics\n"
+A_DAY = "public, max-age=86400"
+
+
+@bp.get("/robots.txt")
+def robots() -> Response:
+    response = Response(ROBOTS, content_type="text/plain; charset=utf-8")
+    response.headers["Cache-Control"] = A_DAY
+    return response
+
+
+@bp.get("/favicon.ico")
+def favicon() -> Response:
+    response = current_app.send_static_file("favicon.ico")
+    response.headers["Cache-Control"] = A_DAY
+    return response

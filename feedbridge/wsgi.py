@@ -5,16 +5,17 @@ A bad setting stops start-up with one line naming it, instead of a traceback per
 
 from __future__ import annotations
 
-import logging
 import sys
 
+from feedbridge import logs
 from feedbridge.app import create_app
-from feedbridge.config import LOG_FORMAT
+from feedbridge.config import Settings
 from feedbridge.errors import ConfigError
 
-logging.basicConfig(format=LOG_FORMAT, stream=sys.stderr)
 try:
-    app = create_app()
+    settings = Settings.from_env()
+    logs.configure(settings.log_format)
+    app = create_app(settings)
 except ConfigError as exc:
     print(f"feedbridge: {exc}", file=sys.stderr)
     raise SystemExit(4) from None

@@ -12,6 +12,7 @@ import shlex
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -93,30 +94,58 @@ class _Process:
 
 
 class RedisServer(_Process):
-    """``redis-server`` on a free loopback port, in memory only."""
+    """``redis-server`` on a free loopback port, in memory only.
+
+    With ``tls``, it speaks only TLS, with a self-signed certificate made for it (as a
+    platform's Redis add-on does): ``url`` is then ``rediss://``.
+    """
 
     name = "redis-server"
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, tls: bool = False) -> None:
         executable = shutil.which("redis-server")
         if executable is None:
             raise FileNotFoundError(
                 "redis-server is not installed (Debian: apt-get install redis-server)"
             )
         self.port = port or free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.url = f"{'rediss' if tls else 'redis'}://127.0.0.1:{self.port}/0"
         self._dir = tempfile.TemporaryDirectory(prefix="redis-")
+        self._tls = tls
+        listen = ["--port", str(self.port)]
+        if tls:
+            listen = ["--port", "0", "--tls-port", str(self.port), *self._certificate()]
         super().__init__(
             [
-                executable, "--port", str(self.port), "--bind", "127.0.0.1",
+                executable, *listen, "--bind", "127.0.0.1",
                 "--save", "", "--appendonly", "no", "--dir", self._dir.name,
             ]
         )  # fmt: skip
         self._await(self._answers)
 
+    def _certificate(self) -> list[str]:
+        """A throwaway self-signed certificate and key (openssl), as redis-server options."""
+        cert, key = Path(self._dir.name, "cert.pem"), Path(self._dir.name, "key.pem")
+        subprocess.run(
+            [
+                "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                "-subj", "/CN=redis.example", "-keyout", str(key), "-out", str(cert),
+            ],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+        return [
+            "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+            "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no",
+        ]  # fmt: skip
+
     def _answers(self) -> bool:
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as raw:
+                sock = raw
+                if self._tls:
+                    context = ssl.create_default_context()
+                    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+                    sock = context.wrap_socket(raw)
                 sock.sendall(b"PING\r\n")
                 return sock.recv(16).startswith(b"+PONG")
         except OSError:
@@ -141,7 +170,8 @@ def procfile_argv(port: int, env: Mapping[str, str], app: str | None = None) -> 
         return env.get(name) or default or ""
 
     argv = shlex.split(re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", expand, line.removeprefix("web:")))
-    assert argv[0] == "gunicorn", argv
+    assert argv[:2] == ["exec", "gunicorn"], argv
+    argv = argv[1:]
     bind = argv.index("--bind")
     argv[bind + 1] = f"127.0.0.1:{port}"
     if app is not None:

@@ -513,7 +513,7 @@ def test_procfile_runs_gunicorn_as_serve_workers_does() -> None:
     kind, _, command = (ROOT / "Procfile").read_text().strip().partition(": ")
     assert kind == "web"
     command = command.replace("${WEB_CONCURRENCY:-2}", "2").replace("${PORT:-8000}", "8000")
-    assert shlex.split(command) == ["gunicorn", *gunicorn_args("0.0.0.0", 8000, 2)]
+    assert shlex.split(command) == ["exec", "gunicorn", *gunicorn_args("0.0.0.0", 8000, 2)]
 
 
 def test_serve_with_workers_runs_gunicorn(env: dict[str, str | None], tmp_path: Path) -> None:
@@ -554,4 +554,4 @@ def test_serve_with_workers_runs_gunicorn(env: dict[str, str | None], tmp_path: 
     log = stderr.read_text()
     assert log.count("Booting worker with pid") == 2, log
     assert f"Listening at: http://127.0.0.1:{port}" in log
-    assert '"GET /feeds/vok-en.atom HTTP/1.1" 200' in stdout.read_text()
+    assert "method=GET path=/feeds/vok-en.atom status=200" in stdout.read_text()

@@ -19,7 +19,8 @@ def test_defaults_serve_the_real_site() -> None:
     settings = Settings.from_env({})
     assert settings.upstream_url == "https://kcnawatch.org"
     assert settings.cache_ttl == 600
-    assert (settings.db, settings.redis_url, settings.refresh) == (Path("feedbridge.db"), None, True)
+    assert (settings.db, settings.redis_url) == (Path("feedbridge.db"), None)
+    assert settings.refresh is True
     assert (settings.feed_size, settings.keep_days, settings.keep_stories) == (50, 365, 5000)
     assert settings.timeout == Timeout(connect=5, total=15)
     assert settings.min_interval == 1.0 and settings.fulltext is True
@@ -39,6 +40,7 @@ def test_every_setting_is_read_and_described(tmp_path: Path) -> None:
         "FEEDBRIDGE_KEEP_STORIES": "900",
         "FEEDBRIDGE_REFRESH": "0",
         "FEEDBRIDGE_WEBSUB_HUB": "https://hub.example.org/",
+        "FEEDBRIDGE_REDIS_TLS_VERIFY": "0",
         "FEEDBRIDGE_PUBLIC_URL": "https://feeds.example.org/bridge",
         "FEEDBRIDGE_TIMEOUT": "2,8",
         "FEEDBRIDGE_MIN_INTERVAL": "0.5",
@@ -47,6 +49,7 @@ def test_every_setting_is_read_and_described(tmp_path: Path) -> None:
         "FEEDBRIDGE_FULLTEXT_CONCURRENCY": "3",
         "FEEDBRIDGE_FULLTEXT_BUDGET": "4.5",
         "FEEDBRIDGE_LOG_LEVEL": "debug",
+        "FEEDBRIDGE_LOG_FORMAT": "JSON",
     }
     assert {name.removeprefix(PREFIX) for name in env} == set(DESCRIPTIONS)
     settings = Settings.from_env(env)
@@ -61,6 +64,7 @@ def test_every_setting_is_read_and_described(tmp_path: Path) -> None:
         keep_stories=900,
         refresh=False,
         websub_hub="https://hub.example.org",
+        redis_tls_verify=False,
         public_url="https://feeds.example.org/bridge",
         timeout=Timeout(2, 8),
         min_interval=0.5,
@@ -69,6 +73,7 @@ def test_every_setting_is_read_and_described(tmp_path: Path) -> None:
         fulltext_concurrency=3,
         fulltext_budget=4.5,
         log_level="DEBUG",
+        log_format="json",
     )
     assert Settings.from_env({"FEEDBRIDGE_TIMEOUT": "3"}).timeout == Timeout(3, 3)
 
@@ -95,6 +100,7 @@ def test_every_setting_is_read_and_described(tmp_path: Path) -> None:
         ("FULLTEXT", "maybe", "1 or 0"),
         ("FULLTEXT_BUDGET", "0", "greater than 0"),
         ("LOG_LEVEL", "LOUD", "DEBUG, INFO"),
+        ("LOG_FORMAT", "xml", "logfmt or json"),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_it(name: str, value: str, says: str) -> None:

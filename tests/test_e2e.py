@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import sqlite3
 import subprocess
@@ -27,6 +26,7 @@ import requests
 from pytest_httpserver import HTTPServer
 
 from feedbridge.categories import load_registry
+from feedbridge.text import parse_logfmt
 from tests.conftest import FakeSite
 from tests.feedspec import check_feed
 from tests.fixtures.build import LISTINGS
@@ -39,10 +39,6 @@ REGISTRY = load_registry()
 WORKERS = 2
 # Readers print what they read; their locale decides how they decode it.
 READER_ENV = {"LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
-_ACCESS = re.compile(
-    r'^\S+ \S+ \S+ \[[^\]]+\] "(?P<method>\S+) (?P<target>\S+) [^"]*" (?P<status>\d{3}) \S+ '
-    r'"[^"]*" "(?P<agent>[^"]*)"$'
-)
 
 
 def reader(name: str) -> str:
@@ -118,11 +114,11 @@ class LiveBridge:
     def statuses(self, target: str, agent: str) -> list[int]:
         """Statuses the bridge logged for ``target`` requested by a client named ``agent``."""
         lines = self.server.output().splitlines()  # the access log is on its output
-        found = (_ACCESS.match(line) for line in lines)
+        found = (parse_logfmt(line) or {} for line in lines)
         return [
-            int(m["status"])
-            for m in found
-            if m and m["target"] == target and m["agent"].startswith(agent)
+            int(f["status"])
+            for f in found
+            if f.get("event") == "access" and f["path"] == target and f["agent"].startswith(agent)
         ]
 
 

@@ -1,0 +1,65 @@
+"""What a buildpack reads: requirements.txt in step with pyproject.toml, .python-version,
+app.json, the Procfile; and the licence the package declares."""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from pathlib import Path
+
+from flask import Flask
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+from feedbridge.config import DESCRIPTIONS, PLATFORM_DESCRIPTIONS, PREFIX
+
+ROOT = Path(__file__).resolve().parent.parent
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+COMPILE = "uv pip compile pyproject.toml --python-version 3.11 -o requirements.txt"
+
+
+def pins() -> dict[str, tuple[Version, str]]:
+    """Each pinned package: its version, and what the lock says it is there for."""
+    text = (ROOT / "requirements.txt").read_text()
+    blocks = re.findall(r"^([A-Za-z0-9._-]+)==(\S+)\n((?:    #.*\n)+)", text, re.MULTILINE)
+    return {canonicalize_name(name): (Version(version), via) for name, version, via in blocks}
+
+
+def test_requirements_txt_is_pyprojects_dependencies_pinned() -> None:
+    """Out of step? Run the command in requirements.txt's header: COMPILE."""
+    text = (ROOT / "requirements.txt").read_text()
+    assert f"#    {COMPILE}\n" in text
+    locked = pins()
+    assert len(locked) == sum(1 for line in text.splitlines() if "==" in line)
+    wanted = [Requirement(spec) for spec in PYPROJECT["project"]["dependencies"]]
+    for requirement in wanted:
+        version, _ = locked[canonicalize_name(requirement.name)]
+        assert requirement.specifier.contains(version), (requirement, version)
+    direct = {name for name, (_, via) in locked.items() if "feedbridge (pyproject.toml)" in via}
+    assert direct == {canonicalize_name(r.name) for r in wanted}
+
+
+def test_python_version_is_one_the_package_supports() -> None:
+    version = (ROOT / ".python-version").read_text().strip()
+    assert re.fullmatch(r"3\.\d+", version)
+    supported = Requirement(f"python{PYPROJECT['project']['requires-python']}").specifier
+    assert supported.contains(Version(version))
+    assert f"--python-version {version} " in COMPILE
+
+
+def test_app_json_checks_health_and_sets_only_known_settings(app: Flask) -> None:
+    manifest = json.loads((ROOT / "app.json").read_text())
+    [check] = manifest["healthchecks"]["web"]
+    assert app.test_client().get(check["path"]).status_code == 200
+    known = {PREFIX + name for name in DESCRIPTIONS} | set(PLATFORM_DESCRIPTIONS)
+    assert set(manifest["env"]) <= known
+    assert manifest["env"]["FORWARDED_ALLOW_IPS"]["value"] == "*"
+    assert any(addon.startswith("heroku-redis") for addon in manifest["addons"])
+
+
+def test_the_licence_is_the_one_declared() -> None:
+    assert PYPROJECT["project"]["license"] == "MIT"
+    licence = (ROOT / "LICENSE").read_text()
+    assert licence.startswith("MIT License\n\nCopyright (c) 2026 feedbridge contributors\n")
