@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import http.client
 import json
+import random
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -18,10 +19,12 @@ from urllib.parse import urlsplit
 
 import lxml.html
 import pytest
+import redis
 from flask import Flask
 from lxml import etree
 from werkzeug.serving import make_server
 
+from feedbridge.bridge import SERVED_BYTES
 from tests.conftest import FIXTURES, FakeSite
 from tests.feedspec import check_feed
 
@@ -370,3 +373,34 @@ def test_a_host_header_that_is_no_host_is_400(app: Flask, site: FakeSite, host: 
         assert response.status_code == 400
         assert response.text.startswith("Host: ")
     assert site.hits() == 0
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_random_host_headers_grow_nothing_kept_or_shared(
+    make_app: Callable[..., Flask], request: pytest.FixtureRequest, site: FakeSite, backend: str
+) -> None:
+    """2,000 hosts: each gets its own self links, but what is rendered, kept in memory and
+    shared in the store is bounded whatever the Host says."""
+    redis_url = request.getfixturevalue("redis_url") if backend == "redis" else None
+    app = make_app(redis_url=redis_url)
+    client = app.test_client()
+    assert client.get("/feeds/vok-en.atom").status_code == 200
+    keys = _shared_keys(redis_url)
+    bridge = app.extensions["feedbridge"]
+    rng = random.Random(2026)
+    for n in range(2000):
+        host = f"h{rng.getrandbits(64):x}.example:{1000 + n % 60000}"
+        response = client.get("/feeds/vok-en.atom", headers={"Host": host})
+        assert response.status_code == 200
+        assert f"http://{host}/feeds/vok-en.atom".encode() in response.data
+    assert _shared_keys(redis_url) == keys, "no key made from a request"
+    assert len(bridge._feeds) == 1, "rendered once, whatever the host"
+    assert bridge._served.currsize <= SERVED_BYTES
+    assert site.hits() == 1
+
+
+def _shared_keys(redis_url: str | None) -> set[bytes]:
+    if redis_url is None:
+        return set()
+    with redis.Redis.from_url(redis_url) as client:
+        return set(client.keys("*"))

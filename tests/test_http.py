@@ -11,6 +11,7 @@ import gzip
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -403,3 +404,18 @@ def test_site_validators_make_refreshes_conditional(
     assert seen == [None, '"v1"']
     assert again.headers["X-Cache"] == "hit"
     assert again.headers["ETag"] == first.headers["ETag"]
+
+
+def test_a_failure_is_recorded_before_another_process_may_fetch(
+    make_app: Callable[..., Flask], site: FakeSite, tmp_path: Path
+) -> None:
+    """Two processes on one store: the second sees the first's failure and backs off,
+    instead of asking the failing site again a moment later."""
+    site.override(ANCHOR, lambda _r: status(500))
+    shared = tmp_path / "shared.db"
+    first, second = make_app(db=shared), make_app(db=shared)
+    assert get(first).status_code == 502
+    backing_off = get(second)
+    assert backing_off.status_code == 503
+    assert backing_off.headers["Retry-After"] == "30"
+    assert site.hits(ANCHOR) == 1
