@@ -274,7 +274,9 @@ def render(
             raise click.UsageError("--all renders every feed: give no SLUG, --format or -o")
         if out is None:
             raise click.UsageError("--all needs --out DIR")
-        _render_all(batch_app(base_url), out)
+        app = batch_app(base_url)
+        _bring_up_to_date(app)
+        _render_all(app, out)
         return
     if slug is None:
         raise click.UsageError("give a category SLUG, or --all --out DIR")
@@ -285,6 +287,7 @@ def render(
     if slug not in registry:
         raise click.UsageError(f"no category {slug!r}; categories: {', '.join(registry)}")
     name = f"{slug}.{fmt or Format.ATOM.value}"
+    _bring_up_to_date(app, registry[slug])
     try:
         body = _get(app, f"/feeds/{name}")
     except PageFailed as exc:
@@ -296,6 +299,15 @@ def render(
         write_atomically(output, body)
     except OSError as exc:
         raise click.ClickException(f"{output}: {exc.strerror or exc}") from None
+
+
+def _bring_up_to_date(app: Flask, *categories: Category) -> None:
+    """Refresh the categories that are due (default: all) and read their new stories'
+    full text, so that the files hold what a server would serve; a failure is reported
+    by the page that needs the category."""
+    bridge = _bridge(app)
+    Refresher(bridge).run_once(list(categories) or None)
+    bridge.drain()
 
 
 class PageFailed(Exception):
