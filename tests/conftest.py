@@ -163,16 +163,20 @@ def app(make_app: Callable[..., Flask]) -> Flask:
     return make_app()
 
 
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    """One redis-server for the session; missing, it fails the run in CI and skips elsewhere."""
+def start_redis(tls: bool = False) -> RedisServer:
+    """A redis-server; missing, it fails the run in CI and skips the test elsewhere."""
     try:
-        server = RedisServer()
+        return RedisServer(tls=tls)
     except FileNotFoundError as exc:
         if os.environ.get("CI") == "true":
             pytest.fail(f"{exc}: .ci/run installs it", pytrace=False)
         pytest.skip(str(exc))
-    with server:
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One redis-server for the session."""
+    with start_redis() as server:
         yield server
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -11,7 +10,7 @@ from flask import Flask
 
 from feedbridge.config import Settings, redis_client_options
 from feedbridge.errors import ConfigError
-from tests.conftest import FakeSite
+from tests.conftest import FakeSite, start_redis
 from tests.servers import RedisServer
 
 
@@ -32,13 +31,7 @@ def test_an_unchecked_certificate_is_asked_for_rediss_only() -> None:
 @pytest.fixture(scope="module")
 def tls_redis() -> Iterator[RedisServer]:
     """redis-server speaking only TLS, with a self-signed certificate."""
-    try:
-        server = RedisServer(tls=True)
-    except FileNotFoundError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{exc}: .ci/run installs it", pytrace=False)
-        pytest.skip(str(exc))
-    with server:
+    with start_redis(tls=True) as server:
         yield server
 
 
