@@ -435,6 +435,8 @@ class Bridge:
                 self.refresh(category, full_text_after=True)
             except UpstreamError:
                 pass  # recorded, logged, and served stale meanwhile
+            except StoreError as exc:
+                log.warning(logfmt(event="store_error", category=category.slug, error=str(exc)))
             except Exception:
                 log.exception("refresh of %s failed unexpectedly", category.slug)
             finally:

@@ -141,7 +141,7 @@ class SQLiteStore:
     def merge(self, category: str, listing: Listing, *, now: float) -> Merged:
         previous = self.state(category)
         keys = [str(item.key) for item in listing.items]
-        with self._writing() as db:
+        with self._writing(stories=True) as db:
             marks = ",".join("?" * len(keys))
             stored = {
                 item.key: item
@@ -239,7 +239,7 @@ class SQLiteStore:
         return [Pending(item_from_dict(json.loads(data)), category, n) for data, n in rows]
 
     def save_full_text(self, item: Item, *, now: float) -> None:
-        with self._writing() as db:
+        with self._writing(stories=True) as db:
             db.execute(
                 "UPDATE stories SET data = ?, full_text = 1 WHERE key = ?",
                 (json.dumps(item_to_dict(item)), str(item.key)),
@@ -368,8 +368,12 @@ class SQLiteStore:
             raise self._failed(exc) from exc
 
     @contextlib.contextmanager
-    def _writing(self) -> Iterator[sqlite3.Connection]:
-        """A short write transaction, taken at once (no lock upgrade to deadlock on)."""
+    def _writing(self, *, stories: bool = False) -> Iterator[sqlite3.Connection]:
+        """A short write transaction, taken at once (no lock upgrade to deadlock on).
+
+        The store is well again (``/status``) once ``stories`` are written: a lease or a
+        failure record may fit where a new story does not.
+        """
         try:
             db = self._connection()
             db.execute("BEGIN IMMEDIATE")
@@ -377,7 +381,7 @@ class SQLiteStore:
                 yield db
         except sqlite3.Error as exc:
             raise self._failed(exc) from exc
-        if self._problem is not None:
+        if stories:
             self._problem = None
 
     @staticmethod

@@ -28,6 +28,7 @@ from werkzeug import Request, Response
 
 from feedbridge.categories import load_registry
 from feedbridge.refresher import LEASE_TTL, Refresher
+from feedbridge.sqlite_store import SQLiteStore
 from tests.conftest import SITE, Clock, FakeSite, settle
 from tests.feedspec import ATOM_NS, check_feed
 from tests.servers import ROOT, Gunicorn, _Process, wait_until
@@ -393,3 +394,37 @@ def test_two_gunicorn_workers_fetch_each_category_once_per_ttl(
             assert site.hits(category.paths[0]) == 1, category.slug
         assert site.hits() == len(REGISTRY)
         assert len(server.workers()) == 2
+
+
+def test_a_full_disk_is_logged_and_shown_and_readers_are_still_served(
+    make_app: Callable[..., Flask],
+    source: Source,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = make_app()
+    source.publish(LISTED)
+    before = app.test_client().get("/feeds/vok-en.atom")
+    store = app.extensions["feedbridge"].store
+    pages = store._connection().execute("PRAGMA page_count").fetchone()[0]
+    opened = SQLiteStore._connection
+
+    def full(self: SQLiteStore) -> sqlite3.Connection:  # every thread's connection
+        connection = opened(self)
+        connection.execute(f"PRAGMA max_page_count = {pages}")
+        return connection
+
+    monkeypatch.setattr(SQLiteStore, "_connection", full)
+    source.publish(40)
+    clock.advance(TTL)
+    caplog.set_level("WARNING", logger="feedbridge")
+    during = app.test_client().get("/feeds/vok-en.atom")
+    settle(app)
+    assert (during.status_code, during.headers["X-Cache"]) == (200, "stale")
+    assert during.data == before.data
+    assert "event=store_error" in caplog.text and "full" in caplog.text
+    store_status = app.test_client().get("/status").json["store"]
+    assert store_status["state"] == "degraded"
+    assert store_status["problem"] == "database or disk is full"
+    assert app.test_client().get("/feeds/vok-en.atom").status_code == 200
