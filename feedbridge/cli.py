@@ -18,7 +18,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -456,18 +456,12 @@ def refresh(slugs: tuple[str, ...], loop: bool) -> None:
         raise click.UsageError(
             f"no category {unknown[0]!r}; categories: {', '.join(bridge.registry)}"
         )
-    refresher = Refresher(bridge)
+    refresher = Refresher(bridge, progress=_progress if sys.stderr.isatty() else None)
     if loop:
         _refresh_loop(refresher)
         return
     chosen = [bridge.registry[slug] for slug in slugs] or list(bridge.registry.values())
-    interactive = sys.stderr.isatty()
-
-    def progress(category: Category, outcome: str) -> None:
-        if interactive:
-            click.echo(f"{category.slug}: {outcome}", err=True)
-
-    outcomes = refresher.run_once(chosen, force=True, progress=progress)
+    outcomes = refresher.run_once(chosen, force=True)
     bridge.drain()
     failed = [slug for slug, outcome in outcomes.items() if outcome not in _REFRESH_OK]
     for slug in failed:
@@ -477,6 +471,12 @@ def refresh(slugs: tuple[str, ...], loop: bool) -> None:
 
 
 _REFRESH_OK = {outcome.value for outcome in Refreshed}
+
+
+def _progress(category: Category, outcome: str) -> None:
+    """A line on the terminal for each category refreshed, or not."""
+    when = datetime.now(UTC).strftime("%H:%M:%S")
+    click.echo(f"{when} {category.slug}: {outcome}", err=True)
 
 
 def _refresh_loop(refresher: Refresher) -> None:

@@ -28,8 +28,17 @@ TICK = 5.0  # seconds between two looks at what is due
 
 
 class Refresher:
-    def __init__(self, bridge: Bridge, *, tick: float = TICK, lease_ttl: float = LEASE_TTL) -> None:
+    def __init__(
+        self,
+        bridge: Bridge,
+        *,
+        tick: float = TICK,
+        lease_ttl: float = LEASE_TTL,
+        progress: Callable[[Category, str], None] | None = None,
+    ) -> None:
+        """``progress`` hears of every category refreshed (or failing), as it happens."""
         self.bridge = bridge
+        self.progress = progress
         self.tick = tick
         self.lease = Lease(bridge.store, LEASE, lease_ttl)
         self._stop = threading.Event()
@@ -46,12 +55,13 @@ class Refresher:
         """Refresh every due category of ``categories`` (default: all), then fill in full
         text; returns each category's outcome (or the kind of its error)."""
         outcomes: dict[str, str] = {}
+        tell = progress or self.progress
         for category in categories or list(self.bridge.registry.values()):
             if self._stop.is_set():
                 break
             outcomes[category.slug] = outcome = self._refresh(category, force)
-            if progress is not None:
-                progress(category, outcome)
+            if tell is not None and outcome != "not-due":
+                tell(category, outcome)
         for category in categories or list(self.bridge.registry.values()):
             if self._stop.is_set():
                 break

@@ -8,6 +8,7 @@ import pty
 import re
 import select
 import shlex
+import signal
 import socket
 import stat
 import subprocess
@@ -451,6 +452,31 @@ def test_refresh_on_a_terminal_shows_progress(env: dict[str, str | None]) -> Non
     finally:
         os.close(controller)
     assert "vok-en: refreshed" in shown
+
+
+@pytest.mark.slow
+def test_refresh_loop_on_a_terminal_shows_each_round_and_stops_on_sigterm(
+    env: dict[str, str | None],
+) -> None:
+    controller, terminal = pty.openpty()
+    try:
+        process = run_command(
+            "refresh", "--loop", env=env | {f"{PREFIX}CACHE_TTL": "1"},
+            stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal,
+        )  # fmt: skip
+        os.close(terminal)
+        shown = ""
+        deadline = time.monotonic() + 30
+        while shown.count("vok-en: refreshed") < 2 and time.monotonic() < deadline:
+            ready, _, _ = select.select([controller], [], [], 0.5)
+            if ready:
+                shown += os.read(controller, 65536).decode("utf-8", "replace")
+        assert shown.count("vok-en: refreshed") >= 2, shown  # two rounds, a second apart
+        assert "Ctrl-C stops" in shown
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        os.close(controller)
 
 
 @pytest.mark.parametrize(
