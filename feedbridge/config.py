@@ -11,7 +11,6 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 from urllib.parse import urlsplit
 
 from feedbridge.errors import ConfigError
@@ -21,7 +20,6 @@ MAX_FEED_SIZE = 500  # stories a feed or a ?limit= selection may hold
 # Read by gunicorn itself, and in the same way by every other server of the app.
 FORWARDED_ALLOW_IPS = "FORWARDED_ALLOW_IPS"
 LOG_FORMATS = ("logfmt", "json")
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -60,45 +58,12 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``environ`` (default: ``os.environ``); unset means default."""
         env = os.environ if environ is None else environ
-        defaults = cls()
-
-        def get(name: str, parse: Callable[[str], T], default: T, prefix: str = PREFIX) -> T:
-            raw = env.get(prefix + name, "").strip()
-            if not raw:
-                return default
-            try:
-                return parse(raw)
-            except ValueError as exc:
-                raise ConfigError(f"{prefix}{name}: {exc} (got {raw!r})") from None
-
-        settings = cls(
-            upstream_url=get("UPSTREAM_URL", http_url, defaults.upstream_url),
-            cache_ttl=get("CACHE_TTL", _positive_int, defaults.cache_ttl),
-            categories_file=get("CATEGORIES_FILE", _existing_file, None),
-            db=get("DB", lambda raw: Path(raw).expanduser(), defaults.db),
-            # A Redis add-on sets REDIS_URL; FEEDBRIDGE_REDIS_URL, when set, wins.
-            redis_url=get("REDIS_URL", _redis_url, get("REDIS_URL", _redis_url, None, "")),
-            redis_tls_verify=get("REDIS_TLS_VERIFY", _boolean, defaults.redis_tls_verify),
-            feed_size=get("FEED_SIZE", _feed_size, defaults.feed_size),
-            keep_days=get("KEEP_DAYS", _positive_int, defaults.keep_days),
-            keep_stories=get("KEEP_STORIES", _positive_int, defaults.keep_stories),
-            refresh=get("REFRESH", _boolean, defaults.refresh),
-            websub_hub=get("WEBSUB_HUB", http_url, None),
-            public_url=get("PUBLIC_URL", http_url, None),
-            timeout=get("TIMEOUT", _timeout, defaults.timeout),
-            min_interval=get("MIN_INTERVAL", _non_negative_float, defaults.min_interval),
-            max_bytes=get("MAX_BYTES", _positive_int, defaults.max_bytes),
-            fulltext=get("FULLTEXT", _boolean, defaults.fulltext),
-            fulltext_concurrency=get(
-                "FULLTEXT_CONCURRENCY", _positive_int, defaults.fulltext_concurrency
-            ),
-            fulltext_budget=get("FULLTEXT_BUDGET", _positive_float, defaults.fulltext_budget),
-            log_level=get("LOG_LEVEL", _log_level, defaults.log_level),
-            log_format=get("LOG_FORMAT", _log_format, defaults.log_format),
-            forwarded_allow_ips=get(
-                FORWARDED_ALLOW_IPS, _addresses, defaults.forwarded_allow_ips, ""
-            ),
-        )
+        values = {}
+        for setting in SETTINGS:
+            value = setting.read(env)
+            if value is not None:
+                values[setting.field] = value
+        settings = cls(**values)
         if settings.websub_hub and not settings.public_url:
             raise ConfigError(
                 f"{PREFIX}WEBSUB_HUB: needs {PREFIX}PUBLIC_URL, the feeds' URL to tell the hub"
@@ -106,44 +71,53 @@ class Settings:
         return settings
 
 
-# What each setting means, for the README and every command's --help.
-DESCRIPTIONS: dict[str, str] = {
-    "UPSTREAM_URL": "base URL of the site; every fetched URL is built on it "
-    "(default https://kcnawatch.org)",
-    "CACHE_TTL": "seconds between two refreshes of a category's listing (default 600)",
-    "CATEGORIES_FILE": "a TOML file of categories that add to or replace the built-in ones",
-    "DB": "the SQLite file that keeps every story seen (default feedbridge.db)",
-    "REDIS_URL": "redis:// or rediss:// URL of a store shared by several machines, instead "
-    "of DB (default: REDIS_URL, else none)",
-    "REDIS_TLS_VERIFY": "1/0: check the certificate of a rediss:// server (default 1)",
-    "FEED_SIZE": "stories in a feed, newest first; ?limit= reaches up to 500 (default 50)",
-    "KEEP_DAYS": "days a story is kept after it was last listed (default 365)",
-    "KEEP_STORIES": "stories kept per category at the most (default 5000)",
-    "REFRESH": "1/0: refresh every category in the background (default 1); 0: on request",
-    "WEBSUB_HUB": "a WebSub hub URL to announce in feeds and notify of new stories",
-    "PUBLIC_URL": "the bridge's public base URL, for self links (default: from the request)",
-    "TIMEOUT": "upstream time limits: TOTAL or CONNECT,TOTAL seconds (default 5,15)",
-    "MIN_INTERVAL": "minimum seconds between two requests to the site (default 1)",
-    "MAX_BYTES": "largest upstream body read, in bytes (default 5242880)",
-    "FULLTEXT": "1/0: fetch each article's full text (default 1)",
-    "FULLTEXT_CONCURRENCY": "article pages fetched at once (default 2)",
-    "FULLTEXT_BUDGET": "seconds a refresh may spend on article pages (default 10)",
-    "LOG_LEVEL": "DEBUG, INFO, WARNING or ERROR (default INFO)",
-    "LOG_FORMAT": "logfmt or json: the form of every log line (default logfmt)",
-}
-# Variables a platform sets, read under their own names.
-PLATFORM_DESCRIPTIONS: dict[str, str] = {
-    "PORT": "port to listen on (default 8000)",
-    "WEB_CONCURRENCY": "gunicorn worker processes of the Procfile (default 2)",
-    "REDIS_URL": f"a Redis add-on's URL, used when {PREFIX}REDIS_URL is not set",
-    FORWARDED_ALLOW_IPS: "addresses or networks whose X-Forwarded-Proto, -Host and -For "
-    "are trusted, or * for any (default 127.0.0.1,::1)",
-}
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable: the field it sets, how it is read, what it means.
+
+    ``also`` names a variable read when this one is unset (a platform's own name).
+    """
+
+    variable: str
+    field: str
+    parse: Callable[[str], object]
+    meaning: str
+    also: str | None = None
+
+    def read(self, env: Mapping[str, str]) -> object | None:
+        """The parsed value, None when unset; ConfigError naming the variable when bad."""
+        for name in (self.variable, self.also):
+            raw = env.get(name, "").strip() if name else ""
+            if raw:
+                try:
+                    return self.parse(raw)
+                except ValueError as exc:
+                    raise ConfigError(f"{name}: {exc} (got {raw!r})") from None
+        return None
+
+    @property
+    def description(self) -> str:
+        """What it means, with its default as one would write it (for --help and docs)."""
+        default = _shown(getattr(Settings(), self.field))
+        return f"{self.meaning} (default {default})" if default else self.meaning
 
 
-def setting_descriptions() -> dict[str, str]:
-    """Every variable the bridge reads, by its full name: for --help and the docs."""
-    return {PREFIX + name: text for name, text in DESCRIPTIONS.items()} | PLATFORM_DESCRIPTIONS
+def _shown(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, Timeout):
+        return f"{value.connect:g},{value.total:g}"
+    if isinstance(value, tuple):
+        return ",".join(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _path(raw: str) -> Path:
+    return Path(raw).expanduser()
 
 
 def redis_client_options(url: str, *, verify: bool) -> dict[str, str]:
@@ -199,6 +173,8 @@ def _timeout(raw: str) -> Timeout:
         return Timeout(connect=min(Timeout.connect, total), total=total)
     if len(parts) == 2:
         connect, total = _positive_float(parts[0]), _positive_float(parts[1])
+        if connect > total:
+            raise ValueError("the time to connect must be within the total")
         return Timeout(connect=connect, total=total)
     raise ValueError("must be TOTAL or CONNECT,TOTAL seconds")
 
@@ -259,3 +235,64 @@ def _log_level(raw: str) -> str:
     if value not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
     return value
+
+
+# Every setting, once: what from_env reads, what --help and docs/operating.md say.
+SETTINGS: tuple[Setting, ...] = (
+    *(
+    Setting(PREFIX + name, field, parse, meaning, also)
+    for name, field, parse, meaning, also in (
+        ("UPSTREAM_URL", "upstream_url", http_url,
+         "base URL of the site; every fetched URL is built on it", None),
+        ("CACHE_TTL", "cache_ttl", _positive_int,
+         "seconds between two refreshes of a category's listing", None),
+        ("CATEGORIES_FILE", "categories_file", _existing_file,
+         "a TOML file of categories that add to or replace the built-in ones", None),
+        ("DB", "db", _path, "the SQLite file that keeps every story seen", None),
+        ("REDIS_URL", "redis_url", _redis_url,
+         "redis:// or rediss:// URL of a store shared by several machines, instead of DB "
+         "(REDIS_URL, a Redis add-on's, when this is not set)", "REDIS_URL"),
+        ("REDIS_TLS_VERIFY", "redis_tls_verify", _boolean,
+         "1/0: check the certificate of a rediss:// server", None),
+        ("FEED_SIZE", "feed_size", _feed_size,
+         f"stories in a feed, newest first; ?limit= reaches up to {MAX_FEED_SIZE}", None),
+        ("KEEP_DAYS", "keep_days", _positive_int,
+         "days a story is kept after it was last listed", None),
+        ("KEEP_STORIES", "keep_stories", _positive_int,
+         "stories kept per category at the most", None),
+        ("REFRESH", "refresh", _boolean,
+         "1/0: refresh every category in the background; 0: when a reader asks", None),
+        ("WEBSUB_HUB", "websub_hub", http_url,
+         "a WebSub hub URL to announce in feeds and notify of new stories", None),
+        ("PUBLIC_URL", "public_url", http_url,
+         "the bridge's public base URL, for self links (else: from the request)", None),
+        ("TIMEOUT", "timeout", _timeout,
+         "upstream time limits: TOTAL or CONNECT,TOTAL seconds", None),
+        ("MIN_INTERVAL", "min_interval", _non_negative_float,
+         "minimum seconds between two requests to the site", None),
+        ("MAX_BYTES", "max_bytes", _positive_int, "largest upstream body read, in bytes", None),
+        ("FULLTEXT", "fulltext", _boolean, "1/0: fetch each article's full text", None),
+        ("FULLTEXT_CONCURRENCY", "fulltext_concurrency", _positive_int,
+         "article pages fetched at once", None),
+        ("FULLTEXT_BUDGET", "fulltext_budget", _positive_float,
+         "seconds a round of full text may spend on article pages", None),
+        ("LOG_LEVEL", "log_level", _log_level, "DEBUG, INFO, WARNING or ERROR", None),
+        ("LOG_FORMAT", "log_format", _log_format, "logfmt or json: the form of every log line",
+         None),
+    )
+    ),
+    # gunicorn's own variable, read the same way by every server of the app.
+    Setting(FORWARDED_ALLOW_IPS, "forwarded_allow_ips", _addresses,
+            "addresses or networks whose X-Forwarded-Proto, -Host and -For are trusted, "
+            "or * for any"),
+)  # fmt: skip
+# Variables a platform sets that the servers read, not the settings.
+PLATFORM_VARIABLES: dict[str, str] = {
+    "PORT": "port to listen on (default 8000)",
+    "WEB_CONCURRENCY": "gunicorn worker processes of the Procfile (default 2)",
+}
+
+
+def setting_descriptions() -> dict[str, str]:
+    """Every variable the bridge reads, by its full name: for --help and the docs."""
+    return {s.variable: s.description for s in SETTINGS} | PLATFORM_VARIABLES

@@ -25,7 +25,7 @@ from werkzeug import Response
 
 from feedbridge.categories import load_registry
 from feedbridge.cli import gunicorn_args, main
-from feedbridge.config import DESCRIPTIONS, PREFIX
+from feedbridge.config import PREFIX, SETTINGS
 from feedbridge.feeds import OPML_MEDIA_TYPE, Format
 from tests.conftest import FIXTURES, FakeSite
 from tests.feedspec import check_feed, check_opml
@@ -51,7 +51,7 @@ Invoke = Callable[..., Result]
 @pytest.fixture
 def env(site: FakeSite, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str | None]:
     """Settings for the fake site and a fresh store; every other FEEDBRIDGE_* unset."""
-    unset: dict[str, str | None] = {PREFIX + name: None for name in DESCRIPTIONS}
+    unset: dict[str, str | None] = {setting.variable: None for setting in SETTINGS}
     return unset | {
         f"{PREFIX}UPSTREAM_URL": site.url,
         f"{PREFIX}MIN_INTERVAL": "0",
@@ -525,8 +525,8 @@ def test_a_bad_setting_is_one_line_and_status_2(
 def test_help_explains_every_setting(invoke: Invoke, command: str) -> None:
     result = invoke(command, "--help")
     assert result.exit_code == 0
-    for name in DESCRIPTIONS:
-        assert f"{PREFIX}{name}: " in result.stdout
+    for setting in SETTINGS:
+        assert f"{setting.variable}: " in result.stdout
 
 
 def test_unknown_command_is_one_line(invoke: Invoke) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from feedbridge.categories import load_registry
-from feedbridge.config import DESCRIPTIONS, PREFIX, Settings, Timeout
+from feedbridge.config import PREFIX, SETTINGS, Settings, Timeout
 from feedbridge.errors import ConfigError
 
 ROOT = Path(__file__).parent.parent
@@ -50,8 +50,9 @@ def test_every_setting_is_read_and_described(tmp_path: Path) -> None:
         "FEEDBRIDGE_FULLTEXT_BUDGET": "4.5",
         "FEEDBRIDGE_LOG_LEVEL": "debug",
         "FEEDBRIDGE_LOG_FORMAT": "JSON",
+        "FORWARDED_ALLOW_IPS": "10.0.0.0/8, 192.0.2.1",
     }
-    assert {name.removeprefix(PREFIX) for name in env} == set(DESCRIPTIONS)
+    assert set(env) == {setting.variable for setting in SETTINGS}
     settings = Settings.from_env(env)
     assert settings == Settings(
         upstream_url="http://127.0.0.1:9000",
@@ -74,6 +75,7 @@ def test_every_setting_is_read_and_described(tmp_path: Path) -> None:
         fulltext_budget=4.5,
         log_level="DEBUG",
         log_format="json",
+        forwarded_allow_ips=("10.0.0.0/8", "192.0.2.1"),
     )
     assert Settings.from_env({"FEEDBRIDGE_TIMEOUT": "3"}).timeout == Timeout(3, 3)
 
@@ -94,6 +96,7 @@ def test_every_setting_is_read_and_described(tmp_path: Path) -> None:
         ("CATEGORIES_FILE", "/no/such/file.toml", "no such file"),
         ("REDIS_URL", "http://localhost", "redis://"),
         ("TIMEOUT", "1,2,3", "CONNECT,TOTAL"),
+        ("TIMEOUT", "20,5", "within the total"),
         ("TIMEOUT", "-1", "0 or more"),
         ("MIN_INTERVAL", "nan", "0 or more"),
         ("MAX_BYTES", "1e6", "whole number"),

@@ -13,7 +13,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from feedbridge.config import DESCRIPTIONS, PLATFORM_DESCRIPTIONS, PREFIX
+from feedbridge.config import setting_descriptions
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -53,8 +53,7 @@ def test_app_json_checks_health_and_sets_only_known_settings(app: Flask) -> None
     manifest = json.loads((ROOT / "app.json").read_text())
     [check] = manifest["healthchecks"]["web"]
     assert app.test_client().get(check["path"]).status_code == 200
-    known = {PREFIX + name for name in DESCRIPTIONS} | set(PLATFORM_DESCRIPTIONS)
-    assert set(manifest["env"]) <= known
+    assert set(manifest["env"]) <= set(setting_descriptions()) | {"REDIS_URL"}
     assert manifest["env"]["FORWARDED_ALLOW_IPS"]["value"] == "*"
     assert any(addon.startswith("heroku-redis") for addon in manifest["addons"])
 
