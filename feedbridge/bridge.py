@@ -29,6 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
+from typing import Any
 
 from cachetools import LRUCache
 
@@ -221,7 +222,8 @@ class Bridge:
         self._served: LRUCache[tuple[str, str], tuple[bytes, bytes]] = LRUCache(
             SERVED_BYTES, getsizeof=lambda pair: len(pair[0]) + len(pair[1])
         )
-        self._flights: dict[str, Future[CategoryState]] = {}
+        self._flights: dict[str, Future[CategoryState]] = {}  # first fetches, by category
+        self._refreshing: set[str] = set()  # categories refreshed in the background
         self._cold = threading.BoundedSemaphore(COLD_WAITERS)
         self._pool = ThreadPoolExecutor(2, thread_name_prefix="feedbridge-refresh")
         self._background: set[Future[None]] = set()
@@ -425,10 +427,9 @@ class Bridge:
 
     def _refresh_in_background(self, category: Category) -> None:
         with self._lock:
-            if category.slug in self._flights:
+            if category.slug in self._refreshing:
                 return
-            flight: Future[CategoryState] = Future()
-            self._flights[category.slug] = flight
+            self._refreshing.add(category.slug)
 
         def run() -> None:
             try:
@@ -437,12 +438,9 @@ class Bridge:
                 pass  # recorded, logged, and served stale meanwhile
             except StoreError as exc:
                 log.warning(logfmt(event="store_error", category=category.slug, error=str(exc)))
-            except Exception:
-                log.exception("refresh of %s failed unexpectedly", category.slug)
             finally:
                 with self._lock:
-                    del self._flights[category.slug]
-                flight.set_result(CategoryState())
+                    self._refreshing.discard(category.slug)
 
         self._in_background(run)
 
@@ -709,7 +707,7 @@ class Bridge:
         deadline = time.monotonic() + (timeout if timeout is not None else float("inf"))
         while time.monotonic() < deadline:
             with self._lock:
-                pending = [*self._flights.values(), *self._background]
+                pending: list[Future[Any]] = [*self._flights.values(), *self._background]
             if not pending:
                 break
             wait(pending, timeout=min(deadline - time.monotonic(), 3600))
