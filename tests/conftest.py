@@ -26,6 +26,18 @@ SITE = FIXTURES / "site"
 ARTICLE = re.compile(r"^/newstream/(\d+-\d+)(?:/|$)")
 Handler = Callable[[Request], Response]
 
+# Tests that start a process (redis-server, Chromium, a feed reader, gunicorn) are slow:
+# those through these fixtures are marked here, the others where they are written.
+_PROCESS_FIXTURES = frozenset({"redis_server", "redis_url", "tls_redis", "chromium"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & _PROCESS_FIXTURES or item.get_closest_marker("e2e"):
+            item.add_marker(pytest.mark.slow)
+
+
 # Hypothesis: the same examples on every CI run; fresh ones elsewhere. No deadline: the
 # machines are small and shared, and a slow example is not a wrong one.
 settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)

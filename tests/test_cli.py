@@ -286,6 +286,7 @@ def run_command(*args: str, env: dict[str, str | None], **popen: object) -> subp
     )
 
 
+@pytest.mark.slow
 def test_render_all_from_cron_prints_nothing(env: dict[str, str | None], tmp_path: Path) -> None:
     process = run_command(
         "render",
@@ -302,6 +303,7 @@ def test_render_all_from_cron_prints_nothing(env: dict[str, str | None], tmp_pat
     assert files_under(tmp_path) == ALL_FILES
 
 
+@pytest.mark.slow
 def test_render_all_on_a_terminal_shows_progress(
     env: dict[str, str | None], tmp_path: Path
 ) -> None:
@@ -439,6 +441,7 @@ def test_refresh_of_an_unknown_category_is_one_line(invoke: Invoke, site: FakeSi
     assert site.hits() == 0
 
 
+@pytest.mark.slow
 def test_refresh_on_a_terminal_shows_progress(env: dict[str, str | None]) -> None:
     controller, terminal = pty.openpty()
     try:
@@ -543,6 +546,7 @@ def test_procfile_runs_gunicorn_as_serve_workers_does() -> None:
     assert shlex.split(command) == ["exec", "gunicorn", *gunicorn_args("0.0.0.0", 8000, 2)]
 
 
+@pytest.mark.slow
 def test_serve_with_workers_runs_gunicorn(env: dict[str, str | None], tmp_path: Path) -> None:
     port = free_port()
     stdout, stderr = tmp_path / "stdout", tmp_path / "stderr"

@@ -114,6 +114,7 @@ def test_a_bad_setting_is_one_line_naming_it(name: str, value: str, says: str) -
     assert "\n" not in message
 
 
+@pytest.mark.slow
 def test_gunicorn_entry_point_stops_with_one_line() -> None:
     result = subprocess.run(
         [sys.executable, "-c", "import feedbridge.wsgi"],

@@ -77,7 +77,7 @@ class Source:
         return Response(body, content_type="text/html; charset=UTF-8")
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.slow)])
 def backend(request: pytest.FixtureRequest) -> dict[str, object]:
     """Settings of the store the test runs on."""
     if request.param == "sqlite":

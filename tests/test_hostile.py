@@ -375,7 +375,7 @@ def test_a_host_header_that_is_no_host_is_400(app: Flask, site: FakeSite, host: 
     assert site.hits() == 0
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("redis", marks=pytest.mark.slow)])
 def test_random_host_headers_grow_nothing_kept_or_shared(
     make_app: Callable[..., Flask], request: pytest.FixtureRequest, site: FakeSite, backend: str
 ) -> None:

@@ -29,6 +29,7 @@ from tests.feedspec import check_feed
 from tests.servers import Gunicorn, RedisServer, free_port, wait_until
 
 REGISTRY = load_registry()
+pytestmark = pytest.mark.slow  # every test here starts or uses a redis-server
 
 
 def test_the_sites_retry_after_is_shared(

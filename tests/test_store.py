@@ -78,7 +78,7 @@ def titles(items: list[Item]) -> list[str]:
     return [item.title for item in items]
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.slow)])
 def store(request: pytest.FixtureRequest, clock: Clock, tmp_path: Path) -> Iterator[Store]:
     if request.param == "sqlite":
         made: Store = SQLiteStore(tmp_path / "stories.db", clock=clock)
