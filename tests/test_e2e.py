@@ -13,8 +13,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,7 +29,7 @@ from feedbridge.text import parse_logfmt
 from tests.conftest import FakeSite
 from tests.feedspec import check_feed
 from tests.fixtures.build import LISTINGS
-from tests.servers import Gunicorn
+from tests.servers import Gunicorn, wait_until
 from tests.test_hostile import ESCAPES, raw_get
 
 pytestmark = pytest.mark.e2e
@@ -53,15 +52,6 @@ def reader(name: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
-
-
-def wait_for(condition: Callable[[], bool], what: str, *, tries: int = 100) -> None:
-    """Poll ``condition`` a bounded number of times, 0.1 s apart."""
-    for _ in range(tries):
-        if condition():
-            return
-        time.sleep(0.1)
-    pytest.fail(f"gave up waiting for {what}")
 
 
 @dataclass(frozen=True)
@@ -200,7 +190,7 @@ def test_newsboat_reads_each_category_and_reloads_with_conditional_gets(
             rows = db.execute("SELECT guid, title, url FROM rss_item WHERE deleted = 0").fetchall()
         assert sorted(rows) == expected, f"after reload {reload}"
     target = f"/feeds/{slug}.atom"
-    wait_for(lambda: len(bridge.statuses(target, "newsboat/")) == 3, "three logged requests")
+    wait_until(lambda: len(bridge.statuses(target, "newsboat/")) == 3, "three logged requests", 10)
     statuses = bridge.statuses(target, "newsboat/")
     # From its third reload on a fresh cache, newsboat asks conditionally: nothing new.
     assert statuses[0] == 200 and statuses[-1] == 304, statuses
