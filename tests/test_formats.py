@@ -82,12 +82,17 @@ def test_json_feed_has_validators_and_answers_304(app: Flask) -> None:
     assert again.status_code == 304
 
 
-def test_opml_lists_every_categorys_atom_feed_by_default(app: Flask, site: FakeSite) -> None:
-    root = check_feed(fetch(app, "/feeds.opml", "text/x-opml"), "text/x-opml")
+@pytest.mark.parametrize(
+    ("query", "fmt"), [("", "atom"), ("?format=rss", "rss"), ("?format=json", "json")]
+)
+def test_opml_lists_every_categorys_feed_atom_by_default(
+    app: Flask, site: FakeSite, query: str, fmt: str
+) -> None:
+    root = check_feed(fetch(app, f"/feeds.opml{query}", "text/x-opml"), "text/x-opml")
     assert root.findtext("head/title") == "KCNA Watch feeds from feedbridge"
     outlines = root.findall("body/outline")
     assert [(o.get("type"), o.get("text"), o.get("title"), o.get("xmlUrl")) for o in outlines] == [
-        ("rss", c.feed_title, c.feed_title, f"http://localhost/feeds/{slug}.atom")
+        ("rss", c.feed_title, c.feed_title, f"http://localhost/feeds/{slug}.{fmt}")
         for slug, c in REGISTRY.items()
     ]
     assert site.hits() == 0

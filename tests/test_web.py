@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 
 import feedparser
@@ -87,14 +86,6 @@ def test_thumbnail_is_a_media_element(app: Flask) -> None:
     assert parsed.entries[0].media_thumbnail[0]["url"].endswith("vok-logo-300x169.png")
 
 
-def test_json_feed_has_the_same_ids(app: Flask) -> None:
-    response = app.test_client().get("/feeds/vok-en.json")
-    check_feed(response.data, response.content_type, self_url="http://localhost/feeds/vok-en.json")
-    feed = json.loads(response.data)
-    _, atom = get_feed(app, "vok-en", "atom")
-    assert [item["id"] for item in feed["items"]] == [entry.id for entry in atom.entries]
-
-
 def test_story_ingested_twice_is_one_item(app: Flask) -> None:
     _, parsed = get_feed(app, "kcna-kp-en", "atom")
     titles = [entry.title for entry in parsed.entries]
@@ -153,14 +144,6 @@ def test_ids_identical_across_templates(app: Flask, site: FakeSite, make_app, va
     assert [e.published for e in other.entries] == [e.published for e in template_a.entries]
 
 
-def test_index_lists_every_feed(app: Flask) -> None:
-    response = app.test_client().get("/")
-    assert response.status_code == 200
-    for slug in SLUGS:
-        for fmt in ("rss", "atom", "json"):
-            assert f"/feeds/{slug}.{fmt}" in response.text
-
-
 def test_healthz_does_not_touch_the_site(app: Flask, site: FakeSite) -> None:
     assert app.test_client().get("/healthz").text == "ok\n"
     assert site.hits() == 0
@@ -168,16 +151,6 @@ def test_healthz_does_not_touch_the_site(app: Flask, site: FakeSite) -> None:
 
 def _gone() -> Response:
     return Response("<html><body>Page not found</body></html>", status=404, mimetype="text/html")
-
-
-@pytest.mark.parametrize("fmt", ["atom", "rss", "json"])
-def test_opml_lists_every_category(app: Flask, site: FakeSite, fmt: str) -> None:
-    response = app.test_client().get(f"/feeds.opml?format={fmt}")
-    assert response.content_type == "text/x-opml; charset=utf-8"
-    root = check_feed(response.data, response.content_type)
-    urls = [outline.get("xmlUrl") for outline in root.iter("outline")]
-    assert urls == [f"http://localhost/feeds/{slug}.{fmt}" for slug in SLUGS]
-    assert site.hits() == 0
 
 
 def test_opml_with_a_bad_format_is_400(app: Flask) -> None:
