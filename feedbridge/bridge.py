@@ -76,7 +76,7 @@ class Backoff:
     jitter: Callable[[], float] = random.random  # uniform in [0, 1)
 
     def delay(self, count: int, retry_after: float | None = None) -> float:
-        exponential = min(self.cap, self.base * 2 ** min(count - 1, 32))
+        exponential = min(self.cap, self.base * 2.0 ** min(count - 1, 32))
         jittered = exponential * (0.5 + 0.5 * self.jitter())
         return max(jittered, min(retry_after or 0.0, self.cap))
 
@@ -649,7 +649,7 @@ class Bridge:
         if not state.in_gap:
             return self.ttl
         assert state.gap is not None
-        return max(min(self.ttl, GAP_FLOOR), self.ttl / 2**state.gap.in_a_row)
+        return max(min(self.ttl, GAP_FLOOR), self.ttl / 2.0**state.gap.in_a_row)
 
     @staticmethod
     def _backing_off(state: CategoryState, now: float) -> bool:

@@ -118,7 +118,8 @@ def batch_app(base_url: str | None = None) -> Flask:
 
 
 def _bridge(app: Flask) -> Bridge:
-    return app.extensions["feedbridge"]
+    bridge: Bridge = app.extensions["feedbridge"]
+    return bridge
 
 
 def _base_url(_ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -155,23 +156,24 @@ def categories(base_url: str | None, as_json: bool) -> None:
     """List every category: slug, title, source label and feed URLs."""
     app = batch_app(base_url)
     with app.app_context():
+        listed = [(c, category_feeds(c)) for c in _bridge(app).registry.values()]
+    if as_json:
         rows = [
             {
                 "slug": category.slug,
                 "title": category.title,
                 "label": category.label,
                 "language": category.language,
-                "feeds": category_feeds(category),
+                "feeds": feeds,
             }
-            for category in _bridge(app).registry.values()
+            for category, feeds in listed
         ]
-    if as_json:
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
     table = [("slug", "title", "source label", *(fmt.value for fmt in Format))]
     table += [
-        (row["slug"], row["title"], row["label"] or "(every source)", *row["feeds"].values())
-        for row in rows
+        (category.slug, category.title, category.label or "(every source)", *feeds.values())
+        for category, feeds in listed
     ]
     _echo_table(table)
 
@@ -318,7 +320,8 @@ def _get(app: Flask, url: str) -> bytes:
     response = app.test_client().get(url)
     if response.status_code != 200:
         raise PageFailed(f"HTTP {response.status_code}: {response.text.strip()}")
-    return response.data
+    body: bytes = response.data
+    return body
 
 
 def _render_all(app: Flask, out: Path) -> None:

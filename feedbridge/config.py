@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from feedbridge.errors import ConfigError
@@ -58,7 +59,7 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``environ`` (default: ``os.environ``); unset means default."""
         env = os.environ if environ is None else environ
-        values = {}
+        values: dict[str, Any] = {}  # each of the type its setting's parser returns
         for setting in SETTINGS:
             value = setting.read(env)
             if value is not None:

@@ -235,7 +235,7 @@ class RedisStore:
                 if not keys:
                     break
                 start += len(keys)
-                items = self._stories(r, [key.decode() for key in keys])
+                items = self._stories(r, [_text(key) for key in keys])
                 found += [item for item in items if matches(item, words)]
                 if len(keys) < batch:
                     break
@@ -246,7 +246,7 @@ class RedisStore:
     def pending(self, category: str, *, now: float, limit: int) -> list[Pending]:
         def read(r: redis.Redis) -> list[Pending]:
             keys = [
-                key.decode()
+                _text(key)
                 for key in r.zrevrange(self._key("members", category), 0, PENDING_SCAN - 1)
             ]
             with r.pipeline(transaction=False) as pipe:
@@ -422,6 +422,11 @@ def _kind(exc: Exception) -> str:
     if isinstance(exc, redis.RedisError):
         return "error"
     return "unreadable-value"
+
+
+def _text(value: object) -> str:
+    """A member or key as Redis sent it (bytes), as text."""
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _ms(seconds: float) -> int:

@@ -349,14 +349,14 @@ class SQLiteStore:
         """This thread's connection, opened by this process."""
         local = self._local
         if getattr(local, "connection", None) is None or local.pid != os.getpid():
-            connection = sqlite3.connect(
+            opened = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None
             )
-            connection.execute("PRAGMA journal_mode = WAL")
-            connection.execute("PRAGMA synchronous = NORMAL")
-            connection.execute("PRAGMA foreign_keys = ON")
-            connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            local.connection, local.pid = connection, os.getpid()
+            opened.execute("PRAGMA journal_mode = WAL")
+            opened.execute("PRAGMA synchronous = NORMAL")
+            opened.execute("PRAGMA foreign_keys = ON")
+            opened.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            local.connection, local.pid = opened, os.getpid()
         connection: sqlite3.Connection = local.connection
         return connection
 
