@@ -135,6 +135,7 @@ class Lease:
         self.token = secrets.token_hex(16)
         self.held = False
         self._stop = threading.Event()
+        self._renewing = threading.Lock()  # a renewal never lands after the release
 
     def acquire(self) -> bool:
         self.held = self.store.try_lease(self.name, self.token, self.ttl)
@@ -144,20 +145,29 @@ class Lease:
         return self.held
 
     def release(self) -> None:
+        """Let go (a store that fails meanwhile lets the lease run out instead)."""
         self._stop.set()
-        if self.held:
+        with self._renewing:
+            if not self.held:
+                return
             self.held = False
-            self.store.release(self.name, self.token)
+            try:
+                self.store.release(self.name, self.token)
+            except StoreError:
+                log.warning(logfmt(event="store_error", lease=self.name, action="release"))
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(self.ttl / 3):
-            try:
-                renewed = self.store.try_lease(self.name, self.token, self.ttl)
-            except StoreError:
-                continue  # the next beat tries again; the lease lasts until then
-            if not renewed:
-                self.held = False
-                return
+            with self._renewing:
+                if self._stop.is_set():
+                    return
+                try:
+                    renewed = self.store.try_lease(self.name, self.token, self.ttl)
+                except StoreError:
+                    continue  # the next beat tries again; the lease lasts until then
+                if not renewed:
+                    self.held = False
+                    return
 
 
 class _SharedClosure:

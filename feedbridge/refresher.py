@@ -87,14 +87,20 @@ class Refresher:
 
     def run(self) -> None:
         """Work while this process holds the lease, until :meth:`stop`."""
-        while not self._stop.is_set():
-            try:
-                if self.lease.held or self.lease.acquire():
-                    self.run_once()
-            except StoreError as exc:
-                log.warning(logfmt(event="store_error", error=str(exc)))
-            self._stop.wait(self._pause())
-        self.lease.release()
+        try:
+            while not self._stop.is_set():
+                try:
+                    if self.lease.held or self.lease.acquire():
+                        self.run_once()
+                except StoreError as exc:
+                    log.warning(logfmt(event="store_error", error=str(exc)))
+                except Exception:
+                    # A round that failed is not the refresher's end: its lease would
+                    # be renewed for nothing, and no category refreshed again.
+                    log.exception("a round of the refresher failed unexpectedly")
+                self._stop.wait(self._pause())
+        finally:
+            self.lease.release()
 
     def _pause(self) -> float:
         """Until the next category is due, at most a tick (a holder must stay nimble)."""
