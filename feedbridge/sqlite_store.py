@@ -94,6 +94,13 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE stories SET full_text = json_extract(data, '$.content_html') IS NOT NULL;
     CREATE INDEX stories_without_full_text ON stories (full_text_retry_at) WHERE full_text = 0;
     """,
+    # 3: each category's count of stories, kept: counting them at every request of a
+    # feed cost a third of a millisecond with 5,000 stories.
+    """
+    ALTER TABLE categories ADD COLUMN stories INTEGER NOT NULL DEFAULT 0;
+    UPDATE categories SET stories =
+        (SELECT count(*) FROM memberships WHERE memberships.category = categories.slug);
+    """,
 )
 VERSION = len(MIGRATIONS)
 
@@ -121,9 +128,8 @@ class SQLiteStore:
         with self._reading() as db:
             row = db.execute(
                 "SELECT refreshed_at, version, etag, last_modified, source_path, failure, gap,"
-                " (SELECT count(*) FROM memberships WHERE category = ?)"
-                " FROM categories WHERE slug = ?",
-                (category, category),
+                " stories FROM categories WHERE slug = ?",
+                (category,),
             ).fetchone()
         if row is None:
             return CategoryState()
@@ -196,7 +202,9 @@ class SQLiteStore:
             )  # fmt: skip
             if plan.added:
                 db.execute(
-                    "UPDATE categories SET version = version + 1 WHERE slug = ?", (category,)
+                    "UPDATE categories SET version = version + 1, stories = stories + ?"
+                    " WHERE slug = ?",
+                    (len(plan.added), category),
                 )
             _resolve_failure(db, category, previous.failure)
         is_gap = gap is not None and gap.in_a_row > 0 and gap.at == now
@@ -270,7 +278,9 @@ class SQLiteStore:
                     " (SELECT 1 FROM memberships WHERE story = stories.key)"
                 )
                 db.execute(
-                    "UPDATE categories SET version = version + 1 WHERE slug = ?", (category,)
+                    "UPDATE categories SET version = version + 1, stories = stories - ?"
+                    " WHERE slug = ?",
+                    (dropped, category),
                 )
         return dropped
 

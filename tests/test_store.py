@@ -375,6 +375,7 @@ def test_a_store_of_the_previous_schema_is_migrated_keeping_its_stories(
         db.execute("INSERT INTO categories (slug, refreshed_at) VALUES ('vok-en', ?)", (clock.now,))
     store = SQLiteStore(path, clock=clock)
     assert titles(store.newest("vok-en", 50)) == ["Story 2", "Story 1"]
+    assert store.state("vok-en").stories == 2, "counted once, when migrated"
     assert [p.item.key for p in store.pending("vok-en", now=clock.now, limit=10)] == [
         story(2).key
     ], "what already had its full text is not read again"
