@@ -70,7 +70,7 @@ HISTORY = (50, 5000)
 FOREVER = str(10 * 365 * 86_400)  # a TTL under which nothing is ever refetched
 # The distinct query strings of parts 4 and 7: each wrk thread numbers its own requests.
 DISTINCT_QUERIES = """
-local words = {"production", "korea", "party", "meeting", "russia", "dprk", "cement", "zzz"}
+local words = {WORDS}
 local threads = 0
 function setup(thread)
   threads = threads + 1
@@ -85,6 +85,11 @@ function request()
 end
 """
 WORDS = ("production", "korea", "party", "meeting", "russia", "dprk", "cement")
+# Part 4 searches for words of the saved pages, and one that no story holds.
+SEARCHED = (*WORDS, "zzz")
+# Part 7 searches for a word of every generated story and for one of none: the same
+# answers whatever the history, and the second reads all of it.
+SEARCHED_IN_HISTORY = ("story", "zzz")
 
 
 @dataclass(frozen=True)
@@ -438,7 +443,7 @@ def _memory(server: Gunicorn, load: Loader) -> dict[str, object]:
     """The workers' peak RSS after warm-up (the throughput runs), then after a flood."""
     requests.get(server.url + "/feeds/all.atom?limit=5&q=korea", timeout=30).raise_for_status()
     before = {pid: _peak_kib(pid) for pid in server.workers()}
-    flood = _flood(server, "/feeds/all.atom", load)
+    flood = _flood(server, "/feeds/all.atom", SEARCHED, load)
     after = {pid: _peak_kib(pid) for pid in server.workers()}
     return {
         "distinct_query_strings": flood.requests,
@@ -452,21 +457,30 @@ def _memory(server: Gunicorn, load: Loader) -> dict[str, object]:
 
 
 def _history_memory(kept: dict[int, Gunicorn], load: Loader) -> dict[str, object]:
-    """Peak RSS of the workers of each kept-history server, after the same work: the
-    throughput rounds, then distinct query strings (searches of the whole history)."""
-    peaks: dict[int, list[float]] = {}
+    """Peak RSS of the workers of each kept-history server after the same work: the
+    throughput rounds (the full feed), then distinct query strings whose answers do not
+    depend on the history's length (one of their words is in every story, the other in
+    none, which reads the whole history)."""
+    feed: dict[int, list[float]] = {}
+    searched: dict[int, list[float]] = {}
     for count, server in kept.items():
-        _flood(server, FEED, load)
-        peaks[count] = [_peak_kib(pid) / 1024 for pid in server.workers()]
+        feed[count] = [_peak_kib(pid) / 1024 for pid in server.workers()]
+        _flood(server, FEED, SEARCHED_IN_HISTORY, load)
+        searched[count] = [_peak_kib(pid) / 1024 for pid in server.workers()]
     fewest, most = HISTORY[0], HISTORY[-1]
     return {
-        "peak_mib": {str(count): found for count, found in peaks.items()},
-        "ratio": max(peaks[most]) / max(peaks[fewest]),
+        "peak_mib_after_feed": {str(count): found for count, found in feed.items()},
+        "peak_mib_after_searches": {str(count): found for count, found in searched.items()},
+        "feed_ratio": max(feed[most]) / max(feed[fewest]),
+        "ratio": max(searched[most]) / max(searched[fewest]),
     }
 
 
-def _flood(server: Gunicorn, path: str, load: Loader) -> Load:
-    return load.run(Run(server, path, DISTINCT_QUERIES.replace("FEED_PATH", path)))
+def _flood(server: Gunicorn, path: str, words: tuple[str, ...], load: Loader) -> Load:
+    """Distinct query strings to ``path``, searching for ``words`` in turn."""
+    quoted = ", ".join(f'"{word}"' for word in words)
+    script = DISTINCT_QUERIES.replace("FEED_PATH", path).replace("{WORDS}", "{" + quoted + "}")
+    return load.run(Run(server, path, script))
 
 
 def _peak_kib(pid: int) -> int:
@@ -559,13 +573,14 @@ def _report(results: dict[str, Any]) -> None:
                 history[str(count)]["ratio"],
             )
         )
-    fewest, most = (history_memory["peak_mib"][str(count)] for count in HISTORY)
-    lines.append(
-        f"| 7. peak RSS of the workers with {HISTORY[-1]} kept stories (MiB) "
-        f"| {' / '.join(f'{mib:.1f}' for mib in most)} "
-        f"| with {HISTORY[0]}: {' / '.join(f'{mib:.1f}' for mib in fewest)} "
-        f"| {history_memory['ratio']:.2f}× |"
-    )
+    for when, ratio in (("after_feed", "feed_ratio"), ("after_searches", "ratio")):
+        fewest, most = (history_memory[f"peak_mib_{when}"][str(count)] for count in HISTORY)
+        lines.append(
+            f"| 7. peak RSS of the workers with {HISTORY[-1]} kept stories, "
+            f"{when.replace('_', ' ')} (MiB) | {' / '.join(f'{mib:.1f}' for mib in most)} "
+            f"| with {HISTORY[0]}: {' / '.join(f'{mib:.1f}' for mib in fewest)} "
+            f"| {history_memory[ratio]:.2f}× |"
+        )
     print("\n".join(lines))
     print(
         f"\nbody {throughput['body_bytes']} bytes, with kept history {history['body_bytes']}; "
