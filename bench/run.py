@@ -5,12 +5,16 @@
 
 1. Cached feed under gunicorn (the Procfile's settings) against the ceiling: a minimal
    Flask endpoint with a constant body of the same size under the same settings
-   (bench/ceiling.py); with the memory cache, and with Redis when redis-server is here.
+   (bench/ceiling.py); with the SQLite store, and with Redis when redis-server is here.
 2. Cold refresh of each category, parse + render (network excluded), against a bare
    ``lxml.html.fromstring`` of the same page.
 3. Conditional polls (``If-None-Match`` → 304) against full responses.
 4. Peak memory (VmHWM) of each worker after many distinct query strings, against the
    same worker after warm-up.
+5. First request of a never-seen category on a fresh server and store (full text on,
+   article pages held back), against one bare fetch of its listing page; medians.
+6. Cached feed with 5,000 kept stories per category against the ceiling, and with 50.
+7. Peak memory of the workers of part 6: 5,000 kept stories against 50.
 
 Offline: the saved pages of ``tests/fixtures`` play the site on 127.0.0.1. Load comes
 from ``wrk`` (Debian package); in-process timings from ``timeit``. Results are printed
@@ -21,40 +25,52 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gzip
 import json
 import logging
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import tempfile
+import threading
 import time
 import timeit
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import lxml.html
 import requests
 from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
 
-from feedbridge.bridge import Bridge, Rendered
-from feedbridge.cache import Entry, FeedCache
+from feedbridge.bridge import ROOT_MARKER, Bridge, Rendered
 from feedbridge.categories import Category, load_registry
-from feedbridge.feeds import Format
+from feedbridge.feeds import Format, render
 from feedbridge.fulltext import FullText
-from feedbridge.model import newest_first
+from feedbridge.model import ArticleKey, Item, newest_first
 from feedbridge.scrape import parse_home, parse_listing
+from feedbridge.sqlite_store import SQLiteStore
+from feedbridge.store import Listing
 from feedbridge.upstream import Upstream
-from tests.conftest import SITE, FakeSite
+from tests.conftest import ARTICLE, SITE, FakeSite
 from tests.servers import ROOT, Gunicorn, RedisServer
 
 RESULTS = ROOT / "bench" / "results"
 FEED = "/feeds/vok-en.atom"
-# The distinct query strings of part 4: each wrk thread numbers its own requests.
+# Part 5: article pages answer after this many seconds (unless let go earlier), so that
+# a first request that waited for full text could not look fast.
+ARTICLE_DELAY = 5.0
+# Parts 6 and 7: stories kept per category in the two generated stores.
+HISTORY = (50, 5000)
+FOREVER = str(10 * 365 * 86_400)  # a TTL under which nothing is ever refetched
+# The distinct query strings of parts 4 and 7: each wrk thread numbers its own requests.
 DISTINCT_QUERIES = """
-local words = {"production", "korea", "party", "meeting", "russia", "dprk", "cement", "zzz"}
+local words = {WORDS}
 local threads = 0
 function setup(thread)
   threads = threads + 1
@@ -63,11 +79,17 @@ end
 local n = 0
 function request()
   n = n + 1
-  local path = "/feeds/all.atom?limit=" .. (n % 50 + 1) .. "&q=" .. words[n % #words + 1]
+  local path = "FEED_PATH?limit=" .. (n % 50 + 1) .. "&q=" .. words[n % #words + 1]
     .. "&n=" .. id .. "-" .. n
   return wrk.format("GET", path)
 end
 """
+WORDS = ("production", "korea", "party", "meeting", "russia", "dprk", "cement")
+# Part 4 searches for words of the saved pages, and one that no story holds.
+SEARCHED = (*WORDS, "zzz")
+# Part 7 searches for a word of every generated story and for one of none: the same
+# answers whatever the history, and the second reads all of it.
+SEARCHED_IN_HISTORY = ("story", "zzz")
 
 
 @dataclass(frozen=True)
@@ -87,6 +109,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="wrk runs of each kind")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections")
+    parser.add_argument("--fresh", type=int, default=9, help="fresh servers of part 5")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("bench: wrk is not installed (Debian package wrk)")
@@ -94,6 +117,8 @@ def main() -> None:
 
     print("2. cold refresh: parse + render against bare lxml …", flush=True)
     results["cold"] = cold_refresh()
+    print(f"5. first request of a never-seen category, {args.fresh} fresh servers …", flush=True)
+    results["first_request"] = first_request(args.fresh)
 
     with ExitStack() as servers:
         site = servers.enter_context(_site())
@@ -104,9 +129,7 @@ def main() -> None:
             "FEEDBRIDGE_LOG_LEVEL": "WARNING",
         }
         bridge = servers.enter_context(Gunicorn(env))
-        warm = requests.get(bridge.url + FEED, timeout=30)
-        warm.raise_for_status()
-        size, etag = len(warm.content), warm.headers["ETag"]
+        size, etag = _warm(bridge)
         ceiling = servers.enter_context(
             Gunicorn({"CEILING_BYTES": str(size)}, app="bench.ceiling:app")
         )
@@ -114,36 +137,81 @@ def main() -> None:
         # turns, so that whatever else the machine does slows all of them alike.
         runs: dict[str, Run] = {
             "ceiling": Run(ceiling, "/feed"),
-            "memory_cache": Run(bridge, FEED),
+            "sqlite_store": Run(bridge, FEED),
             "not_modified": Run(bridge, FEED, f'wrk.headers["If-None-Match"] = [[{etag}]]'),
         }
         if shutil.which("redis-server"):
             redis_url = servers.enter_context(RedisServer()).url
             on_redis = servers.enter_context(Gunicorn({**env, "FEEDBRIDGE_REDIS_URL": redis_url}))
-            requests.get(on_redis.url + FEED, timeout=30).raise_for_status()
-            runs["redis_cache"] = Run(on_redis, FEED)
-        print(f"1, 3. {args.rounds} rounds of {', '.join(runs)} …", flush=True)
+            _warm(on_redis)
+            runs["redis_store"] = Run(on_redis, FEED)
+        # Part 6: stores filled beforehand; nothing refreshes, so nothing is fetched.
+        stores = Path(servers.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
+        kept: dict[int, Gunicorn] = {}
+        for count in HISTORY:
+            print(f"6. filling a store with {count} stories per category …", flush=True)
+            db = stores / f"kept-{count}.db"
+            fill_store(db, count)
+            kept[count] = servers.enter_context(
+                Gunicorn(
+                    {
+                        **env,
+                        "FEEDBRIDGE_DB": str(db),
+                        "FEEDBRIDGE_REFRESH": "0",
+                        "FEEDBRIDGE_CACHE_TTL": FOREVER,
+                    }
+                )
+            )
+        history_size = {count: _warm(server)[0] for count, server in kept.items()}
+        ceiling_history = servers.enter_context(
+            Gunicorn({"CEILING_BYTES": str(history_size[HISTORY[-1]])}, app="bench.ceiling:app")
+        )
+        runs["ceiling_history"] = Run(ceiling_history, "/feed")
+        runs.update({f"kept_{count}": Run(server, FEED) for count, server in kept.items()})
+
+        print(f"1, 3, 6. {args.rounds} rounds of {', '.join(runs)} …", flush=True)
         load = Loader(args.seconds, args.connections)
         best = load.rounds(runs, args.rounds)
         print("4. memory after distinct query strings …", flush=True)
         results["memory"] = _memory(bridge, load)
+        print("7. memory with 50 and 5,000 kept stories …", flush=True)
+        results["history_memory"] = _history_memory(kept, load)
 
     ceiling_rps = best["ceiling"].requests_per_s
     results["throughput"] = {
         "body_bytes": size,
         **{name: asdict(found) for name, found in best.items()},
-        "ratio": best["memory_cache"].requests_per_s / ceiling_rps,
+        "ratio": best["sqlite_store"].requests_per_s / ceiling_rps,
     }
-    if "redis_cache" in best:
+    if "redis_store" in best:
         results["throughput"]["redis_ratio"] = (  # type: ignore[index]
-            best["redis_cache"].requests_per_s / ceiling_rps
+            best["redis_store"].requests_per_s / ceiling_rps
         )
     results["conditional"] = {
-        "full": asdict(best["memory_cache"]),
+        "full": asdict(best["sqlite_store"]),
         "not_modified": asdict(best["not_modified"]),
-        "ratio": best["not_modified"].requests_per_s / best["memory_cache"].requests_per_s,
+        "ratio": best["not_modified"].requests_per_s / best["sqlite_store"].requests_per_s,
+    }
+    results["history"] = {
+        "body_bytes": history_size,
+        "ceiling": asdict(best["ceiling_history"]),
+        **{
+            str(count): {
+                **asdict(best[f"kept_{count}"]),
+                "ratio": best[f"kept_{count}"].requests_per_s
+                / best["ceiling_history"].requests_per_s,
+            }
+            for count in HISTORY
+        },
     }
     _report(results)
+
+
+def _warm(server: Gunicorn) -> tuple[int, str]:
+    """Ask for the feed once (every worker shares the store): its size and ETag."""
+    response = requests.get(server.url + FEED, timeout=30)
+    response.raise_for_status()
+    return len(response.content), response.headers["ETag"]
 
 
 @dataclass(frozen=True)
@@ -224,32 +292,43 @@ def _parse_wrk(output: str) -> Load:
 
 
 def cold_refresh() -> list[dict[str, object]]:
-    """Per category: bare lxml parse; scrape; render (Atom, as served: gzipped, tagged)."""
-    upstream = Upstream("https://kcnawatch.org")
-    bridge = Bridge(
-        load_registry(),
-        upstream=upstream,
-        cache=FeedCache(ttl=600, stale_ttl=86_400),
-        fulltext=FullText(upstream),  # never used: nothing is fetched here
-    )
-    return [_cold(bridge, category) for category in bridge.registry.values()]
+    """Per category: bare lxml parse; scrape; render (Atom, as served: tagged, gzipped)."""
+    with tempfile.TemporaryDirectory(prefix="bench-") as directory:
+        upstream = Upstream("https://kcnawatch.org")
+        store = SQLiteStore(Path(directory) / "feedbridge.db")
+        bridge = Bridge(
+            load_registry(),
+            upstream=upstream,
+            store=store,  # never used: the feed info is all the bridge gives here
+            fulltext=FullText(upstream),  # never used: nothing is fetched here
+            ttl=600,
+        )
+        try:
+            return [_cold(bridge, category) for category in bridge.registry.values()]
+        finally:
+            store.close()
 
 
 def _cold(bridge: Bridge, category: Category) -> dict[str, object]:
     page = _page_of(category)
-    entry = Entry(tuple(_scrape(category, page)), "bench")
-    self_url = f"http://127.0.0.1/feeds/{category.slug}.atom"
+    items = _scrape(category, page)
+    path = f"feeds/{category.slug}.atom"
+    info = bridge.feed_info(category, ROOT_MARKER + path)
 
-    def render() -> Rendered:
-        return bridge.rendered(category, entry, Format.ATOM, self_url, items=entry.items)
+    def served() -> bytes:
+        """What Bridge does with a category's newest stories for a request's root."""
+        body = render(Format.ATOM, info, items, base_url=bridge.upstream.base_url)
+        rendered = Rendered.of(body, Format.ATOM.media_type, items[0].updated)
+        plain = rendered.body.replace(ROOT_MARKER.encode(), b"http://127.0.0.1/")
+        return gzip.compress(plain, 6, mtime=0)
 
     bare = _best(lambda: lxml.html.fromstring(page))
     scrape = _best(lambda: _scrape(category, page))
-    rendering = _best(render)
+    rendering = _best(served)
     return {
         "category": category.slug,
         "page_bytes": len(page),
-        "items": len(entry.items),
+        "items": len(items),
         "bare_lxml_ms": bare * 1000,
         "scrape_ms": scrape * 1000,
         "render_ms": rendering * 1000,
@@ -264,8 +343,8 @@ def _page_of(category: Category) -> bytes:
     return (SITE / "articles" / f"{path.split('/')[2]}.html").read_bytes()
 
 
-def _scrape(category: Category, page: bytes) -> list:  # type: ignore[type-arg]
-    """What Bridge.load does with a page once it has it."""
+def _scrape(category: Category, page: bytes) -> list[Item]:
+    """What Bridge.read_listing does with a page once it has it."""
     base = "https://kcnawatch.org"
     if category.label is None:
         return newest_first(parse_home(page, base_url=base))
@@ -280,11 +359,91 @@ def _best(call: Callable[[], object]) -> float:
     return min(timer.repeat(5, number)) / number
 
 
+def first_request(fresh: int) -> dict[str, object]:
+    """``GET /feeds/vok-en.atom`` as the first request of a fresh server and store (full
+    text on, every article page held back), against a bare fetch of the anchor page."""
+    category = load_registry()["vok-en"]
+    anchor = category.paths[0]
+    release = threading.Event()
+
+    def held(request: Request) -> Response:
+        release.wait(ARTICLE_DELAY)
+        match = ARTICLE.match(request.path)
+        page = SITE / "articles" / f"{match.group(1) if match else ''}.html"
+        if not page.is_file():
+            return Response("not found", status=404)
+        return Response(page.read_bytes(), content_type="text/html; charset=UTF-8")
+
+    app_s: list[float] = []
+    bare_s: list[float] = []
+    with _site() as site:
+        for item in _scrape(category, _page_of(category)):
+            site.override(item.path, held)
+        env = {
+            "FEEDBRIDGE_UPSTREAM_URL": site.url,
+            "FEEDBRIDGE_MIN_INTERVAL": "0",
+            "FEEDBRIDGE_FULLTEXT": "1",
+            "FEEDBRIDGE_REFRESH": "0",  # else the refresher may fetch it before we ask
+            "FEEDBRIDGE_LOG_LEVEL": "WARNING",
+        }
+        for _ in range(fresh):
+            release.clear()
+            with Gunicorn(env) as server:  # a store file of its own
+                started = time.perf_counter()
+                requests.get(site.url + anchor, timeout=30).raise_for_status()
+                bare_s.append(time.perf_counter() - started)
+                started = time.perf_counter()
+                response = requests.get(server.url + FEED, timeout=60)
+                app_s.append(time.perf_counter() - started)
+                release.set()  # the articles asked for meanwhile answer now
+                response.raise_for_status()
+                if response.headers["X-Cache"] != "miss":
+                    raise SystemExit(f"bench: first request was {response.headers['X-Cache']}")
+    app, bare = statistics.median(app_s), statistics.median(bare_s)
+    return {
+        "fresh_servers": fresh,
+        "article_delay_s": ARTICLE_DELAY,
+        "app_ms": [t * 1000 for t in app_s],
+        "bare_ms": [t * 1000 for t in bare_s],
+        "app_median_ms": app * 1000,
+        "bare_median_ms": bare * 1000,
+        "ratio": app / bare,
+    }
+
+
+def fill_store(path: Path, per_category: int) -> None:
+    """A store where every category has kept ``per_category`` stories, refreshed now."""
+    store = SQLiteStore(path)
+    try:
+        for number, category in enumerate(load_registry().values()):
+            items = [_story(number, n, category.label) for n in range(per_category)]
+            for start in range(0, per_category, 500):  # oldest first, as refreshes came
+                chunk = tuple(newest_first(items[start : start + 500]))
+                store.merge(category.slug, Listing(items=chunk), now=time.time())
+    finally:
+        store.close()
+
+
+def _story(category: int, n: int, source: str | None) -> Item:
+    """Story ``n`` of category number ``category``, as tests/test_store.py makes them."""
+    ts = 1_700_000_000 + n * 600
+    article_id = str(100_000_000 * (category + 1) + n)
+    word = WORDS[n % len(WORDS)]
+    return Item(
+        key=ArticleKey(ts, article_id),
+        title=f"Story {n} on {word} of the day",
+        path=f"/newstream/{ts}-{article_id}/story-{n}/",
+        excerpt=f"What story {n} says about {word}, in a sentence or two as the site has it.",
+        listed=None,
+        source=source,
+    )
+
+
 def _memory(server: Gunicorn, load: Loader) -> dict[str, object]:
     """The workers' peak RSS after warm-up (the throughput runs), then after a flood."""
     requests.get(server.url + "/feeds/all.atom?limit=5&q=korea", timeout=30).raise_for_status()
     before = {pid: _peak_kib(pid) for pid in server.workers()}
-    flood = load.run(Run(server, "/feeds/all.atom", DISTINCT_QUERIES))
+    flood = _flood(server, "/feeds/all.atom", SEARCHED, load)
     after = {pid: _peak_kib(pid) for pid in server.workers()}
     return {
         "distinct_query_strings": flood.requests,
@@ -295,6 +454,33 @@ def _memory(server: Gunicorn, load: Loader) -> dict[str, object]:
         ],
         "ratio": max(after[pid] / before[pid] for pid in before),
     }
+
+
+def _history_memory(kept: dict[int, Gunicorn], load: Loader) -> dict[str, object]:
+    """Peak RSS of the workers of each kept-history server after the same work: the
+    throughput rounds (the full feed), then distinct query strings whose answers do not
+    depend on the history's length (one of their words is in every story, the other in
+    none, which reads the whole history)."""
+    feed: dict[int, list[float]] = {}
+    searched: dict[int, list[float]] = {}
+    for count, server in kept.items():
+        feed[count] = [_peak_kib(pid) / 1024 for pid in server.workers()]
+        _flood(server, FEED, SEARCHED_IN_HISTORY, load)
+        searched[count] = [_peak_kib(pid) / 1024 for pid in server.workers()]
+    fewest, most = HISTORY[0], HISTORY[-1]
+    return {
+        "peak_mib_after_feed": {str(count): found for count, found in feed.items()},
+        "peak_mib_after_searches": {str(count): found for count, found in searched.items()},
+        "feed_ratio": max(feed[most]) / max(feed[fewest]),
+        "ratio": max(searched[most]) / max(searched[fewest]),
+    }
+
+
+def _flood(server: Gunicorn, path: str, words: tuple[str, ...], load: Loader) -> Load:
+    """Distinct query strings to ``path``, searching for ``words`` in turn."""
+    quoted = ", ".join(f'"{word}"' for word in words)
+    script = DISTINCT_QUERIES.replace("FEED_PATH", path).replace("{WORDS}", "{" + quoted + "}")
+    return load.run(Run(server, path, script))
 
 
 def _peak_kib(pid: int) -> int:
@@ -318,7 +504,7 @@ def _procfile() -> str:
     return (ROOT / "Procfile").read_text().strip()
 
 
-def _report(results: dict[str, object]) -> None:
+def _report(results: dict[str, Any]) -> None:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / time.strftime("%Y%m%d-%H%M%S.json")
     path.write_text(json.dumps(results, indent=2) + "\n")
@@ -327,27 +513,32 @@ def _report(results: dict[str, object]) -> None:
         results["conditional"],
         results["memory"],
     )
+    first, history, history_memory = (
+        results["first_request"],
+        results["history"],
+        results["history_memory"],
+    )
     lines = [
         "",
         "| measure | feedbridge | baseline | ratio |",
         "|---|---|---|---|",
         _row(
-            "1. cached feed, memory cache (req/s; p50/p99 ms; CPU ms/req)",
-            throughput["memory_cache"],  # type: ignore[index]
-            throughput["ceiling"],  # type: ignore[index]
-            throughput["ratio"],  # type: ignore[index]
+            "1. cached feed, SQLite store (req/s; p50/p99 ms; CPU ms/req)",
+            throughput["sqlite_store"],
+            throughput["ceiling"],
+            throughput["ratio"],
         ),
     ]
-    if "redis_cache" in throughput:  # type: ignore[operator]
+    if "redis_store" in throughput:
         lines.append(
             _row(
-                "1. cached feed, Redis cache (req/s; p50/p99 ms; CPU ms/req)",
-                throughput["redis_cache"],  # type: ignore[index]
-                throughput["ceiling"],  # type: ignore[index]
-                throughput["redis_ratio"],  # type: ignore[index]
+                "1. cached feed, Redis store (req/s; p50/p99 ms; CPU ms/req)",
+                throughput["redis_store"],
+                throughput["ceiling"],
+                throughput["redis_ratio"],
             )
         )
-    for row in results["cold"]:  # type: ignore[attr-defined]
+    for row in results["cold"]:
         lines.append(
             f"| 2. cold refresh {row['category']} ({row['items']} items, parse + render ms) "
             f"| {row['scrape_ms']:.2f} + {row['render_ms']:.2f} "
@@ -356,20 +547,45 @@ def _report(results: dict[str, object]) -> None:
     lines.append(
         _row(
             "3. conditional poll, 304 vs 200 (req/s; p50/p99 ms; CPU ms/req)",
-            conditional["not_modified"],  # type: ignore[index]
-            conditional["full"],  # type: ignore[index]
-            conditional["ratio"],  # type: ignore[index]
+            conditional["not_modified"],
+            conditional["full"],
+            conditional["ratio"],
         )
     )
-    for worker in memory["workers"]:  # type: ignore[index]
+    for worker in memory["workers"]:
         lines.append(
-            f"| 4. peak RSS of a worker after {memory['distinct_query_strings']} "  # type: ignore[index]
+            f"| 4. peak RSS of a worker after {memory['distinct_query_strings']} "
             f"distinct query strings (MiB) | {worker['peak_mib_after']:.1f} "
             f"| {worker['peak_mib_after_warm_up']:.1f} after warm-up "
             f"| {worker['peak_mib_after'] / worker['peak_mib_after_warm_up']:.2f}× |"
         )
+    lines.append(
+        f"| 5. first request of a never-seen category, median of {first['fresh_servers']} "
+        f"fresh servers (ms; slowest) | {first['app_median_ms']:.1f}; {max(first['app_ms']):.1f} "
+        f"| bare fetch of the page {first['bare_median_ms']:.1f} | {first['ratio']:.2f}× |"
+    )
+    for count in HISTORY:
+        lines.append(
+            _row(
+                f"6. cached feed, {count} kept stories a category (req/s; p50/p99 ms; CPU ms/req)",
+                history[str(count)],
+                history["ceiling"],
+                history[str(count)]["ratio"],
+            )
+        )
+    for when, ratio in (("after_feed", "feed_ratio"), ("after_searches", "ratio")):
+        fewest, most = (history_memory[f"peak_mib_{when}"][str(count)] for count in HISTORY)
+        lines.append(
+            f"| 7. peak RSS of the workers with {HISTORY[-1]} kept stories, "
+            f"{when.replace('_', ' ')} (MiB) | {' / '.join(f'{mib:.1f}' for mib in most)} "
+            f"| with {HISTORY[0]}: {' / '.join(f'{mib:.1f}' for mib in fewest)} "
+            f"| {history_memory[ratio]:.2f}× |"
+        )
     print("\n".join(lines))
-    print(f"\nbody {throughput['body_bytes']} bytes; saved {path.relative_to(ROOT)}")  # type: ignore[index]
+    print(
+        f"\nbody {throughput['body_bytes']} bytes, with kept history {history['body_bytes']}; "
+        f"saved {path.relative_to(ROOT)}"
+    )
 
 
 def _row(what: str, ours: dict[str, float], base: dict[str, float], ratio: float) -> str:
