@@ -280,7 +280,11 @@ class Bridge:
             return self._last_good(category, fmt, root, now)
         age = max(0.0, now - (state.refreshed_at or now))
         fresh_for = max(0.0, self._interval(state) - age) if freshness is not Freshness.STALE else 0
-        return self._served_as(rendered, root, freshness, age, fresh_for)
+        served = self._served_as(rendered, root, freshness, age, fresh_for)
+        if freshness is Freshness.MISS and self.wants_full_text(category):
+            # Only now: the article fetches would compete with this answer for the CPU.
+            self._in_background(lambda: self._fill_quietly(category))
+        return served
 
     def headlines(self, category: Category, count: int) -> list[Item]:
         """The category's newest stories as kept now; never asks the site."""
@@ -425,7 +429,7 @@ class Bridge:
                     retry_after=state.failure.retry_at - self.clock(),
                     upstream_status=state.failure.error.upstream_status,
                 )
-            if self.refresh(category, full_text_after=True) is not Outcome.BUSY:
+            if self.refresh(category) is not Outcome.BUSY:
                 continue
             if time.monotonic() > deadline:
                 raise BackingOff("another process is still fetching this category", retry_after=5)
