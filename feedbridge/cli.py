@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import tempfile
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -80,7 +81,13 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         with _one_line_usage_errors():
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            except BrokenPipeError:
+                # Whoever read the output stopped (`| head`): done, not failed. What is
+                # still buffered goes nowhere, instead of failing again at exit.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                raise click.exceptions.Exit(0) from None
 
 
 def load_settings() -> Settings:
@@ -179,10 +186,21 @@ def categories(base_url: str | None, as_json: bool) -> None:
 
 
 def _echo_table(rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    widths = [max(_columns(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        cells = (
+            cell + " " * (width - _columns(cell)) for cell, width in zip(row, widths, strict=True)
+        )
         click.echo("  ".join(cells).rstrip())
+
+
+def _columns(text: str) -> int:
+    """How many columns of a terminal ``text`` takes: East Asian wide characters (Korean
+    titles) take two, combining marks none."""
+    return sum(
+        0 if unicodedata.combining(char) else 2 if unicodedata.east_asian_width(char) in "WF" else 1
+        for char in text
+    )
 
 
 # --- render -----------------------------------------------------------------------------
@@ -295,7 +313,7 @@ def render(
     except PageFailed as exc:
         raise click.ClickException(f"{name}: {exc}") from None
     if output is None:
-        click.get_binary_stream("stdout").write(body)
+        sys.stdout.buffer.write(body)
         return
     try:
         write_atomically(output, body)
@@ -425,7 +443,8 @@ def _check_line(outcome: Outcome, width: int) -> str:
         return f"{outcome.slug.ljust(width)}  FAILED  {outcome.error}"
     assert outcome.newest is not None
     newest = outcome.newest.replace("T", " ").replace("+00:00", " UTC")
-    return f"{outcome.slug.ljust(width)}  ok      {outcome.items:3d} items, newest {newest}"
+    items = "item" if outcome.items == 1 else "items"
+    return f"{outcome.slug.ljust(width)}  ok      {outcome.items:3d} {items}, newest {newest}"
 
 
 # --- refresh ----------------------------------------------------------------------------

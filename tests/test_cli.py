@@ -14,6 +14,7 @@ import stat
 import subprocess
 import sys
 import time
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 
@@ -106,6 +107,49 @@ def test_categories_table(invoke: Invoke, site: FakeSite) -> None:
     ]
     assert rows[SLUGS.index("all")][1:3] == ["Latest articles from every source", "(every source)"]
     assert site.hits() == 0, "listing the categories never asks the site"
+
+
+def test_categories_table_aligns_korean_titles(invoke: Invoke, tmp_path: Path) -> None:
+    own = tmp_path / "categories.toml"
+    own.write_text(
+        '[categories.uriminzokkiri]\ntitle = "우리민족끼리"\nlabel = "Uriminzokkiri"\n'
+        'anchors = ["/newstream/1700000000-123456789/x/"]\n',
+        "utf-8",
+    )
+    result = invoke("categories", extra_env={f"{PREFIX}CATEGORIES_FILE": str(own)})
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    label_at = {_columns(line[: line.index(label)]) for line, label in
+                ((lines[0], "source label"), (lines[-1], "Uriminzokkiri"))}  # fmt: skip
+    assert len(label_at) == 1, f"the label column starts at one column: {lines}"
+
+
+def _columns(text: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text)
+
+
+@pytest.mark.slow
+def test_categories_into_a_closed_pipe_is_no_failure(
+    env: dict[str, str | None], tmp_path: Path
+) -> None:
+    many = tmp_path / "categories.toml"  # more than a pipe holds: the writer sees it close
+    many.write_text(
+        "".join(
+            f'[categories.c{n}]\ntitle = "C{n}"\nlabel = "C{n}"\n'
+            f'anchors = ["/newstream/1700000000-123456789/c{n}/"]\n'
+            for n in range(2000)
+        ),
+        "utf-8",
+    )
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(PREFIX)}
+    environ |= {k: v for k, v in env.items() if v is not None} | {"PYTHONPATH": str(ROOT)}
+    environ[f"{PREFIX}CATEGORIES_FILE"] = str(many)
+    result = subprocess.run(
+        ["bash", "-c", f"set -o pipefail; {sys.executable} -m feedbridge categories | head -1"],
+        env=environ, cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr
+    assert result.stdout.startswith("slug")
 
 
 def test_categories_json_with_public_url_and_own_file(invoke: Invoke, tmp_path: Path) -> None:
