@@ -41,6 +41,9 @@ _HTML_TYPES = ("text/html", "application/xhtml+xml")
 # Bot challenges (Cloudflare and the like) answer 200 or 403 with one of these.
 _CHALLENGE_MARKERS = (b"cf-challenge", b"challenge-form", b"<title>just a moment", b"cf_chl_")
 _WALL_PATHS = ("/free-member-form", "/wp-login.php", "/login")
+# The longest pause a Retry-After can impose: the back-off cap (cache.Backoff.cap). A site
+# that asks for years (or a broken header) must not silence a category for ever.
+MAX_RETRY_AFTER = 1800.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,13 +270,16 @@ def _charset(response: requests.Response) -> str | None:
 
 
 def _retry_after(value: str | None) -> float | None:
-    """``Retry-After`` as seconds, from either of its forms; None when absent or bad."""
+    """``Retry-After`` as seconds, from either of its forms, at most :data:`MAX_RETRY_AFTER`;
+    None when absent or bad."""
     if not value:
         return None
     if value.strip().isdigit():
-        return float(value.strip())
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, moment.timestamp() - time.time())
+        seconds = float(value.strip())
+    else:
+        try:
+            moment = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = moment.timestamp() - time.time()
+    return min(max(0.0, seconds), MAX_RETRY_AFTER)

@@ -7,7 +7,7 @@ from werkzeug import Request, Response
 
 from feedbridge.config import Timeout
 from feedbridge.errors import BackingOff, HTTPStatusError, UpstreamTimeout
-from feedbridge.upstream import USER_AGENT, Upstream
+from feedbridge.upstream import MAX_RETRY_AFTER, USER_AGENT, Upstream
 from tests.conftest import Clock, FakeSite
 
 
@@ -79,6 +79,21 @@ def test_retry_after_dates_and_junk(site: FakeSite, retry_after: str) -> None:
     with pytest.raises(HTTPStatusError) as error:
         Upstream(site.url, min_interval=0).fetch("/")
     assert error.value.retry_after in (None, 0.0)
+
+
+@pytest.mark.parametrize("retry_after", ["999999999", "9" * 400, "Fri, 01 Jan 2100 00:00:00 GMT"])
+def test_a_site_asking_for_years_is_asked_again_within_the_backoff_cap(
+    site: FakeSite, retry_after: str
+) -> None:
+    site.override("/", Response("busy", status=429, headers={"Retry-After": retry_after}))
+    upstream = Upstream(site.url, min_interval=0)
+    with pytest.raises(HTTPStatusError) as error:
+        upstream.fetch("/")
+    assert error.value.retry_after == MAX_RETRY_AFTER == 1800
+    assert 1790 < upstream.closure.closed_for() <= MAX_RETRY_AFTER
+    with pytest.raises(BackingOff) as waiting:
+        upstream.fetch("/")
+    assert waiting.value.retry_after is not None and waiting.value.retry_after <= 1800
 
 
 @pytest.mark.parametrize("path", ["https://evil.example/", "//evil.example/", "evil", ""])
