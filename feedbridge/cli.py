@@ -32,7 +32,7 @@ from feedbridge.categories import Category
 from feedbridge.config import DESCRIPTIONS, LOG_FORMAT, PREFIX, Settings, http_url
 from feedbridge.errors import ConfigError, UpstreamError
 from feedbridge.feeds import Format
-from feedbridge.web import category_feeds
+from feedbridge.web import ERROR_SINK, category_feeds
 
 SETTINGS_HELP = "\b\n" + "\n".join(
     f"  {PREFIX}{name}: {text}" for name, text in DESCRIPTIONS.items()
@@ -291,13 +291,16 @@ def render(
 
 
 class PageFailed(Exception):
-    """The web layer did not answer 200; the message is its status and text."""
+    """The web layer did not answer 200; the message is its status and the detailed error
+    (a reader gets only its kind), else the answer's text."""
 
 
 def _get(app: Flask, url: str) -> bytes:
-    response = app.test_client().get(url)
+    errors: list[UpstreamError] = []
+    response = app.test_client().get(url, environ_base={ERROR_SINK: errors})
     if response.status_code != 200:
-        raise PageFailed(f"HTTP {response.status_code}: {response.text.strip()}")
+        detail = f"upstream failure: {errors[-1]}" if errors else response.text.strip()
+        raise PageFailed(f"HTTP {response.status_code}: {detail}")
     return response.data
 
 
