@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from werkzeug import Request, Response
 
 from feedbridge.config import Timeout
 from feedbridge.errors import BackingOff, HTTPStatusError, UpstreamTimeout
 from feedbridge.upstream import MAX_RETRY_AFTER, USER_AGENT, Upstream
-from tests.conftest import Clock, FakeSite
+from tests.conftest import SITE, Clock, FakeSite
+from tests.servers import Dripper
 
 
 class SteppingClock(Clock):
@@ -54,6 +57,29 @@ def test_the_whole_response_has_a_deadline_not_only_each_read(site: FakeSite) ->
     upstream = Upstream(site.url, min_interval=0, timeout=Timeout(5, 15), clock=SteppingClock(1.0))
     with pytest.raises(UpstreamTimeout, match="took over 15s"):
         upstream.fetch("/")
+
+
+PAGE = (SITE / "home.html").read_bytes()
+HEAD = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=UTF-8\r\n"
+    b"Content-Length: %d\r\nX-Padding: slowly-slowly-slowly\r\n\r\n" % len(PAGE)
+)
+TOTAL = 3.0
+MARGIN = 2.0  # a shared, busy machine: the watchdog's thread may be scheduled late
+
+
+@pytest.mark.parametrize(
+    "fast",
+    [pytest.param(10, id="headers-drip"), pytest.param(len(HEAD) + 100, id="body-drips")],
+)
+def test_a_site_dripping_a_byte_a_second_is_cut_at_the_total_deadline(fast: int) -> None:
+    # Each byte comes well within the read timeout, so only a total deadline ends this.
+    with Dripper(HEAD + PAGE, fast=fast, interval=1.0, limit=4 * TOTAL) as site:
+        upstream = Upstream(site.url, min_interval=0, timeout=Timeout(1, TOTAL))
+        started = time.monotonic()
+        with pytest.raises(UpstreamTimeout, match=f"took over {TOTAL:g}s"):
+            upstream.fetch("/")
+        assert time.monotonic() - started < TOTAL + MARGIN
 
 
 def test_site_retry_after_pauses_every_category(site: FakeSite) -> None:
