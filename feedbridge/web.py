@@ -123,9 +123,9 @@ def no_sniffing(response: Response) -> Response:
 def upstream_failed(exc: UpstreamError) -> Response:
     """Nothing stale to serve: the kind of failure, the matching status, never cached.
 
-    The reader gets the kind's sentence; the detail (URLs, causes) goes to the log.
+    The reader gets the kind's sentence; the detail (URLs, causes) is in the log already
+    (the fetch and the failure lines).
     """
-    log.info("%s %s: %s failure: %s", request.method, request.path, exc.kind, exc)
     sink = request.environ.get(ERROR_SINK)
     if sink is not None:
         sink.append(exc)
