@@ -42,8 +42,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 DEFAULT_BASE_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
 # One source of truth for how gunicorn runs the app: `serve --workers` and the Procfile
-# (a test checks that the Procfile says the same).
-GUNICORN_THREADS = 4
+# (a test checks that the Procfile says the same); the worker class is in GUNICORN_CONFIG.
 WSGI_APP = "feedbridge.wsgi:app"
 GUNICORN_CONFIG = "python:feedbridge.gunicorn_conf"  # shared metrics of all the workers
 
@@ -419,8 +418,6 @@ def gunicorn_args(host: str, port: int, workers: int) -> list[str]:
         "--preload",
         "--workers",
         str(workers),
-        "--threads",
-        str(GUNICORN_THREADS),
         "--bind",
         f"{host}:{port}",
         "--access-logfile",

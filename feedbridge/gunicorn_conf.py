@@ -1,4 +1,14 @@
-"""gunicorn settings of the Procfile: one set of metrics for all the workers of a server.
+"""gunicorn settings of the Procfile: the worker model, and one set of metrics for all the
+workers of a server.
+
+Workers are gevent's: each connection is a greenlet, so clients that send their
+headers slowly, and readers waiting on a slow site, cost a little memory each instead
+of one of a few threads (with gthread, 32 such clients stalled /healthz for as long as
+they lasted; tests/test_slow_clients.py). gevent patches the standard library here,
+before the app is imported (``--preload``): the locks, conditions, thread pools and
+sockets the app makes are then gevent's, so a request that waits on one yields to the
+others. The app's background "threads" are greenlets: I/O in them yields; a long CPU or
+C call (a parse, an SQLite query) holds its worker's other requests meanwhile.
 
 ``gunicorn --config python:feedbridge.gunicorn_conf …`` reads this module before the
 app is imported, which is when prometheus_client must learn that it runs in several
@@ -13,12 +23,19 @@ measured at about a tenth of a cached request's CPU time, and their pages stay s
 
 from __future__ import annotations
 
-import gc
-import os
-import shutil
-import tempfile
-from pathlib import Path
-from typing import Any
+from gevent import monkey
+
+monkey.patch_all()  # first: before anything makes a lock or a socket
+
+import gc  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+worker_class = "gevent"
+worker_connections = 1000  # per worker: open connections, slow ones included
 
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
