@@ -147,8 +147,9 @@ def _shut(sock: socket.socket) -> None:
 
 
 class _WatchedHTTPConnection(HTTPConnection):
-    """A connection whose socket is watched from its creation (the connect and TLS
-    handshake) and again at each response (a kept-alive connection reused)."""
+    """A connection whose socket is watched from its creation (a slow connect) and at
+    each response (headers and body, a kept-alive connection reused too). A TLS
+    handshake replaces the socket object, so it has only its per-read timeout."""
 
     def _new_conn(self) -> socket.socket:
         sock = super()._new_conn()
