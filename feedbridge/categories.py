@@ -53,6 +53,9 @@ def _parse(text: str, where: str) -> Registry:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: {exc}") from None
+    except RecursionError:
+        # tomllib parses nested arrays and inline tables recursively.
+        raise ConfigError(f"{where}: values are nested too deeply") from None
     table = data.get("categories")
     if not isinstance(table, dict) or not table:
         raise ConfigError(f"{where}: expected a [categories.<slug>] table")

@@ -38,7 +38,7 @@ from feedbridge.errors import ConfigError, UpstreamError
 from feedbridge.feeds import Format
 from feedbridge.refresher import Refresher
 from feedbridge.text import logfmt
-from feedbridge.web import category_feeds
+from feedbridge.web import ERROR_SINK, category_feeds
 
 SETTINGS_HELP = "\b\n" + "\n".join(
     f"  {name}: {text}" for name, text in setting_descriptions().items()
@@ -48,8 +48,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 DEFAULT_BASE_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
 # One source of truth for how gunicorn runs the app: `serve --workers` and the Procfile
-# (a test checks that the Procfile says the same).
-GUNICORN_THREADS = 4
+# (a test checks that the Procfile says the same); the worker class is in GUNICORN_CONFIG.
 WSGI_APP = "feedbridge.wsgi:app"
 GUNICORN_CONFIG = "python:feedbridge.gunicorn_conf"  # shared metrics of all the workers
 
@@ -331,13 +330,16 @@ def _bring_up_to_date(app: Flask, *categories: Category) -> None:
 
 
 class PageFailed(Exception):
-    """The web layer did not answer 200; the message is its status and text."""
+    """The web layer did not answer 200; the message is its status and the detailed error
+    (a reader gets only its kind), else the answer's text."""
 
 
 def _get(app: Flask, url: str) -> bytes:
-    response = app.test_client().get(url)
+    errors: list[UpstreamError] = []
+    response = app.test_client().get(url, environ_base={ERROR_SINK: errors})
     if response.status_code != 200:
-        raise PageFailed(f"HTTP {response.status_code}: {response.text.strip()}")
+        detail = f"upstream failure: {errors[-1]}" if errors else response.text.strip()
+        raise PageFailed(f"HTTP {response.status_code}: {detail}")
     body: bytes = response.data
     return body
 
@@ -530,8 +532,6 @@ def gunicorn_args(host: str, port: int, workers: int) -> list[str]:
         "--preload",
         "--workers",
         str(workers),
-        "--threads",
-        str(GUNICORN_THREADS),
         "--bind",
         f"{host}:{port}",
         "--access-logfile",

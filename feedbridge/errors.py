@@ -2,7 +2,9 @@
 
 Every error that can come from the site is an :class:`UpstreamError`. The web layer
 turns one into a short plain-text answer with ``status`` (and ``Retry-After`` when
-``retry_after`` is set) when there is no stale feed to serve instead.
+``retry_after`` is set) when there is no stale feed to serve instead. That answer is the
+class's ``public`` sentence; the exception's own message, which names URLs and causes,
+is for logs and the operator's commands only.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ class UpstreamError(Exception):
 
     status: int = 502
     kind: str = "upstream"
+    public: str = "the site did not give a usable page"
 
     def __init__(
         self,
@@ -42,17 +45,20 @@ class UpstreamError(Exception):
 
 class Unreachable(UpstreamError):
     kind = "unreachable"
+    public = "the site cannot be reached"
 
 
 class UpstreamTimeout(UpstreamError):
     status = 504
     kind = "timeout"
+    public = "the site did not answer in time"
 
 
 class HTTPStatusError(UpstreamError):
     """The site answered with an error status; 429 and 503 mean "come back later"."""
 
     kind = "http"
+    public = "the site answered with an error"
 
     def __init__(
         self, message: str, *, upstream_status: int | None, retry_after: float | None = None
@@ -66,20 +72,24 @@ class Blocked(UpstreamError):
     """A sign-up wall, a bot challenge or a redirect off the site instead of the page."""
 
     kind = "blocked"
+    public = "the site answered with a wall or a challenge instead of the page"
 
 
 class NotHTML(UpstreamError):
     kind = "not-html"
+    public = "the site answered with something that is not a web page"
 
 
 class TooLarge(UpstreamError):
     kind = "too-large"
+    public = "the site's page is larger than the bridge reads"
 
 
 class LayoutChanged(UpstreamError):
     """The page parsed to no items: the site's layout changed, it is not an empty feed."""
 
     kind = "layout"
+    public = "the site's page lists no story the bridge can read"
 
 
 class BackingOff(UpstreamError):
@@ -87,6 +97,7 @@ class BackingOff(UpstreamError):
 
     status = 503
     kind = "backoff"
+    public = "the bridge is waiting before it asks the site again"
 
 
 # Each error class by its ``kind``: how a stored failure gets its class back.

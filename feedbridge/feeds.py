@@ -127,7 +127,9 @@ def _feedgen(info: FeedInfo, items: Sequence[Item], base_url: str) -> FeedGenera
         if item.source:
             entry.category(term=xml_safe(item.source))
         if item.thumbnail:
-            entry.media.thumbnail({"url": item.thumbnail})
+            # group=None: feedgen's default media:group around a lone thumbnail is an
+            # error for the W3C validator (a group needs several media:content).
+            entry.media.thumbnail({"url": item.thumbnail}, group=None)
     return fg
 
 

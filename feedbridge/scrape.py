@@ -27,9 +27,16 @@ from feedbridge.model import ArticleKey, Item
 from feedbridge.text import collapse, squash, xml_safe
 
 SITE_HOSTS = frozenset({"kcnawatch.org", "www.kcnawatch.org"})
-# Plain elements, not lxml.html's: its per-element class lookup in Python was a fifth of
-# the scraper's time, for methods the scraper does not use.
-_PARSER = etree.HTMLParser(remove_comments=True, remove_pis=True, no_network=True)
+# Start and end tags, for the rare page nested deeper than libxml2 parses (see _parse).
+_TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9-]*)[^>]*>")
+# Elements with no end tag, or whose end the parser implies: never what nests a page deep.
+_NO_END_NEEDED = frozenset(
+    {
+        "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param",
+        "source", "track", "wbr", "p", "li", "dt", "dd", "tr", "td", "th", "thead", "tbody",
+        "tfoot", "option", "optgroup", "colgroup", "caption", "html", "head", "body",
+    }
+)  # fmt: skip
 ARTICLE_PATH = re.compile(r"^/newstream/(\d{9,10})-(\d{5,12})(?:/([^/]*))?/?$")
 _MONTHS = "January|February|March|April|May|June|July|August|September|October|November|December"
 _LISTED_DATE = re.compile(rf"\b({_MONTHS}) (\d{{1,2}}), (\d{{4}})(?!\d)")
@@ -185,13 +192,55 @@ def _parse(body: bytes, encoding: str | None) -> _Element:
     """Decode with the HTTP charset, else the page's own, else a guess; then parse."""
     known = [encoding] if encoding else []
     text = UnicodeDammit(body, known_definite_encodings=known, is_html=True).unicode_markup
+    markup = xml_safe(text or "") or "<html></html>"
     try:
-        root = etree.fromstring(xml_safe(text or "") or "<html></html>", _PARSER)
+        root, too_deep = _parse_markup(markup)
+        if too_deep:
+            # libxml2 stops reading at 256 open elements, and what follows (the listing)
+            # is lost. Unclosed start tags are what nest a page that deep: drop them.
+            root, _ = _parse_markup(_without_unclosed_tags(markup))
     except (etree.XMLSyntaxError, ValueError) as exc:
         raise LayoutChanged(f"the page is not readable HTML ({exc})") from None
     if root is None:
         raise LayoutChanged("the page is empty")
     return root
+
+
+def _parse_markup(markup: str) -> tuple[_Element | None, bool]:
+    """The tree of ``markup``, and whether the parser stopped at its depth limit."""
+    # Plain elements, not lxml.html's: its per-element class lookup in Python was a fifth
+    # of the scraper's time, for methods the scraper does not use. One parser per page, so
+    # that its error log is this page's whatever thread parses another.
+    parser = etree.HTMLParser(remove_comments=True, remove_pis=True, no_network=True)
+    root = etree.fromstring(markup, parser)
+    too_deep = any(e.type == etree.ErrorTypes.ERR_RESOURCE_LIMIT for e in parser.error_log)
+    return root, too_deep
+
+
+def _without_unclosed_tags(markup: str) -> str:
+    """``markup`` without the start tags that no end tag closes (of elements whose end
+    the parser does not imply). Linear: each start tag is pushed and popped once."""
+    stack: list[tuple[str, int]] = []  # open elements: name, offset of the start tag
+    counts: dict[str, int] = {}  # open elements by name, so a stray end tag costs nothing
+    unclosed: set[int] = set()
+    for match in _TAG.finditer(markup):
+        closing, name = match.group(1), match.group(2).lower()
+        if name in _NO_END_NEEDED or match.group(0).endswith("/>"):
+            continue
+        if not closing:
+            stack.append((name, match.start()))
+            counts[name] = counts.get(name, 0) + 1
+            continue
+        if not counts.get(name):
+            continue
+        while True:  # the nearest open element of that name; those above it stay unclosed
+            open_name, offset = stack.pop()
+            counts[open_name] -= 1
+            if open_name == name:
+                break
+            unclosed.add(offset)
+    unclosed.update(offset for _, offset in stack)
+    return _TAG.sub(lambda m: "" if m.start() in unclosed else m.group(0), markup)
 
 
 def _text(el: _Element) -> str:
@@ -228,12 +277,18 @@ def _heading_chains(root: _Element) -> list[Chain]:
         el = node.getparent()
         while el is not None and el.tag not in ("body", "html") and el.tag not in _SKIP:
             text = collapse(_text(el))
-            if len(text) > 160:
+            # A heading is short and lists no story: a block of one short card is both
+            # heading and card only to the length test.
+            if len(text) > 160 or _holds_a_story(el):
                 break
             chain.append((el, text))
             el = el.getparent()
         chains.append(chain)
     return chains
+
+
+def _holds_a_story(el: _Element) -> bool:
+    return any(ARTICLE_PATH.match(urlsplit(a.get("href", "")).path) for a in el.iter("a"))
 
 
 def _headings(chains: list[Chain], pattern: re.Pattern[str]) -> list[tuple[_Element, str]]:
@@ -265,6 +320,9 @@ def _items_after(
     for anchor, key, _ in links:
         for ancestor in anchor.iterancestors():
             keys_by_element.setdefault(ancestor, set()).add(key)
+    # An item never reaches up to its section's heading: the block of a single card holds
+    # links to one story only, and so does all the page around it.
+    above_start = set(start.iterancestors()) if start is not None else set()
     grouped: dict[ArticleKey, list[tuple[_Element, str]]] = {}
     for anchor, key, path in links:
         grouped.setdefault(key, []).append((anchor, path))
@@ -272,7 +330,7 @@ def _items_after(
     for key, anchors in grouped.items():
         if key == skip:
             continue
-        container = _container(anchors[0][0], keys_by_element)
+        container = _container(anchors[0][0], keys_by_element, above_start)
         items.append(_item(key, anchors, container, base_url=base_url, source=source))
     return merge_duplicates(items)
 
@@ -305,11 +363,20 @@ def _in_chrome(el: _Element) -> bool:
     return next(el.iterancestors(*CHROME_TAGS), None) is not None
 
 
-def _container(anchor: _Element, keys_by_element: dict[_Element, set[ArticleKey]]) -> _Element:
-    """The largest ancestor of ``anchor`` that holds links to this one story only."""
+def _container(
+    anchor: _Element,
+    keys_by_element: dict[_Element, set[ArticleKey]],
+    above_start: set[_Element],
+) -> _Element:
+    """The largest ancestor of ``anchor`` that holds links to this one story only, below
+    the elements that hold the section's heading."""
     container = anchor
     for ancestor in anchor.iterancestors():
-        if len(keys_by_element.get(ancestor, ())) > 1 or ancestor.tag in ("body", "html"):
+        if (
+            len(keys_by_element.get(ancestor, ())) > 1
+            or ancestor.tag in ("body", "html")
+            or ancestor in above_start
+        ):
             break
         container = ancestor
     return container

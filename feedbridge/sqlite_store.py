@@ -2,9 +2,10 @@
 
 Every worker of a server and every command line on the machine open the same file
 (``FEEDBRIDGE_DB``). WAL mode lets readers go on while one process writes; writes are
-short transactions that wait for each other up to a busy timeout. Each thread has a
-connection of its own, opened in the process that uses it (never inherited across a
-``fork``).
+short transactions that wait for each other up to a busy timeout. A process has one
+connection, opened in the process that uses it (never inherited across a ``fork``), and
+its threads take turns on it: under gevent's workers a "thread" is a greenlet, and a
+connection per greenlet would be a connection per request.
 
 The schema carries its version in ``PRAGMA user_version``; an older file is migrated
 when opened, a newer one is refused, and so is a file that is no SQLite database or
@@ -111,7 +112,9 @@ class SQLiteStore:
     def __init__(self, path: Path | str, *, clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path)
         self._clock = clock
-        self._local = threading.local()
+        self._turn = threading.RLock()  # one statement sequence on the connection at a time
+        self._db: sqlite3.Connection | None = None
+        self._pid = 0
         self._problem: tuple[str, float] | None = None
         self._open()
 
@@ -314,10 +317,10 @@ class SQLiteStore:
             )
 
     def close(self) -> None:
-        connection = getattr(self._local, "connection", None)
-        if connection is not None:
-            connection.close()
-            self._local.connection = None
+        with self._turn:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
 
     # --- internals ----------------------------------------------------------------------
 
@@ -328,7 +331,9 @@ class SQLiteStore:
             if self.path.parent and not self.path.parent.is_dir():
                 raise ConfigError(f"{where}: no such directory {str(self.path.parent)!r}")
             db = self._connection()
-            db.execute("PRAGMA quick_check(1)").fetchone()
+            [checked] = db.execute("PRAGMA quick_check(1)").fetchone()
+            if checked != "ok":
+                raise ConfigError(f"{where}: the file is damaged ({checked})")
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > VERSION:
                 raise ConfigError(
@@ -356,26 +361,28 @@ class SQLiteStore:
                 db.execute(f"PRAGMA user_version = {version + 1}")
 
     def _connection(self) -> sqlite3.Connection:
-        """This thread's connection, opened by this process."""
-        local = self._local
-        if getattr(local, "connection", None) is None or local.pid != os.getpid():
+        """This process's connection (callers hold ``_turn`` while they use it)."""
+        if self._db is None or self._pid != os.getpid():
             opened = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None
+                self.path,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None,
+                check_same_thread=False,  # the threads of the process take turns
             )
             opened.execute("PRAGMA journal_mode = WAL")
             opened.execute("PRAGMA synchronous = NORMAL")
             opened.execute("PRAGMA foreign_keys = ON")
             opened.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            local.connection, local.pid = opened, os.getpid()
-        connection: sqlite3.Connection = local.connection
-        return connection
+            self._db, self._pid = opened, os.getpid()
+        return self._db
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
-        try:
-            yield self._connection()
-        except sqlite3.Error as exc:
-            raise self._failed(exc) from exc
+        with self._turn:
+            try:
+                yield self._connection()
+            except sqlite3.Error as exc:
+                raise self._failed(exc) from exc
 
     @contextlib.contextmanager
     def _writing(self, *, stories: bool = False) -> Iterator[sqlite3.Connection]:
@@ -384,13 +391,14 @@ class SQLiteStore:
         The store is well again (``/status``) once ``stories`` are written: a lease or a
         failure record may fit where a new story does not.
         """
-        try:
-            db = self._connection()
-            db.execute("BEGIN IMMEDIATE")
-            with self._transaction(db, begun=True):
-                yield db
-        except sqlite3.Error as exc:
-            raise self._failed(exc) from exc
+        with self._turn:
+            try:
+                db = self._connection()
+                db.execute("BEGIN IMMEDIATE")
+                with self._transaction(db, begun=True):
+                    yield db
+            except sqlite3.Error as exc:
+                raise self._failed(exc) from exc
         if stories:
             self._problem = None
 

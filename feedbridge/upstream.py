@@ -8,16 +8,22 @@ exception.
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3 import HTTPConnectionPool, HTTPSConnectionPool, PoolManager
+from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import ReadTimeoutError
+from urllib3.response import BaseHTTPResponse
 
 from feedbridge import __version__, observe
 from feedbridge.config import Timeout
@@ -41,6 +47,9 @@ _HTML_TYPES = ("text/html", "application/xhtml+xml")
 # Bot challenges (Cloudflare and the like) answer 200 or 403 with one of these.
 _CHALLENGE_MARKERS = (b"cf-challenge", b"challenge-form", b"<title>just a moment", b"cf_chl_")
 _WALL_PATHS = ("/free-member-form", "/wp-login.php", "/login")
+# The longest pause a Retry-After can impose: the back-off cap (cache.Backoff.cap). A site
+# that asks for years (or a broken header) must not silence a category for ever.
+MAX_RETRY_AFTER = 1800.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +90,105 @@ class LocalClosure:
         self._until = max(self._until, self._clock() + seconds)
 
 
+class _Watchdog:
+    """Shuts down the sockets of one exchange with the site when its deadline passes.
+
+    A socket timeout bounds each read, not the response: a site that drips a byte a
+    second keeps http.client's header reads and urllib3's body reads going for ever.
+    Shutting the socket down ends whichever read is blocked, in any phase; the
+    connection is then broken, so urllib3 never puts it back in its pool.
+    """
+
+    _current = threading.local()  # the watchdog of the exchange running on this thread
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self._done = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    @classmethod
+    def watch(cls, sock: socket.socket | None) -> None:
+        """Put ``sock`` under this thread's running watchdog, if there is one."""
+        watchdog: _Watchdog | None = getattr(cls._current, "watchdog", None)
+        if watchdog is None or sock is None:
+            return
+        with watchdog._lock:
+            if not watchdog._done:
+                watchdog._sockets.append(sock)
+                if watchdog.expired:
+                    _shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            if self._done:  # the exchange ended: its sockets may serve another one now
+                return
+            self.expired = True
+            for sock in self._sockets:
+                _shut(sock)
+
+    def __enter__(self) -> _Watchdog:
+        self._current.watchdog = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._timer.cancel()
+        with self._lock:
+            self._done = True
+        self._current.watchdog = None
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already closed, or detached by the TLS wrapper
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _WatchedHTTPConnection(HTTPConnection):
+    """A connection whose socket is watched from its creation (a slow connect) and at
+    each response (headers and body, a kept-alive connection reused too). A TLS
+    handshake replaces the socket object, so it has only its per-read timeout."""
+
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        _Watchdog.watch(sock)
+        return sock
+
+    def getresponse(self) -> BaseHTTPResponse:  # type: ignore[override]
+        _Watchdog.watch(self.sock)
+        return super().getresponse()
+
+
+class _WatchedHTTPSConnection(_WatchedHTTPConnection, HTTPSConnection):
+    pass
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+class _WatchedAdapter(HTTPAdapter):
+    """requests' adapter, its connections put under the running exchange's watchdog."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _WATCHED_POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> PoolManager:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        manager.pool_classes_by_scheme = _WATCHED_POOLS
+        return manager
+
+
+_WATCHED_POOLS = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
 class Upstream:
     """A polite client of one site: one session, spaced requests, bounded bodies."""
 
@@ -103,6 +211,8 @@ class Upstream:
         self._clock = clock
         self._sleep = sleep
         self._session = session or requests.Session()
+        for scheme in ("http://", "https://"):
+            self._session.mount(scheme, _WatchedAdapter())
         self._session.headers.update(
             {
                 "User-Agent": USER_AGENT,
@@ -150,6 +260,21 @@ class Upstream:
         return page
 
     def _exchange(self, url: str, headers: dict[str, str], deadline: float) -> Page:
+        """The page at ``url``, whole within the deadline however slowly the bytes come."""
+        with _Watchdog(max(0.0, deadline - self._clock())) as watchdog:
+            try:
+                page = self._follow_redirects(url, headers, deadline)
+            except UpstreamError:
+                if not watchdog.expired:
+                    raise
+            else:
+                if not watchdog.expired:
+                    return page
+        # Whatever failed or ended (a body read until the connection closed) was cut short
+        # by the watchdog.
+        raise UpstreamTimeout(f"{url} took over {self.timeout.total:g}s")
+
+    def _follow_redirects(self, url: str, headers: dict[str, str], deadline: float) -> Page:
         """The page at ``url``, following the redirects that stay on the site."""
         start = url
         for _ in range(MAX_REDIRECTS + 1):
@@ -267,13 +392,16 @@ def _charset(response: requests.Response) -> str | None:
 
 
 def _retry_after(value: str | None) -> float | None:
-    """``Retry-After`` as seconds, from either of its forms; None when absent or bad."""
+    """``Retry-After`` as seconds, from either of its forms, at most :data:`MAX_RETRY_AFTER`;
+    None when absent or bad."""
     if not value:
         return None
     if value.strip().isdigit():
-        return float(value.strip())
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, moment.timestamp() - time.time())
+        seconds = float(value.strip())
+    else:
+        try:
+            moment = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = moment.timestamp() - time.time()
+    return min(max(0.0, seconds), MAX_RETRY_AFTER)

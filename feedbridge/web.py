@@ -27,6 +27,10 @@ MAX_QUERY = 200
 HEADLINES = 3  # per category on the front page
 # A host name (underscores too, as container names have them), an IPv4 or [IPv6] address.
 _HOST = re.compile(r"(?:\w(?:[\w.-]*[\w.])?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?", re.ASCII)
+# A list in the WSGI environ that receives the detailed error behind an upstream failure
+# answer: how `feedbridge render`, which asks through the test client, shows the operator
+# what a reader is not told.
+ERROR_SINK = "feedbridge.errors"
 
 
 class BadParameter(ValueError):
@@ -101,10 +105,24 @@ def opml() -> Response:
     return Response(body, content_type=f"{OPML_MEDIA_TYPE}; charset=utf-8")
 
 
+@bp.after_app_request
+def no_sniffing(response: Response) -> Response:
+    """Every answer is what its Content-Type says: a browser must not guess HTML in it."""
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
 @bp.app_errorhandler(UpstreamError)
 def upstream_failed(exc: UpstreamError) -> Response:
-    """Nothing stale to serve: a short reason, the matching status, never cached."""
-    response = _plain(exc.status, f"upstream failure: {exc}")
+    """Nothing stale to serve: the kind of failure, the matching status, never cached.
+
+    The reader gets the kind's sentence; the detail (URLs, causes) is in the log already
+    (the fetch and the failure lines).
+    """
+    sink = request.environ.get(ERROR_SINK)
+    if sink is not None:
+        sink.append(exc)
+    response = _plain(exc.status, f"upstream failure: {exc.public}")
     if exc.retry_after is not None:
         response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
     return response

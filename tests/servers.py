@@ -16,6 +16,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -154,6 +155,66 @@ class RedisServer(_Process):
     def stop(self, sig: int = signal.SIGTERM) -> None:
         super().stop(sig)
         self._dir.cleanup()
+
+
+class Dripper:
+    """A site on 127.0.0.1 that answers every request with ``response``: its first
+    ``fast`` bytes at once, then one byte every ``interval`` seconds.
+
+    A connection is dropped after ``limit`` seconds, when the client goes away, or at
+    ``stop()``; every wait is bounded by those.
+    """
+
+    def __init__(
+        self, response: bytes, *, fast: int = 0, interval: float = 1.0, limit: float = 30.0
+    ) -> None:
+        self.response, self.fast, self.interval, self.limit = response, fast, interval, limit
+        self.connections = 0
+        self._stopped = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+        self._listener.settimeout(0.1)
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._acceptor = threading.Thread(target=self._accept, daemon=True)
+        self._acceptor.start()
+
+    def _accept(self) -> None:
+        with self._listener:
+            while not self._stopped.is_set():
+                try:
+                    conn, _ = self._listener.accept()
+                except TimeoutError:
+                    continue
+                self.connections += 1
+                threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
+
+    def _drip(self, conn: socket.socket) -> None:
+        deadline = time.monotonic() + self.limit
+        with conn:
+            try:
+                conn.settimeout(self.interval + 1)
+                request = b""
+                while b"\r\n\r\n" not in request and len(request) < 65536:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        return
+                    request += chunk
+                conn.sendall(self.response[: self.fast])
+                for offset in range(self.fast, len(self.response)):
+                    if self._stopped.wait(self.interval) or time.monotonic() > deadline:
+                        return
+                    conn.sendall(self.response[offset : offset + 1])
+            except OSError:
+                return  # the client went away
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._acceptor.join(5)
+
+    def __enter__(self) -> Dripper:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
 
 
 def procfile_argv(port: int, env: Mapping[str, str], app: str | None = None) -> list[str]:

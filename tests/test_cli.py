@@ -189,6 +189,39 @@ def test_a_bad_categories_file_is_one_line(invoke: Invoke, tmp_path: Path) -> No
     assert f"{PREFIX}CATEGORIES_FILE: {own}: [categories.Bad]: the slug must be" in line
 
 
+DEEP = 5000  # past Python's recursion limit, which tomllib's parser recurses into
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "x = " + "[" * DEEP + "]" * DEEP,
+        "x = " + "{a = " * DEEP + "1" + "}" * DEEP,
+        "[categories.a]\ntitle = 'A'\nlabel = 'A'\nanchors = " + "[" * 50 + "]" * 50,
+        "[[categories]]\ntitle = 'A'\n",
+        "categories = 1\n",
+        "[categories.a]\ntitle = ['A']\n",
+        "[categories.a]\ntitle = 'A'\nlisting = { path = '/' }\n",
+    ],
+    ids=[
+        "nested-arrays",
+        "nested-tables",
+        "nested-anchors",
+        "array",
+        "number",
+        "list-title",
+        "table-listing",
+    ],
+)
+def test_a_categories_file_of_any_shape_is_one_line(
+    invoke: Invoke, tmp_path: Path, text: str
+) -> None:
+    own = tmp_path / "mine.toml"
+    own.write_text(text)
+    result = invoke("categories", extra_env={f"{PREFIX}CATEGORIES_FILE": str(own)})
+    assert f"{PREFIX}CATEGORIES_FILE: {own}: " in one_error_line(result)
+
+
 # --- render one feed --------------------------------------------------------------------
 
 

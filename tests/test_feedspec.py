@@ -61,7 +61,8 @@ def _assert_single_violation(exc: SpecViolation, rule: str, fragment: str) -> No
 ATOM_SELF = "https://feeds.example.com/atom"
 
 ATOM_VALID = """<?xml version="1.0" encoding="utf-8"?>
-<feed xmlns="http://www.w3.org/2005/Atom" xml:lang="en">
+<feed xmlns="http://www.w3.org/2005/Atom" xmlns:media="http://search.yahoo.com/mrss/"
+      xml:lang="en">
   <id>tag:example.com,2026:feed</id>
   <title type="text">Example feed</title>
   <subtitle>Things &amp; stuff</subtitle>
@@ -90,6 +91,11 @@ ATOM_VALID = """<?xml version="1.0" encoding="utf-8"?>
     <link rel="alternate" type="text/html" href="https://example.com/2"/>
     <summary>An image</summary>
     <content type="image/png" src="https://example.com/2.png"/>
+    <media:thumbnail url="https://example.com/2-small.png"/>
+    <media:group>
+      <media:content url="https://example.com/2.png" type="image/png"/>
+      <media:content url="https://example.com/2.webp" type="image/webp"/>
+    </media:group>
   </entry>
   <entry>
     <id>https://example.com/3</id>
@@ -357,6 +363,21 @@ ATOM_CASES = [
         "at most one atom:subtitle (found 2)",
         id="feed-two-subtitles",
     ),
+    pytest.param(
+        _rep(
+            '<media:thumbnail url="https://example.com/2-small.png"/>',
+            '<media:group><media:thumbnail url="https://example.com/2-small.png"/></media:group>',
+        ),
+        "media.group",
+        "at least two media:content (found 0)",
+        id="media-group-around-a-lone-thumbnail",
+    ),
+    pytest.param(
+        _rep('<media:content url="https://example.com/2.webp" type="image/webp"/>', ""),
+        "media.group",
+        "at least two media:content (found 1)",
+        id="media-group-of-one-content",
+    ),
 ]
 
 
@@ -424,7 +445,8 @@ def test_atom_does_not_resolve_external_entities() -> None:
 RSS_SELF = "https://feeds.example.com/rss"
 
 RSS_VALID = """<?xml version="1.0" encoding="UTF-8"?>
-<rss version="2.0" xmlns:atom="http://www.w3.org/2005/Atom">
+<rss version="2.0" xmlns:atom="http://www.w3.org/2005/Atom"
+     xmlns:media="http://search.yahoo.com/mrss/">
   <channel>
     <title>Example feed</title>
     <link>https://example.com/</link>
@@ -441,6 +463,11 @@ RSS_VALID = """<?xml version="1.0" encoding="UTF-8"?>
       <pubDate>Sat, 21 Mar 2026 18:30:00 -0500</pubDate>
       <category domain="https://example.com/tags">tech</category>
       <enclosure url="https://example.com/1.mp3" length="1234" type="audio/mpeg"/>
+      <media:thumbnail url="https://example.com/1.jpg"/>
+      <media:group>
+        <media:content url="https://example.com/1.mp3" type="audio/mpeg"/>
+        <media:content url="https://example.com/1.ogg" type="audio/ogg"/>
+      </media:group>
     </item>
     <item>
       <description>Untitled note</description>
@@ -643,6 +670,15 @@ RSS_CASES = [
         "rss.item.at-most-one",
         "item[2] must contain at most one <title> (found 2)",
         id="item-two-titles",
+    ),
+    pytest.param(
+        _rep(
+            '<media:thumbnail url="https://example.com/1.jpg"/>',
+            '<media:group><media:thumbnail url="https://example.com/1.jpg"/></media:group>',
+        ),
+        "media.group",
+        "at least two media:content (found 0)",
+        id="media-group-around-a-lone-thumbnail",
     ),
 ]
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from werkzeug import Request, Response
 
 from feedbridge.config import Timeout
 from feedbridge.errors import BackingOff, HTTPStatusError, UpstreamTimeout
-from feedbridge.upstream import USER_AGENT, Upstream
-from tests.conftest import Clock, FakeSite
+from feedbridge.upstream import MAX_RETRY_AFTER, USER_AGENT, Upstream
+from tests.conftest import SITE, Clock, FakeSite
+from tests.servers import Dripper
 
 
 class SteppingClock(Clock):
@@ -56,6 +59,29 @@ def test_the_whole_response_has_a_deadline_not_only_each_read(site: FakeSite) ->
         upstream.fetch("/")
 
 
+PAGE = (SITE / "home.html").read_bytes()
+HEAD = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=UTF-8\r\n"
+    b"Content-Length: %d\r\nX-Padding: slowly-slowly-slowly\r\n\r\n" % len(PAGE)
+)
+TOTAL = 3.0
+MARGIN = 2.0  # a shared, busy machine: the watchdog's thread may be scheduled late
+
+
+@pytest.mark.parametrize(
+    "fast",
+    [pytest.param(10, id="headers-drip"), pytest.param(len(HEAD) + 100, id="body-drips")],
+)
+def test_a_site_dripping_a_byte_a_second_is_cut_at_the_total_deadline(fast: int) -> None:
+    # Each byte comes well within the read timeout, so only a total deadline ends this.
+    with Dripper(HEAD + PAGE, fast=fast, interval=1.0, limit=4 * TOTAL) as site:
+        upstream = Upstream(site.url, min_interval=0, timeout=Timeout(1, TOTAL))
+        started = time.monotonic()
+        with pytest.raises(UpstreamTimeout, match=f"took over {TOTAL:g}s"):
+            upstream.fetch("/")
+        assert time.monotonic() - started < TOTAL + MARGIN
+
+
 def test_site_retry_after_pauses_every_category(site: FakeSite) -> None:
     clock = Clock()
     site.override("/", Response("busy", status=429, headers={"Retry-After": "120"}))
@@ -79,6 +105,21 @@ def test_retry_after_dates_and_junk(site: FakeSite, retry_after: str) -> None:
     with pytest.raises(HTTPStatusError) as error:
         Upstream(site.url, min_interval=0).fetch("/")
     assert error.value.retry_after in (None, 0.0)
+
+
+@pytest.mark.parametrize("retry_after", ["999999999", "9" * 400, "Fri, 01 Jan 2100 00:00:00 GMT"])
+def test_a_site_asking_for_years_is_asked_again_within_the_backoff_cap(
+    site: FakeSite, retry_after: str
+) -> None:
+    site.override("/", Response("busy", status=429, headers={"Retry-After": retry_after}))
+    upstream = Upstream(site.url, min_interval=0)
+    with pytest.raises(HTTPStatusError) as error:
+        upstream.fetch("/")
+    assert error.value.retry_after == MAX_RETRY_AFTER == 1800
+    assert 1790 < upstream.closure.closed_for() <= MAX_RETRY_AFTER
+    with pytest.raises(BackingOff) as waiting:
+        upstream.fetch("/")
+    assert waiting.value.retry_after is not None and waiting.value.retry_after <= 1800
 
 
 @pytest.mark.parametrize("path", ["https://evil.example/", "//evil.example/", "evil", ""])

@@ -16,6 +16,7 @@ from feedbridge.scrape import (
     parse_listed_date,
     parse_listing,
 )
+from tests.conftest import SITE
 
 BASE = "http://127.0.0.1:9"
 LABEL = "Voice of Korea (EN)"
@@ -260,3 +261,42 @@ def test_published_is_the_url_timestamp_else_the_listed_day_in_pyongyang() -> No
     assert item.published == datetime.fromtimestamp(1774173600, UTC)
     [odd] = listing(card("/newstream/0000000001-123456789/a/", "A", "a a"))
     assert odd.published == datetime(2026, 3, 22, tzinfo=PYONGYANG)
+
+
+# --- saved pages, made hostile ----------------------------------------------------------
+
+SEED = (SITE / "articles" / "1730538240-666693401.html").read_text()
+SEED_BLOCK = SEED.index(f"More From {LABEL}")
+SITE_BASE = "https://kcnawatch.org"
+
+
+def seed_listing(markup: str) -> list:
+    return parse_listing(markup.encode(), label=LABEL, base_url=SITE_BASE)
+
+
+@pytest.mark.parametrize("depth", [254, 300, 5000])
+def test_a_page_nested_past_the_parsers_depth_limit_keeps_its_listing(depth: int) -> None:
+    # libxml2 stops at 256 open elements and drops the rest of the page.
+    content = SEED.index('<div class="article-content"')
+    deep = SEED[:content] + "<div><span>" * (depth // 2) + SEED[content:]
+    assert [item.key for item in seed_listing(deep)] == [item.key for item in seed_listing(SEED)]
+
+
+def test_a_block_of_one_short_card_is_a_block_of_one_item() -> None:
+    # The block's whole text is then as short as a heading's: it is still a listing.
+    first = SEED.index('<article class="clearfix">', SEED_BLOCK)
+    card_end = SEED.index("</article>", first) + len("</article>")
+    [original] = seed_listing(SEED[:card_end] + SEED[SEED.index("</section>", card_end) :])
+    card = (
+        SEED[first:card_end]
+        .replace(original.title, "Photo session")
+        .replace(original.excerpt, "Photo session held.")
+    )
+    page = SEED[:first] + card + SEED[SEED.index("</section>", card_end) :]
+    [item] = seed_listing(page)
+    assert (item.key, item.title, item.excerpt) == (
+        original.key,
+        "Photo session",
+        "Photo session held.",
+    )
+    assert item.listed == original.listed

@@ -131,7 +131,7 @@ def test_page_with_no_items_is_a_502_not_an_empty_feed(app: Flask, site: FakeSit
     response = app.test_client().get("/feeds/vok-en.atom")
     assert response.status_code == 502
     assert response.headers["Cache-Control"] == "no-store"
-    assert "lists no article" in response.text
+    assert response.text == "upstream failure: the site's page lists no story the bridge can read\n"
 
 
 @pytest.mark.parametrize("variant", ["vok-en-template-b.html", "vok-en-template-c.html"])
@@ -147,6 +147,16 @@ def test_ids_identical_across_templates(app: Flask, site: FakeSite, make_app, va
 def test_healthz_does_not_touch_the_site(app: Flask, site: FakeSite) -> None:
     assert app.test_client().get("/healthz").text == "ok\n"
     assert site.hits() == 0
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/", "/healthz", "/status", "/metrics", "/feeds.opml", "/feeds/vok-en.atom",
+     "/feeds/vok-en.json", "/feeds/nope.atom", "/feeds/vok-en.rss?limit=0"],
+)  # fmt: skip
+def test_every_answer_forbids_content_sniffing(app: Flask, path: str) -> None:
+    response = app.test_client().get(path)
+    assert response.headers["X-Content-Type-Options"] == "nosniff", response.status
 
 
 def _gone() -> Response:
