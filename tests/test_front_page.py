@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import struct
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import lxml.html
 import pytest
@@ -151,10 +153,49 @@ def chromium() -> str:
     return find_chromium()
 
 
+# What a person sees, measured in the page by the browser itself: the front page in a
+# frame as wide as the screen, from the same origin, and every feed link checked where
+# it is drawn (inside the screen, not covered: what a tap at its middle would hit).
+PROBE = """<!doctype html><html><head><meta charset="utf-8"></head>
+<body style="margin:0"><iframe id="page" src="/" style="border:0;width:WIDTHpx;height:800px">
+</iframe><script>
+document.getElementById("page").addEventListener("load", () => {
+  const doc = document.getElementById("page").contentDocument;
+  const view = doc.defaultView;
+  const links = [...doc.querySelectorAll("a[href*='/feeds']")];
+  const hidden = links.filter(link => {
+    link.scrollIntoView({block: "center"});
+    const box = link.getBoundingClientRect();
+    if (box.width < 1 || box.height < 1 || box.left < 0 || box.right > view.innerWidth) {
+      return true;
+    }
+    const hit = doc.elementFromPoint(box.left + box.width / 2, box.top + box.height / 2);
+    return !(hit === link || link.contains(hit));
+  }).map(link => link.getAttribute("href"));
+  document.body.dataset.seen = JSON.stringify({
+    pageWidth: doc.documentElement.scrollWidth, screenWidth: view.innerWidth,
+    links: links.length, hidden});
+});
+</script></body></html>"""
+
+
+def with_probe(app: Flask) -> Callable[..., Iterable[bytes]]:
+    """The app, and ``/__probe?width=N``: the page above, for the browser to load."""
+
+    def serve(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != "/__probe":
+            return app(environ, start_response)
+        width = environ.get("QUERY_STRING", "").removeprefix("width=")
+        start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
+        return [PROBE.replace("WIDTH", str(int(width))).encode()]
+
+    return serve
+
+
 @pytest.fixture
 def served(app: Flask) -> Iterator[str]:
     """The app on a real local server, for a real browser."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+    server = make_server("127.0.0.1", 0, with_probe(app), threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}/"
@@ -206,4 +247,14 @@ def test_front_page_in_chromium_on_a_phone_and_a_desktop(
         )
         assert png_size(shot) == (width, height)
         assert shot.stat().st_size > 20_000, "a blank page compresses to almost nothing"
+
+        probe = run_chromium(
+            chromium, tmp_path / "profile", "--virtual-time-budget=10000",
+            f"--window-size={width},{height}", "--dump-dom", f"{served}__probe?width={width}",
+        ).stdout  # fmt: skip
+        [seen] = lxml.html.document_fromstring(probe).xpath("//body/@data-seen")
+        sight = json.loads(seen)
+        assert sight["pageWidth"] <= sight["screenWidth"] == width, f"{name}: scrolls sideways"
+        assert sight["links"] == 3 * len(REGISTRY) + 2, sight  # and the two OPML links
+        assert sight["hidden"] == [], f"{name}: links not visible or not tappable"
     assert site.hits() == hits, "the browser's visits never reach the site"
