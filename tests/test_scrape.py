@@ -17,6 +17,7 @@ from feedbridge.scrape import (
     parse_listing,
 )
 from tests.conftest import SITE
+from tests.fixtures import build
 
 BASE = "http://127.0.0.1:9"
 LABEL = "Voice of Korea (EN)"
@@ -300,3 +301,13 @@ def test_a_block_of_one_short_card_is_a_block_of_one_item() -> None:
         "Photo session held.",
     )
     assert item.listed == original.listed
+
+
+def test_the_saved_pages_are_what_build_py_writes() -> None:
+    """tests/fixtures/build.py is the one source of the saved pages: change it and run it
+    (``python3 -m tests.fixtures.build``), never a page by hand."""
+    written = build.pages()
+    saved = {*build.SITE.rglob("*.html"), *build.VARIANTS.rglob("*.html")}
+    assert saved == set(written), "pages on disk that build.py does not write, or missing"
+    stale = [str(p) for p, text in written.items() if p.read_text("utf-8") != text]
+    assert stale == [], "out of step with build.py"
