@@ -57,11 +57,12 @@ SERVER_ENV = {
     "FEEDBRIDGE_LOG_LEVEL": "WARNING",
 }
 FAULTS = (
-    "error-500", "hang", "drip", "layout-changed", "sign-up-wall", "garbage", "huge",
+    "drip", "error-500", "hang", "layout-changed", "sign-up-wall", "garbage", "huge",
     "retry-after",
 )  # fmt: skip
-# Each fault for a slice of the run, the site healthy before and between them; the
-# huge Retry-After comes last, as it closes the site for the rest of the run.
+# Each fault for a slice of the run, the site healthy before and between them. The drip
+# comes first, before back-offs space the refreshes out (a short run meets it too); the
+# huge Retry-After last, as it closes the site for the rest of the run.
 PHASES = ("healthy", *(mode for fault in FAULTS for mode in (fault, "healthy")))[:-1]
 RETRY_AFTER = "999999999"  # seconds: about 32 years
 RETRY_AFTER_BOUND = Backoff().cap  # the longest the bridge's own back-off waits
