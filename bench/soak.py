@@ -137,7 +137,9 @@ class StandIn:
         if mode == "hang":
             self._stop.wait(HANG_S)
         elif mode == "drip":
-            return Response(self._drip(), content_type=html)
+            # Its length declared, as most servers do: no chunks a client could count.
+            length = str(DRIP_S + 1)
+            return Response(self._drip(), content_type=html, headers={"Content-Length": length})
         elif mode == "layout-changed":
             return Response(self._layout, content_type=html)
         elif mode == "sign-up-wall":
@@ -489,8 +491,9 @@ def _cluster_violations(name: str, c: dict[str, object]) -> list[str]:
     held = upstream["longest_drip_held_s"]  # type: ignore[index]
     if held is not None and held > TIMEOUT + 2:
         found.append(
-            f"{name}: a site dripping a byte a second held a fetch {held}s, past the"
-            f" {TIMEOUT:g}s upstream deadline (FEEDBRIDGE_TIMEOUT is not a total deadline)"
+            f"{name}: a site dripping a byte a second (its Content-Length declared) held a"
+            f" fetch {held}s, past the {TIMEOUT:g}s upstream deadline, until the site stopped"
+            f" dripping: FEEDBRIDGE_TIMEOUT is no total deadline for such a body"
         )
     closed = c["site_closed_for_s"]
     if closed is not None and closed > RETRY_AFTER_BOUND:
