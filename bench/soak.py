@@ -28,11 +28,12 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import requests
 from pytest_httpserver import HTTPServer
@@ -47,6 +48,7 @@ from tests.conftest import ARTICLE, FIXTURES, SITE, FakeSite
 from tests.servers import ROOT, Gunicorn, RedisServer
 
 RESULTS = ROOT / "bench" / "results"
+Figures = dict[str, Any]  # JSON-shaped, as saved
 TTL = 5  # FEEDBRIDGE_CACHE_TTL: short, so that faults meet many refreshes
 TIMEOUT = 2.0  # FEEDBRIDGE_TIMEOUT: the upstream deadline, seconds
 SERVER_ENV = {
@@ -119,7 +121,7 @@ class StandIn:
     def stop(self) -> None:
         self.server.stop()
 
-    def _handler(self, slug: str, healthy: bytes):  # type: ignore[no-untyped-def]
+    def _handler(self, slug: str, healthy: bytes) -> Callable[[Request], Response]:
         def handle(_request: Request) -> Response:
             mode = self.mode
             with self._lock:
@@ -193,6 +195,8 @@ class Cluster:
 
 
 class Soak:
+    """Load, faults and probes on the clusters for ``seconds``, one phase after the other."""
+
     def __init__(self, clusters: list[Cluster], registry: Registry, seconds: float) -> None:
         self.clusters = clusters
         self.registry = registry
@@ -347,7 +351,7 @@ def _rss_kib(pid: int) -> int:
 # --- figures -----------------------------------------------------------------------------
 
 
-def figures(cluster: Cluster) -> dict[str, object]:
+def figures(cluster: Cluster) -> Figures:
     """What a cluster's run comes to, from its answers, its site's log and its servers."""
     statuses = Counter(a.status for a in cluster.answers)
     return {
@@ -449,7 +453,7 @@ def _memory(cluster: Cluster) -> list[dict[str, object]]:
     ]
 
 
-def _closed_for(settings: Settings) -> float | None:
+def _closed_for(settings: Settings) -> int:
     """How long the store says the site is closed (its Retry-After), at the end."""
     store = open_store(settings, time.time)
     try:
@@ -458,61 +462,84 @@ def _closed_for(settings: Settings) -> float | None:
         store.close()
 
 
-def violations(results: dict[str, object]) -> list[str]:
+def violations(results: Figures) -> list[str]:
     """Every broken invariant of a run, each said precisely; empty when all hold."""
-    problems: list[str] = []
-    for name, c in results["clusters"].items():  # type: ignore[attr-defined]
-        problems += _cluster_violations(name, c)
-    return problems
+    checks = (_tracebacks, _served_after_200, _healthz_ok, _fetches_bounded, _deadline_held,
+              _retry_after_clamped, _memory_bounded)  # fmt: skip
+    return [
+        f"{name}: {problem}"
+        for name, cluster in results["clusters"].items()
+        for check in checks
+        for problem in check(cluster)
+    ]
 
 
-def _cluster_violations(name: str, c: dict[str, object]) -> list[str]:
-    found = []
-    if c["tracebacks"]:
-        found.append(f"{name}: {c['tracebacks']} tracebacks in the servers' logs")
-    if c["5xx_after_200"]:
-        first = c["5xx_after_200"][0]  # type: ignore[index]
-        found.append(
-            f"{name}: {len(c['5xx_after_200'])} 5xx or failed answers for feeds served 200"  # type: ignore[arg-type]
-            f" before, e.g. {first}"
-        )
+def _tracebacks(c: Figures) -> list[str]:
+    return [f"{c['tracebacks']} tracebacks in the servers' logs"] if c["tracebacks"] else []
+
+
+def _served_after_200(c: Figures) -> list[str]:
+    failed = c["5xx_after_200"]
+    if not failed:
+        return []
+    return [f"{len(failed)} 5xx or failed answers for feeds served 200 before, e.g. {failed[0]}"]
+
+
+def _healthz_ok(c: Figures) -> list[str]:
     healthz = c["healthz"]
-    if healthz["not_200"] or (healthz["max_ms"] or 0) > HEALTHZ_LIMIT * 1000:  # type: ignore[index]
-        found.append(
-            f"{name}: /healthz not always 200 under {HEALTHZ_LIMIT:g}s: {healthz} (slow clients"
-            f" {c['slow_clients']}; gthread reads headers on pool threads, see PITFALLS.md)"
-        )
+    if not healthz["not_200"] and (healthz["max_ms"] or 0) <= HEALTHZ_LIMIT * 1000:
+        return []
+    return [
+        f"/healthz not always 200 under {HEALTHZ_LIMIT:g}s: {healthz} (slow clients"
+        f" {c['slow_clients']}; gthread reads headers on pool threads, see PITFALLS.md)"
+    ]
+
+
+def _fetches_bounded(c: Figures) -> list[str]:
     upstream = c["upstream"]
-    if upstream["max_per_category_per_ttl"] > 1:  # type: ignore[index]
-        found.append(
-            f"{name}: {upstream['max_per_category_per_ttl']} listing fetches of one category"  # type: ignore[index]
-            f" within {TTL - CLOCK_SLACK:g}s (TTL {TTL}s); min gap {upstream['min_gap_s']}s"  # type: ignore[index]
-        )
-    held = upstream["longest_drip_held_s"]  # type: ignore[index]
-    if held is not None and held > TIMEOUT + 2:
-        found.append(
-            f"{name}: a site dripping a byte a second (its Content-Length declared) held a"
-            f" fetch {held}s, past the {TIMEOUT:g}s upstream deadline, until the site stopped"
-            f" dripping: FEEDBRIDGE_TIMEOUT is no total deadline for such a body"
-        )
+    if upstream["max_per_category_per_ttl"] <= 1:
+        return []
+    return [
+        f"{upstream['max_per_category_per_ttl']} listing fetches of one category within"
+        f" {TTL - CLOCK_SLACK:g}s (TTL {TTL}s); min gap {upstream['min_gap_s']}s"
+    ]
+
+
+def _deadline_held(c: Figures) -> list[str]:
+    held = c["upstream"]["longest_drip_held_s"]
+    if held is None or held <= TIMEOUT + 2:
+        return []
+    return [
+        f"a site dripping a byte a second (its Content-Length declared) held a fetch {held}s,"
+        f" past the {TIMEOUT:g}s upstream deadline, until the site stopped dripping:"
+        " FEEDBRIDGE_TIMEOUT is no total deadline for such a body"
+    ]
+
+
+def _retry_after_clamped(c: Figures) -> list[str]:
     closed = c["site_closed_for_s"]
-    if closed is not None and closed > RETRY_AFTER_BOUND:
-        found.append(
-            f"{name}: the site's Retry-After: {RETRY_AFTER} closed it for {closed}s"
-            f" (~{closed / 3.156e7:.0f} years), over {RETRY_AFTER_BOUND:g}s: not clamped"
-        )
-    for worker in c["workers"]:  # type: ignore[attr-defined]
+    if closed is None or closed <= RETRY_AFTER_BOUND:
+        return []
+    return [
+        f"the site's Retry-After: {RETRY_AFTER} closed it for {closed}s"
+        f" (~{closed / 3.156e7:.0f} years), over {RETRY_AFTER_BOUND:g}s: not clamped"
+    ]
+
+
+def _memory_bounded(c: Figures) -> list[str]:
+    found = []
+    for worker in c["workers"]:
         if worker["growth_mib"] is None:
-            found.append(f"{name}: worker {worker['pid']} was replaced during the run")
+            found.append(f"worker {worker['pid']} was replaced during the run")
         elif worker["growth_mib"] > MEMORY_LIMIT_MIB:
-            found.append(f"{name}: worker {worker['pid']} grew {worker['growth_mib']} MiB")
+            found.append(f"worker {worker['pid']} grew {worker['growth_mib']} MiB")
     return found
 
 
 # --- running -------------------------------------------------------------------------------
 
 
-def soak(minutes: float, *, use_redis: bool = True) -> dict[str, object]:
+def soak(minutes: float, *, use_redis: bool = True) -> Figures:
     """A soak of ``minutes``: its settings, phases and figures per cluster."""
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
     registry = load_registry()
@@ -546,10 +573,9 @@ def _sqlite_cluster(
 ) -> Cluster:
     site = _stand_in(stack, registry, stop)
     db = tmp / "feedbridge.db"
-    server = stack.enter_context(
-        Gunicorn({**SERVER_ENV, "FEEDBRIDGE_UPSTREAM_URL": site.url, "FEEDBRIDGE_DB": str(db)})
-    )
-    return Cluster("sqlite", site, [server], Settings(upstream_url=site.url, db=db))
+    env = {**SERVER_ENV, "FEEDBRIDGE_UPSTREAM_URL": site.url, "FEEDBRIDGE_DB": str(db)}
+    servers = [_gunicorn(stack, env)]
+    return Cluster("sqlite", site, servers, Settings(upstream_url=site.url, db=db))
 
 
 def _redis_cluster(
@@ -557,8 +583,14 @@ def _redis_cluster(
 ) -> Cluster:
     site = _stand_in(stack, registry, stop)
     env = {**SERVER_ENV, "FEEDBRIDGE_UPSTREAM_URL": site.url, "FEEDBRIDGE_REDIS_URL": redis_url}
-    servers = [stack.enter_context(Gunicorn(env)) for _ in range(2)]
+    servers = [_gunicorn(stack, env) for _ in range(2)]
     return Cluster("redis", site, servers, Settings(upstream_url=site.url, redis_url=redis_url))
+
+
+def _gunicorn(stack: ExitStack, env: dict[str, str]) -> Gunicorn:
+    server = Gunicorn(env)
+    stack.callback(server.stop)
+    return server
 
 
 def _stand_in(stack: ExitStack, registry: Registry, stop: threading.Event) -> StandIn:
