@@ -65,9 +65,10 @@ def render(fmt: Format, info: FeedInfo, items: Sequence[Item], *, base_url: str)
         return _json_feed(info, items, base_url)
     generator = _feedgen(info, items, base_url)
     if fmt is Format.RSS:
-        rss = generator.rss_str(pretty=False)
+        rss: bytes = generator.rss_str(pretty=False)
         return _with_rss_hub(rss, info.hub) if info.hub else rss
-    return generator.atom_str(pretty=False)
+    atom: bytes = generator.atom_str(pretty=False)
+    return atom
 
 
 def _with_rss_hub(rss: bytes, hub: str) -> bytes:

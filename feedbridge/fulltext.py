@@ -26,7 +26,8 @@ from datetime import date
 from urllib.parse import urljoin, urlsplit
 
 import nh3
-from bs4 import BeautifulSoup, PageElement, Tag
+from bs4 import BeautifulSoup, Tag
+from bs4.element import PageElement
 
 from feedbridge.errors import LayoutChanged, UpstreamError
 from feedbridge.model import Item

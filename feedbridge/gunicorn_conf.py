@@ -67,7 +67,7 @@ def _log_format() -> str:
         return Settings.log_format
 
 
-class FeedbridgeLogger(Logger):
+class FeedbridgeLogger(Logger):  # type: ignore[misc]  # gunicorn has no annotations
     """gunicorn's logs, one line each in the app's form."""
 
     formatter = Formatter(_log_format())
@@ -107,7 +107,7 @@ def child_exit(server: Any, worker: Any) -> None:
     """A worker is gone: its live gauges go with it (its counters stay in the sums)."""
     from prometheus_client import multiprocess
 
-    multiprocess.mark_process_dead(worker.pid)
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]  # idem
 
 
 def on_exit(server: Any) -> None:

@@ -20,7 +20,7 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from bs4.dammit import UnicodeDammit
 from lxml import etree
-from lxml.etree import _Element, iterwalk
+from lxml.etree import _Element, _ElementUnicodeResult, iterwalk
 
 from feedbridge.errors import Blocked, LayoutChanged
 from feedbridge.model import ArticleKey, Item
@@ -245,11 +245,25 @@ def _without_unclosed_tags(markup: str) -> str:
 
 def _text(el: _Element) -> str:
     """All the text inside ``el`` (lxml.html's ``text_content()``, on a plain element)."""
-    return "".join(el.itertext())
+    return "".join(str(text) for text in el.itertext())
+
+
+def _strings(el: _Element, path: str) -> list[_ElementUnicodeResult]:
+    """The results of an XPath that selects text or attributes (lxml's are typed loosely)."""
+    found = el.xpath(path)
+    assert isinstance(found, list)
+    return [value for value in found if isinstance(value, _ElementUnicodeResult)]
+
+
+def _elements(el: _Element, path: str) -> list[_Element]:
+    """The results of an XPath that selects elements."""
+    found = el.xpath(path)
+    assert isinstance(found, list)
+    return [value for value in found if isinstance(value, _Element)]
 
 
 def _raise_if_wall(root: _Element) -> None:
-    markup_classes = " ".join(root.xpath("//form/@class | //form/@action | //div/@class"))
+    markup_classes = " ".join(_strings(root, "//form/@class | //form/@action | //div/@class"))
     if any(marker in markup_classes for marker in _WALL_MARKERS):
         raise Blocked("the site answered with its sign-up wall instead of the page")
 
@@ -270,7 +284,7 @@ def _heading_chains(root: _Element) -> list[Chain]:
     text of every element; done once per page for every heading pattern.
     """
     chains: list[Chain] = []
-    for node in root.xpath("//body//text()"):
+    for node in _strings(root, "//body//text()"):
         if not node.is_text or not _HEADING_START.match(node):
             continue
         chain: Chain = []
@@ -404,7 +418,9 @@ def _item(
         "",
     )
     if source is None:
-        logo = container.xpath(".//img[contains(@class, 'source') or contains(@class, 'logo')]")
+        logo = _elements(
+            container, ".//img[contains(@class, 'source') or contains(@class, 'logo')]"
+        )
         source = collapse(logo[0].get("alt", "")) or None if logo else None
     # The tree's text is whitespace-collapsed as it is read; what is kept is made XML-safe
     # here, once: character references such as "&#11;" come back as control characters.

@@ -181,7 +181,7 @@ class _WatchedAdapter(HTTPAdapter):
         self.poolmanager.pool_classes_by_scheme = _WATCHED_POOLS
 
     def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> PoolManager:
-        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        manager: PoolManager = super().proxy_manager_for(proxy, **proxy_kwargs)
         manager.pool_classes_by_scheme = _WATCHED_POOLS
         return manager
 
@@ -328,7 +328,8 @@ class Upstream:
     def _read(self, url: str, response: requests.Response, deadline: float) -> Page:
         with response:
             if response.status_code == 304:
-                return Page(url=url, not_modified=True, **_validators(response))
+                etag, last_modified = _validators(response)
+                return Page(url, etag=etag, last_modified=last_modified, not_modified=True)
             if response.status_code >= 400:
                 retry_after = _retry_after(response.headers.get("Retry-After"))
                 if response.status_code in (429, 503) and retry_after:
@@ -351,7 +352,8 @@ class Upstream:
             raise NotHTML(f"the site sent something that is not HTML for {url}")
         if any(marker in head for marker in _CHALLENGE_MARKERS):
             raise Blocked("the site answered with a bot challenge instead of the page")
-        return Page(url=url, body=body, encoding=_charset(response), **_validators(response))
+        etag, last_modified = _validators(response)
+        return Page(url, body, _charset(response), etag, last_modified)
 
     def _body(self, url: str, response: requests.Response, deadline: float) -> bytes:
         """The decoded body, stopped at the size cap (gzip bombs too) and the deadline."""
@@ -375,11 +377,9 @@ class Upstream:
         return b"".join(chunks)
 
 
-def _validators(response: requests.Response) -> dict[str, str | None]:
-    return {
-        "etag": response.headers.get("ETag"),
-        "last_modified": response.headers.get("Last-Modified"),
-    }
+def _validators(response: requests.Response) -> tuple[str | None, str | None]:
+    """The page's ``ETag`` and ``Last-Modified``, for a conditional request next time."""
+    return response.headers.get("ETag"), response.headers.get("Last-Modified")
 
 
 def _charset(response: requests.Response) -> str | None:

@@ -38,7 +38,8 @@ class BadParameter(ValueError):
 
 
 def bridge() -> Bridge:
-    return current_app.extensions["feedbridge"]
+    found: Bridge = current_app.extensions["feedbridge"]
+    return found
 
 
 @bp.get("/")
@@ -144,7 +145,7 @@ def unexpected(exc: Exception) -> Response:
 
 def public_root() -> str:
     """The bridge's base URL as readers see it, ending in a slash."""
-    configured = current_app.config["FEEDBRIDGE"].public_url
+    configured: str | None = current_app.config["FEEDBRIDGE"].public_url
     if configured:
         return configured + "/"
     # Self links are built on the Host header: one that is no host would make them invalid.
