@@ -40,8 +40,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 # Hypothesis: the same examples on every CI run; fresh ones elsewhere. No deadline: the
 # machines are small and shared, and a slow example is not a wrong one.
-settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
-settings.register_profile("dev", deadline=None)
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True, max_examples=100)
+# A quarter of the examples at a developer's desk, for a fast loop; CI runs them all.
+settings.register_profile("dev", deadline=None, max_examples=25)
 settings.load_profile("ci" if os.environ.get("CI") == "true" else "dev")
 
 

@@ -72,6 +72,7 @@ MARGIN = 2.0  # a shared, busy machine: the watchdog's thread may be scheduled l
     "fast",
     [pytest.param(10, id="headers-drip"), pytest.param(len(HEAD) + 100, id="body-drips")],
 )
+@pytest.mark.slow  # the deadline is real time: 3 s each
 def test_a_site_dripping_a_byte_a_second_is_cut_at_the_total_deadline(fast: int) -> None:
     # Each byte comes well within the read timeout, so only a total deadline ends this.
     with Dripper(HEAD + PAGE, fast=fast, interval=1.0, limit=4 * TOTAL) as site:

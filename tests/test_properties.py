@@ -45,7 +45,8 @@ AWKWARD = [
 awkward_text = st.lists(st.one_of(st.characters(), st.sampled_from(AWKWARD)), max_size=30).map(
     "".join
 )
-PROPERTY = settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+# As many examples as the profile says (conftest.py: all of them in CI, fewer at a desk).
+PROPERTY = settings(suppress_health_check=[HealthCheck.too_slow])
 
 
 @dataclass(frozen=True)
