@@ -27,6 +27,7 @@ from feedbridge.model import ArticleKey, Item
 from feedbridge.text import collapse, squash, xml_safe
 
 SITE_HOSTS = frozenset({"kcnawatch.org", "www.kcnawatch.org"})
+_URL_SAFE = ":/?#[]@!$&'()*+,;=%~"  # RFC 3986's reserved characters, and escapes
 # Start and end tags, for the rare page nested deeper than libxml2 parses (see _parse).
 _TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9-]*)[^>]*>")
 # Elements with no end tag, or whose end the parser implies: never what nests a page deep.
@@ -498,7 +499,8 @@ def _thumbnail(container: _Element, base_url: str) -> str | None:
             continue
         url = urljoin(base_url + "/", src)
         if urlsplit(url).scheme in ("http", "https"):
-            return url
+            # What a URL may not hold as it is (a backslash, a space, "<") is escaped.
+            return quote(url, safe=_URL_SAFE)
     return None
 
 

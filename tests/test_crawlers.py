@@ -25,6 +25,7 @@ def test_robots_allow_the_feeds_and_the_front_page_only(app: Flask) -> None:
 
 def test_the_favicon_is_an_icon_kept_for_a_day(app: Flask) -> None:
     response = app.test_client().get("/favicon.ico")
+    response.close()  # a file sent from disk: its handle closes with the response
     assert response.status_code == 200
     assert response.content_type in ("image/vnd.microsoft.icon", "image/x-icon")
     reserved, kind, count = struct.unpack("<HHH", response.data[:6])

@@ -70,6 +70,21 @@ def test_reads_title_link_key_excerpt_date_and_thumbnail() -> None:
     assert item.source == LABEL
 
 
+@pytest.mark.parametrize(
+    ("src", "url"),
+    [
+        ("\\", f"{BASE}/%5C"),  # found by Hypothesis: a backslash
+        ("/logo one.png", f"{BASE}/logo%20one.png"),
+        ("/a&quot;&lt;b&gt;.png", f"{BASE}/a%22%3Cb%3E.png"),  # as the markup escapes it
+        ("/로고.png", f"{BASE}/%EB%A1%9C%EA%B3%A0.png"),
+    ],
+)
+def test_a_thumbnail_is_a_url_a_reader_can_follow(src: str, url: str) -> None:
+    markup = card("/newstream/1774173600-123456789/a/", "A", "a a").replace("/logo.png", src)
+    [item] = listing(markup)
+    assert item.thumbnail == url
+
+
 def test_only_the_more_from_block_counts() -> None:
     items = listing(card("/newstream/1774173600-123456789/a/", "A", "a a"))
     assert [str(i.key) for i in items] == ["1774173600-123456789"]
