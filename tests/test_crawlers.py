@@ -24,11 +24,11 @@ def test_robots_allow_the_feeds_and_the_front_page_only(app: Flask) -> None:
 
 
 def test_the_favicon_is_an_icon_kept_for_a_day(app: Flask) -> None:
-    response = app.test_client().get("/favicon.ico")
-    response.close()  # a file sent from disk: its handle closes with the response
+    with app.test_client().get("/favicon.ico") as response:  # a file from disk: closed after
+        data = response.data
     assert response.status_code == 200
     assert response.content_type in ("image/vnd.microsoft.icon", "image/x-icon")
-    reserved, kind, count = struct.unpack("<HHH", response.data[:6])
+    reserved, kind, count = struct.unpack("<HHH", data[:6])
     assert (reserved, kind, count) == (0, 1, 1)
-    assert response.data[22:30] == b"\x89PNG\r\n\x1a\n"  # one 32x32 PNG image
+    assert data[22:30] == b"\x89PNG\r\n\x1a\n"  # one 32x32 PNG image
     assert response.headers["Cache-Control"] == "public, max-age=86400"
