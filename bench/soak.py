@@ -40,10 +40,10 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from feedbridge.app import open_store
-from feedbridge.bridge import Backoff
 from feedbridge.categories import Registry, load_registry
 from feedbridge.config import Settings
 from feedbridge.feeds import Format
+from feedbridge.politeness import Backoff
 from tests.conftest import ARTICLE, FIXTURES, SITE, FakeSite
 from tests.servers import ROOT, Gunicorn, RedisServer
 
@@ -457,7 +457,7 @@ def _closed_for(settings: Settings) -> int:
     """How long the store says the site is closed (its Retry-After), at the end."""
     store = open_store(settings, time.time)
     try:
-        return round(store.closed_for())
+        return round(store.paused_for())
     finally:
         store.close()
 

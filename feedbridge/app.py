@@ -9,10 +9,11 @@ from collections.abc import Callable
 from flask import Flask
 
 from feedbridge import ops, web
-from feedbridge.bridge import Backoff, Bridge
+from feedbridge.bridge import Bridge
 from feedbridge.categories import load_registry
 from feedbridge.config import Settings, redis_client_options
 from feedbridge.fulltext import FullText
+from feedbridge.politeness import Backoff
 from feedbridge.proxy import ForwardedHeaders
 from feedbridge.refresher import Refresher
 from feedbridge.store import Retention, Store

@@ -20,7 +20,6 @@ import enum
 import gzip
 import hashlib
 import logging
-import random
 import secrets
 import threading
 import time
@@ -35,10 +34,17 @@ from cachetools import LRUCache
 
 from feedbridge import observe
 from feedbridge.categories import Category, Registry
-from feedbridge.errors import BackingOff, HTTPStatusError, LayoutChanged, UpstreamError
+from feedbridge.errors import (
+    BackingOff,
+    HTTPStatusError,
+    LayoutChanged,
+    SitePaused,
+    UpstreamError,
+)
 from feedbridge.feeds import FeedInfo, Format, render
 from feedbridge.fulltext import FullText
 from feedbridge.model import Item, newest_first
+from feedbridge.politeness import Backoff, SharedPause
 from feedbridge.scrape import parse_home, parse_listing
 from feedbridge.store import (
     CategoryState,
@@ -51,7 +57,7 @@ from feedbridge.store import (
     StoreError,
 )
 from feedbridge.text import logfmt
-from feedbridge.upstream import LocalClosure, Upstream
+from feedbridge.upstream import Upstream
 
 log = logging.getLogger(__name__)
 
@@ -65,20 +71,6 @@ SERVED_BYTES = 16 * 1024 * 1024  # bodies with a request's root put in, kept in 
 COLD_WAITERS = 16  # requests of one process waiting at once for a never-seen category
 FULL_TEXT_RETRY = (300.0, 86_400.0)  # seconds: first retry of a failed article, cap
 FULL_TEXT_BATCH = 100  # stories asked for at most per fill; what the budget leaves waits
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Delay before retrying after ``count`` consecutive failures: base·2ⁿ⁻¹, jittered."""
-
-    base: float = 30.0
-    cap: float = 1800.0
-    jitter: Callable[[], float] = random.random  # uniform in [0, 1)
-
-    def delay(self, count: int, retry_after: float | None = None) -> float:
-        exponential = min(self.cap, self.base * 2.0 ** min(count - 1, 32))
-        jittered = exponential * (0.5 + 0.5 * self.jitter())
-        return max(jittered, min(retry_after or 0.0, self.cap))
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,27 +162,6 @@ class Lease:
                     return
 
 
-class _SharedClosure:
-    """The site's Retry-After in the store, or in this process while the store fails."""
-
-    def __init__(self, store: Store, clock: Callable[[], float]) -> None:
-        self._store = store
-        self._local = LocalClosure(clock)
-
-    def closed_for(self) -> float:
-        try:
-            return max(self._store.closed_for(), self._local.closed_for())
-        except StoreError:
-            return self._local.closed_for()
-
-    def close_for(self, seconds: float) -> None:
-        self._local.close_for(seconds)
-        try:
-            self._store.close_for(seconds)
-        except StoreError:
-            log.warning("the site's Retry-After is kept in this process only: the store fails")
-
-
 class Bridge:
     def __init__(
         self,
@@ -221,7 +192,7 @@ class Bridge:
         self.backoff = backoff or Backoff()
         self.hub = hub
         self.notify: Callable[[Category, Merged], None] = lambda _category, _merged: None
-        upstream.closure = _SharedClosure(store, clock)
+        upstream.pause = SharedPause(store, clock)
         self._lock = threading.Lock()
         # The full feeds, by category and format: the store's version each was rendered
         # from, when that was refreshed, and the rendering (also the last good copy).
@@ -476,7 +447,7 @@ class Bridge:
         """Whether the category's refresh is due now (and the site may be asked)."""
         state = self.store.state(category.slug)
         now = self.clock()
-        if self._backing_off(state, now):
+        if self._backing_off(state, now) or self.upstream.pause.paused_for() > 0:
             return False
         return not state.seen or now - (state.refreshed_at or 0.0) >= self._interval(state)
 
@@ -512,6 +483,8 @@ class Bridge:
                 return Outcome.FRESH
             try:
                 listing = self.read_listing(category, state)
+            except SitePaused:
+                raise  # the site's pause, for every category: no failure of this one's
             except UpstreamError as exc:
                 self._record_failure(category, state, exc, started)
                 raise
@@ -679,7 +652,9 @@ class Bridge:
                 categories[category.slug] = self._category_status(category)
             except StoreError:
                 categories[category.slug] = {"store": "unavailable"}
-        return {"store": self.store.describe(), "categories": categories}
+        paused = self.upstream.pause.paused_for()
+        site = {"paused_until": _when(self.clock() + paused) if paused > 0 else None}
+        return {"store": self.store.describe(), "site": site, "categories": categories}
 
     def _category_status(self, category: Category) -> dict[str, object]:
         state = self.store.state(category.slug)

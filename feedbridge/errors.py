@@ -100,11 +100,19 @@ class BackingOff(UpstreamError):
     public = "the bridge is waiting before it asks the site again"
 
 
+class SitePaused(BackingOff):
+    """The site asked every reader to wait (``Retry-After``): the bridge's pause, not a
+    category's failure (see :mod:`feedbridge.politeness`)."""
+
+    kind = "paused"
+    public = "the site asked the bridge to wait before it asks again"
+
+
 # Each error class by its ``kind``: how a stored failure gets its class back.
 ERROR_KINDS: dict[str, type[UpstreamError]] = {
     cls.kind: cls
     for cls in (
         UpstreamError, Unreachable, UpstreamTimeout, HTTPStatusError, Blocked, NotHTML,
-        TooLarge, LayoutChanged, BackingOff,
+        TooLarge, LayoutChanged, BackingOff, SitePaused,
     )
 }  # fmt: skip

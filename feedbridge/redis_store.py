@@ -333,10 +333,10 @@ class RedisStore:
     def release(self, name: str, token: str) -> None:
         self._attempt(lambda _r: self._release(keys=[self._key("lease", name)], args=[token]))
 
-    def closed_for(self) -> float:
+    def paused_for(self) -> float:
         return self._attempt(lambda r: max(0.0, r.pttl(self._key("site", "closed")) / 1000))
 
-    def close_for(self, seconds: float) -> None:
+    def pause(self, seconds: float) -> None:
         self._attempt(
             lambda _r: self._close(keys=[self._key("site", "closed")], args=[_ms(seconds)])
         )

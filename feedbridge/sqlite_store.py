@@ -303,12 +303,12 @@ class SQLiteStore:
         with self._writing() as db:
             db.execute("DELETE FROM leases WHERE name = ? AND token = ?", (name, token))
 
-    def closed_for(self) -> float:
+    def paused_for(self) -> float:
         with self._reading() as db:
             row = db.execute("SELECT until FROM site WHERE name = 'closed'").fetchone()
         return max(0.0, row[0] - self._clock()) if row else 0.0
 
-    def close_for(self, seconds: float) -> None:
+    def pause(self, seconds: float) -> None:
         with self._writing() as db:
             db.execute(
                 "INSERT INTO site (name, until) VALUES ('closed', ?) ON CONFLICT (name)"

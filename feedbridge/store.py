@@ -163,12 +163,12 @@ class Store(Protocol):
 
     def release(self, name: str, token: str) -> None: ...
 
-    def closed_for(self) -> float:
+    def paused_for(self) -> float:
         """Seconds until the site may be asked again (its Retry-After); 0 when now."""
         ...
 
-    def close_for(self, seconds: float) -> None:
-        """Ask the site nothing for ``seconds`` (never shortens a closure)."""
+    def pause(self, seconds: float) -> None:
+        """Ask the site nothing for ``seconds`` (never shortens a pause)."""
         ...
 
     def close(self) -> None: ...

@@ -14,8 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -25,18 +24,19 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import ReadTimeoutError
 from urllib3.response import BaseHTTPResponse
 
-from feedbridge import __version__, observe
+from feedbridge import __version__, observe, politeness
 from feedbridge.config import Timeout
 from feedbridge.errors import (
-    BackingOff,
     Blocked,
     HTTPStatusError,
     NotHTML,
+    SitePaused,
     TooLarge,
     Unreachable,
     UpstreamError,
     UpstreamTimeout,
 )
+from feedbridge.politeness import LocalPause, Pause
 
 USER_AGENT = (
     f"feedbridge/{__version__} (RSS/Atom bridge for KCNA Watch; "
@@ -47,9 +47,6 @@ _HTML_TYPES = ("text/html", "application/xhtml+xml")
 # Bot challenges (Cloudflare and the like) answer 200 or 403 with one of these.
 _CHALLENGE_MARKERS = (b"cf-challenge", b"challenge-form", b"<title>just a moment", b"cf_chl_")
 _WALL_PATHS = ("/free-member-form", "/wp-login.php", "/login")
-# The longest pause a Retry-After can impose: the back-off cap (cache.Backoff.cap). A site
-# that asks for years (or a broken header) must not silence a category for ever.
-MAX_RETRY_AFTER = 1800.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,32 +59,6 @@ class Page:
     etag: str | None = None
     last_modified: str | None = None
     not_modified: bool = False
-
-
-class Closure(Protocol):
-    """Where the site's own "come back later" (``Retry-After``) is remembered."""
-
-    def closed_for(self) -> float:
-        """Seconds until the site may be asked again; 0 when it may be now."""
-        ...
-
-    def close_for(self, seconds: float) -> None:
-        """Ask the site nothing for ``seconds`` from now (never shortens a closure)."""
-        ...
-
-
-class LocalClosure:
-    """The site's ``Retry-After`` as this process heard it (shared ones: RedisStore)."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._until = 0.0
-
-    def closed_for(self) -> float:
-        return max(0.0, self._until - self._clock())
-
-    def close_for(self, seconds: float) -> None:
-        self._until = max(self._until, self._clock() + seconds)
 
 
 class _Watchdog:
@@ -202,7 +173,7 @@ class Upstream:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         session: requests.Session | None = None,
-        closure: Closure | None = None,
+        pause: Pause | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout or Timeout()
@@ -222,7 +193,7 @@ class Upstream:
         )
         self._turn = threading.Lock()
         self._next_request_at = 0.0
-        self.closure = closure or LocalClosure(clock)  # the site's Retry-After, for every page
+        self.pause = pause or LocalPause(clock)  # the site's Retry-After, for every page
 
     def url_for(self, path: str) -> str:
         """The absolute URL of a site path; refuses anything that would leave the site."""
@@ -287,9 +258,9 @@ class Upstream:
     def _wait_turn(self) -> None:
         """Space requests ``min_interval`` apart across all categories of this process."""
         with self._turn:
-            closed = self.closure.closed_for()
-            if closed > 0:
-                raise BackingOff(f"the site asked us to wait {closed:.0f}s", retry_after=closed)
+            paused = self.pause.paused_for()
+            if paused > 0:
+                raise SitePaused(f"the site asked us to wait {paused:.0f}s", retry_after=paused)
             now = self._clock()
             # Clamped, so that a clock stepped backwards never means a long sleep.
             wait = min(self.min_interval, self._next_request_at - now)
@@ -331,10 +302,10 @@ class Upstream:
                 etag, last_modified = _validators(response)
                 return Page(url, etag=etag, last_modified=last_modified, not_modified=True)
             if response.status_code >= 400:
-                retry_after = _retry_after(response.headers.get("Retry-After"))
+                retry_after = politeness.retry_after(response.headers.get("Retry-After"))
                 if response.status_code in (429, 503) and retry_after:
                     with self._turn:
-                        self.closure.close_for(retry_after)
+                        self.pause.pause(retry_after)
                 raise HTTPStatusError(
                     f"the site answered {response.status_code} for {url}",
                     upstream_status=response.status_code,
@@ -389,19 +360,3 @@ def _charset(response: requests.Response) -> str | None:
         if name.strip().lower() == "charset" and value.strip():
             return value.strip().strip('"')
     return None
-
-
-def _retry_after(value: str | None) -> float | None:
-    """``Retry-After`` as seconds, from either of its forms, at most :data:`MAX_RETRY_AFTER`;
-    None when absent or bad."""
-    if not value:
-        return None
-    if value.strip().isdigit():
-        seconds = float(value.strip())
-    else:
-        try:
-            moment = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = moment.timestamp() - time.time()
-    return min(max(0.0, seconds), MAX_RETRY_AFTER)

@@ -17,8 +17,8 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from feedbridge import create_app
-from feedbridge.bridge import Backoff
 from feedbridge.config import Settings
+from feedbridge.politeness import Backoff
 from tests.servers import RedisServer
 
 FIXTURES = Path(__file__).parent / "fixtures"

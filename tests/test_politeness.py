@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pytest
+from flask import Flask
 from werkzeug import Request, Response
 
 from feedbridge.config import Timeout
 from feedbridge.errors import BackingOff, HTTPStatusError, UpstreamTimeout
-from feedbridge.upstream import MAX_RETRY_AFTER, USER_AGENT, Upstream
+from feedbridge.politeness import MAX_PAUSE
+from feedbridge.upstream import USER_AGENT, Upstream
 from tests.conftest import SITE, Clock, FakeSite
 from tests.servers import Dripper
 
@@ -116,8 +119,8 @@ def test_a_site_asking_for_years_is_asked_again_within_the_backoff_cap(
     upstream = Upstream(site.url, min_interval=0)
     with pytest.raises(HTTPStatusError) as error:
         upstream.fetch("/")
-    assert error.value.retry_after == MAX_RETRY_AFTER == 1800
-    assert 1790 < upstream.closure.closed_for() <= MAX_RETRY_AFTER
+    assert error.value.retry_after == MAX_PAUSE == 1800
+    assert 1790 < upstream.pause.paused_for() <= MAX_PAUSE
     with pytest.raises(BackingOff) as waiting:
         upstream.fetch("/")
     assert waiting.value.retry_after is not None and waiting.value.retry_after <= 1800
@@ -128,3 +131,24 @@ def test_only_site_paths_are_fetched(site: FakeSite, path: str) -> None:
     with pytest.raises(ValueError, match="not a site path"):
         Upstream(site.url, min_interval=0).fetch(path)
     assert site.hits() == 0
+
+
+def test_the_sites_pause_is_no_failure_of_a_category(
+    make_app: Callable[..., Flask], site: FakeSite, clock: Clock
+) -> None:
+    """A 429 for one page pauses every category; the others do not count it as a failure
+    of their own (no back-off of theirs, no last_error), and /status shows the pause."""
+    app = make_app()
+    vok = app.extensions["feedbridge"].registry["vok-en"]
+    site.override(vok.paths[0], Response("busy", status=429, headers={"Retry-After": "120"}))
+    client = app.test_client()
+    assert client.get("/feeds/vok-en.atom").status_code == 503
+    paused = client.get("/feeds/pyongyang-times.atom")
+    assert (paused.status_code, paused.headers["Retry-After"]) == (503, "120")
+    status = client.get("/status").json
+    assert status["site"]["paused_until"] is not None
+    assert status["categories"]["vok-en"]["last_error"]["status"] == 429
+    assert status["categories"]["pyongyang-times"]["last_error"] is None
+    clock.advance(121)
+    assert client.get("/feeds/pyongyang-times.atom").status_code == 200
+    assert client.get("/status").json["site"]["paused_until"] is None

@@ -260,10 +260,10 @@ def test_a_lease_is_held_by_one_token_extended_by_it_and_released_only_by_it(
 
 
 def test_the_sites_retry_after_is_never_shortened(store: Store) -> None:
-    assert store.closed_for() == 0
-    store.close_for(120)
-    store.close_for(10)
-    assert 110 < store.closed_for() <= 120
+    assert store.paused_for() == 0
+    store.pause(120)
+    store.pause(10)
+    assert 110 < store.paused_for() <= 120
 
 
 # --- the stored forms --------------------------------------------------------------------
@@ -433,8 +433,8 @@ def test_two_sites_on_one_redis_never_share_state(redis_url: str, clock: Clock) 
     one = RedisStore(redis_url, upstream_url=BASE, clock=clock)
     other = RedisStore(redis_url, upstream_url="http://127.0.0.1:9", clock=clock)
     one.merge("vok-en", listing(1), now=clock.now)
-    one.close_for(600)
-    assert not other.state("vok-en").seen and other.closed_for() == 0
+    one.pause(600)
+    assert not other.state("vok-en").seen and other.paused_for() == 0
     keys = redis.Redis.from_url(redis_url).keys("*")
     assert keys and all(key.startswith(namespace(BASE).encode()) for key in keys)
 
