@@ -512,12 +512,12 @@ class Bridge:
         for path in category.paths:
             conditional = state is not None and state.source_path == path
             try:
-                page = self.upstream.fetch(
-                    path,
-                    etag=state.etag if conditional and state else None,
-                    last_modified=state.last_modified if conditional and state else None,
-                    category=category.slug,
-                )
+                with observe.fetching_for(category.slug):
+                    page = self.upstream.fetch(
+                        path,
+                        etag=state.etag if conditional and state else None,
+                        last_modified=state.last_modified if conditional and state else None,
+                    )
             except HTTPStatusError as exc:
                 if exc.upstream_status not in (404, 410):
                     raise

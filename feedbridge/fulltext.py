@@ -29,6 +29,7 @@ import nh3
 from bs4 import BeautifulSoup, Tag
 from bs4.element import PageElement
 
+from feedbridge import observe
 from feedbridge.errors import LayoutChanged, UpstreamError
 from feedbridge.model import Item
 from feedbridge.scrape import ARTICLE_DATE, CHROME_TAGS, parse_article_date
@@ -289,7 +290,8 @@ class FullText:
 
     def _read(self, item: Item, category: str) -> Item | None:
         try:
-            page = self.upstream.fetch(item.path, category=category)
+            with observe.fetching_for(category):
+                page = self.upstream.fetch(item.path)
             article = parse_article(page.body, page_url=page.url, encoding=page.encoding)
         except UpstreamError as exc:
             log.warning("full text of %s: %s; keeping the excerpt", item.key, exc)

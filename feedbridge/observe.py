@@ -9,6 +9,9 @@ values to files there and ``/metrics`` adds them up (see :mod:`feedbridge.ops`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -17,7 +20,6 @@ from feedbridge.text import logfmt
 
 if TYPE_CHECKING:
     from feedbridge.errors import UpstreamError
-    from feedbridge.upstream import Page
 
 log = logging.getLogger("feedbridge.upstream")
 
@@ -84,20 +86,37 @@ def hub_notified(category: str, outcome: str) -> None:
     HUB_NOTICES.labels(category, outcome).inc()
 
 
-def fetched(category: str, path: str, seconds: float, page: Page) -> None:
+# What the site is being asked for: set around a fetch by whoever knows (the bridge for a
+# listing, full text for an article), read where requests are counted.
+_FETCHING_FOR: ContextVar[str] = ContextVar("fetching_for", default="-")
+
+
+@contextmanager
+def fetching_for(category: str) -> Iterator[None]:
+    """Count and log the site's requests within the block under ``category``."""
+    token = _FETCHING_FOR.set(category)
+    try:
+        yield
+    finally:
+        _FETCHING_FOR.reset(token)
+
+
+def fetched(path: str, seconds: float, *, not_modified: bool, size: int) -> None:
     """A request to the site that was answered with a page (or a 304)."""
-    outcome, status = ("not_modified", 304) if page.not_modified else ("ok", 200)
+    category = _FETCHING_FOR.get()
+    outcome, status = ("not_modified", 304) if not_modified else ("ok", 200)
     _count(category, outcome, seconds)
     log.info(
         logfmt(
             event="fetch", category=category, path=path, status=status,
-            bytes=len(page.body), duration_ms=round(seconds * 1000),
+            bytes=size, duration_ms=round(seconds * 1000),
         )
     )  # fmt: skip
 
 
-def fetch_failed(category: str, path: str, seconds: float, error: UpstreamError) -> None:
-    """A request to the site that failed; the cache logs what it does about it."""
+def fetch_failed(path: str, seconds: float, error: UpstreamError) -> None:
+    """A request to the site that failed; the bridge logs what it does about it."""
+    category = _FETCHING_FOR.get()
     _count(category, error.kind, seconds)
     log.info(
         logfmt(

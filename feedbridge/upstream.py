@@ -207,12 +207,11 @@ class Upstream:
         *,
         etag: str | None = None,
         last_modified: str | None = None,
-        category: str = "-",
     ) -> Page:
         """GET one page of the site, conditionally when validators are given.
 
-        Every request is counted, timed and logged here, under ``category``: what the
-        page is fetched for.
+        Every request is counted, timed and logged here, under the category it is for
+        (:func:`feedbridge.observe.fetching_for`).
         """
         url = self.url_for(path)
         headers = {}
@@ -225,9 +224,11 @@ class Upstream:
         try:
             page = self._exchange(url, headers, started + self.timeout.total)
         except UpstreamError as exc:
-            observe.fetch_failed(category, path, self._clock() - started, exc)
+            observe.fetch_failed(path, self._clock() - started, exc)
             raise
-        observe.fetched(category, path, self._clock() - started, page)
+        observe.fetched(
+            path, self._clock() - started, not_modified=page.not_modified, size=len(page.body)
+        )
         return page
 
     def _exchange(self, url: str, headers: dict[str, str], deadline: float) -> Page:
