@@ -169,6 +169,7 @@ def make_app(
     yield build
     for app in apps:
         app.extensions["feedbridge"].drain(timeout=5)
+        app.extensions["feedbridge"].store.close()
 
 
 @pytest.fixture

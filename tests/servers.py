@@ -142,19 +142,23 @@ class RedisServer(_Process):
     def _answers(self) -> bool:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=1) as raw:
-                sock = raw
-                if self._tls:
-                    context = ssl.create_default_context()
-                    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-                    sock = context.wrap_socket(raw)
-                sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
+                if not self._tls:
+                    return _pongs(raw)
+                context = ssl.create_default_context()
+                context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+                with context.wrap_socket(raw) as wrapped:
+                    return _pongs(wrapped)
         except OSError:
             return False
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         super().stop(sig)
         self._dir.cleanup()
+
+
+def _pongs(sock: socket.socket) -> bool:
+    sock.sendall(b"PING\r\n")
+    return sock.recv(16).startswith(b"+PONG")
 
 
 class Dripper:
