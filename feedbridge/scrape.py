@@ -201,7 +201,7 @@ def _parse(body: bytes, encoding: str | None) -> _Element:
             # is lost. Unclosed start tags are what nest a page that deep: drop them.
             root, _ = _parse_markup(_without_unclosed_tags(markup))
     except (etree.XMLSyntaxError, ValueError) as exc:
-        raise LayoutChanged(f"the page is not readable HTML ({exc})") from None
+        raise LayoutChanged(f"the page is not readable HTML ({exc})") from exc
     if root is None:
         raise LayoutChanged("the page is empty")
     return root

@@ -281,10 +281,10 @@ class Upstream:
                 allow_redirects=False,
                 timeout=(min(self.timeout.connect, remaining), remaining),
             )
-        except requests.Timeout:
-            raise UpstreamTimeout(f"no answer from {url} within the time limit") from None
+        except requests.Timeout as exc:
+            raise UpstreamTimeout(f"no answer from {url} within the time limit") from exc
         except requests.RequestException as exc:
-            raise Unreachable(f"cannot reach {url}: {type(exc).__name__}") from None
+            raise Unreachable(f"cannot reach {url}: {type(exc).__name__}") from exc
 
     def _follow(self, url: str, response: requests.Response) -> str:
         """The redirect's target, only when it stays on the site and is not a wall."""
@@ -344,8 +344,8 @@ class Upstream:
             if isinstance(exc, requests.Timeout) or isinstance(
                 exc.args[0] if exc.args else None, ReadTimeoutError
             ):
-                raise UpstreamTimeout(f"{url} stopped sending within the time limit") from None
-            raise Unreachable(f"the connection broke while reading {url}: {exc}") from None
+                raise UpstreamTimeout(f"{url} stopped sending within the time limit") from exc
+            raise Unreachable(f"the connection broke while reading {url}: {exc}") from exc
         return b"".join(chunks)
 
 
