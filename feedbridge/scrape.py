@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from datetime import date
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from bs4.dammit import UnicodeDammit
@@ -24,9 +23,20 @@ from lxml.etree import _Element, _ElementUnicodeResult, iterwalk
 
 from feedbridge.errors import Blocked, LayoutChanged
 from feedbridge.model import ArticleKey, Item
+from feedbridge.site import (
+    ARTICLE_PATH,
+    CHROME_TAGS,
+    HEADING_START,
+    HOSTS,
+    LATEST,
+    LISTED_DATE,
+    MORE_FROM,
+    SECTION_END,
+    WALL_MARKERS,
+    parse_listed_date,
+)
 from feedbridge.text import collapse, squash, xml_safe
 
-SITE_HOSTS = frozenset({"kcnawatch.org", "www.kcnawatch.org"})
 _URL_SAFE = ":/?#[]@!$&'()*+,;=%~"  # RFC 3986's reserved characters, and escapes
 # Start and end tags, for the rare page nested deeper than libxml2 parses (see _parse).
 _TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9-]*)[^>]*>")
@@ -38,28 +48,6 @@ _NO_END_NEEDED = frozenset(
         "tfoot", "option", "optgroup", "colgroup", "caption", "html", "head", "body",
     }
 )  # fmt: skip
-ARTICLE_PATH = re.compile(r"^/newstream/(\d{9,10})-(\d{5,12})(?:/([^/]*))?/?$")
-_MONTHS = "January|February|March|April|May|June|July|August|September|October|November|December"
-_LISTED_DATE = re.compile(rf"\b({_MONTHS}) (\d{{1,2}}), (\d{{4}})(?!\d)")
-_MONTH_NUMBERS = {name: number for number, name in enumerate(_MONTHS.split("|"), 1)}
-_MORE_FROM = re.compile(r"^more from\s+(.+)$", re.IGNORECASE)
-_LATEST = re.compile(r"^latest articles\b", re.IGNORECASE)
-# Headings that end a listing: the next section of the page.
-_SECTION_END = re.compile(
-    r"^(more articles|more from\s.+|north korea in pictures|latest articles\b.*|related\b.*"
-    r"|trending\b.*|most (read|popular)\b.*)$",
-    re.IGNORECASE,
-)
-# Tried on every text node as it is (squashing them all first would cost most of a parse).
-_HEADING_START = re.compile(
-    r"^\s*(more\s+from|more\s+articles|latest\s+articles|north\s+korea\s+in\s+pictures"
-    r"|related|trending|most\s+read|most\s+popular)\b",
-    re.IGNORECASE,
-)
-# Parts of a page around its content: never items, never a story's body.
-CHROME_TAGS = frozenset({"header", "nav", "aside", "footer"})
-# An article page's "Date: 02/11/2024 | Source: …" line: the date is day first.
-ARTICLE_DATE = re.compile(r"\bDate:\s*(\d{1,2})/(\d{1,2})/(\d{4})\b", re.IGNORECASE)
 _BLOCK = frozenset(
     {
         "address", "article", "blockquote", "dd", "div", "dl", "dt", "figcaption", "figure",
@@ -69,7 +57,6 @@ _BLOCK = frozenset(
 )  # fmt: skip
 _SKIP = frozenset({"script", "style", "noscript", "template", "svg"})
 _HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
-_WALL_MARKERS = ("nk-paywall-free-member-form", "free-member-form")
 
 
 def parse_listing(
@@ -89,7 +76,7 @@ def parse_listing(
     chains = _heading_chains(root)
     wanted = _label_key(label)
     heading = next(
-        (el for el, found in _headings(chains, _MORE_FROM) if _label_key(found) == wanted), None
+        (el for el, found in _headings(chains, MORE_FROM) if _label_key(found) == wanted), None
     )
     if heading is None:
         _raise_if_wall(root)
@@ -105,7 +92,7 @@ def parse_home(body: bytes, *, base_url: str, encoding: str | None = None) -> li
     """The latest articles of the home page (all sources), in the page's order."""
     root = _parse(body, encoding)
     chains = _heading_chains(root)
-    heading = next((el for el, _ in _headings(chains, _LATEST)), None)
+    heading = next((el for el, _ in _headings(chains, LATEST)), None)
     items = _items_after(root, heading, chains, base_url=base_url, source=None, skip=None)
     if not items:
         _raise_if_wall(root)
@@ -124,7 +111,7 @@ def article_link(href: str, *, base_url: str) -> tuple[ArticleKey, str] | None:
         return None
     if parts.netloc:
         host = (parts.hostname or "").lower()
-        if host not in SITE_HOSTS and host != urlsplit(base_url).hostname:
+        if host not in HOSTS and host != urlsplit(base_url).hostname:
             return None
     path = parts.path if parts.path.startswith("/") else urlsplit(urljoin("/x/", parts.path)).path
     match = ARTICLE_PATH.match(path)
@@ -134,30 +121,6 @@ def article_link(href: str, *, base_url: str) -> tuple[ArticleKey, str] | None:
     key = ArticleKey(int(ts), ident)
     slug = quote(unquote(slug), safe="-_.~%") if slug else ""
     return key, f"/newstream/{key}/{slug}/" if slug else f"/newstream/{key}/"
-
-
-def parse_listed_date(text: str) -> date | None:
-    """``March 22, 2026`` (or ``January 02, 2026``) somewhere in ``text``."""
-    match = _LISTED_DATE.search(text)
-    if not match:
-        return None
-    try:
-        month, day, year = match.groups()
-        return date(int(year), _MONTH_NUMBERS[month], int(day))
-    except ValueError:
-        return None
-
-
-def parse_article_date(text: str) -> date | None:
-    """The article line ``Date: 02/11/2024``: day first, so 2 November 2024."""
-    match = ARTICLE_DATE.search(text)
-    if not match:
-        return None
-    day, month, year = (int(part) for part in match.groups())
-    try:
-        return date(year, month, day)
-    except ValueError:
-        return None
 
 
 def merge_duplicates(items: Iterable[Item]) -> list[Item]:
@@ -265,7 +228,7 @@ def _elements(el: _Element, path: str) -> list[_Element]:
 
 def _raise_if_wall(root: _Element) -> None:
     markup_classes = " ".join(_strings(root, "//form/@class | //form/@action | //div/@class"))
-    if any(marker in markup_classes for marker in _WALL_MARKERS):
+    if any(marker in markup_classes for marker in WALL_MARKERS):
         raise Blocked("the site answered with its sign-up wall instead of the page")
 
 
@@ -286,7 +249,7 @@ def _heading_chains(root: _Element) -> list[Chain]:
     """
     chains: list[Chain] = []
     for node in _strings(root, "//body//text()"):
-        if not node.is_text or not _HEADING_START.match(node):
+        if not node.is_text or not HEADING_START.match(node):
             continue
         chain: Chain = []
         el = node.getparent()
@@ -357,7 +320,7 @@ def _section_links(
 
     Links in the page's header, navigation, sidebars and footer are never items.
     """
-    ends = {el for el, _ in _headings(chains, _SECTION_END)} - {start}
+    ends = {el for el, _ in _headings(chains, SECTION_END)} - {start}
     inside_start = set(start.iter("a")) if start is not None else set()
     started = start is None
     # Only the tags that matter, in document order: lxml skips the others in C.
@@ -413,7 +376,7 @@ def _item(
             text
             for text in blocks
             if text.casefold() != title.casefold()
-            and not _LISTED_DATE.fullmatch(text)
+            and not LISTED_DATE.fullmatch(text)
             and (source is None or text.casefold() != source.casefold())
         ),
         "",
@@ -452,7 +415,7 @@ def _title(anchors: list[tuple[_Element, str]], container: _Element, blocks: lis
     excerpts = {text.casefold() for text in blocks[1:]}
     for anchor, _ in anchors:
         text = collapse(_text(anchor))
-        if text and text.casefold() not in excerpts and not _LISTED_DATE.fullmatch(text):
+        if text and text.casefold() not in excerpts and not LISTED_DATE.fullmatch(text):
             return text
     slug = anchors[0][1].rstrip("/").rsplit("/", 1)[-1]
     words = squash(unquote(slug).replace("-", " "))

@@ -37,6 +37,7 @@ from feedbridge.errors import (
     UpstreamTimeout,
 )
 from feedbridge.politeness import LocalPause, Pause
+from feedbridge.site import CHALLENGE_MARKERS, WALL_PATHS
 
 USER_AGENT = (
     f"feedbridge/{__version__} (RSS/Atom bridge for KCNA Watch; "
@@ -44,9 +45,6 @@ USER_AGENT = (
 )
 MAX_REDIRECTS = 5
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
-# Bot challenges (Cloudflare and the like) answer 200 or 403 with one of these.
-_CHALLENGE_MARKERS = (b"cf-challenge", b"challenge-form", b"<title>just a moment", b"cf_chl_")
-_WALL_PATHS = ("/free-member-form", "/wp-login.php", "/login")
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,7 +291,7 @@ class Upstream:
         parts, base = urlsplit(target), urlsplit(self.base_url)
         if (parts.scheme, parts.netloc) != (base.scheme, base.netloc):
             raise Blocked(f"the site redirected {url} off the site, to {parts.netloc or '?'}")
-        if any(parts.path.startswith(wall) for wall in _WALL_PATHS):
+        if any(parts.path.startswith(wall) for wall in WALL_PATHS):
             raise Blocked("the site redirected to its sign-up wall")
         return target
 
@@ -322,7 +320,7 @@ class Upstream:
         head = body[:65536].lower()
         if not media_type and not head.lstrip().startswith(b"<"):
             raise NotHTML(f"the site sent something that is not HTML for {url}")
-        if any(marker in head for marker in _CHALLENGE_MARKERS):
+        if any(marker in head for marker in CHALLENGE_MARKERS):
             raise Blocked("the site answered with a bot challenge instead of the page")
         etag, last_modified = _validators(response)
         return Page(url, body, _charset(response), etag, last_modified)

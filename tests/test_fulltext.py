@@ -22,10 +22,11 @@ from werkzeug import Request, Response
 from werkzeug.test import TestResponse
 
 from feedbridge import create_app
+from feedbridge.article import parse_article, sanitize
 from feedbridge.config import Settings
 from feedbridge.errors import LayoutChanged
-from feedbridge.fulltext import ORIGINAL_LINK_TEXT, parse_article, sanitize
 from feedbridge.model import ArticleKey, Item
+from feedbridge.site import ORIGINAL_LINK_TEXT
 from feedbridge.text import squash
 from tests.conftest import FIXTURES, SITE, Clock, FakeSite, settle
 from tests.feedspec import ATOM_NS, check_feed

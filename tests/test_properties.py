@@ -27,7 +27,8 @@ from feedbridge.categories import Category, load_registry
 from feedbridge.errors import Blocked, LayoutChanged
 from feedbridge.feeds import FeedInfo, Format, render
 from feedbridge.model import ArticleKey, Item
-from feedbridge.scrape import ARTICLE_PATH, article_link, parse_home, parse_listing
+from feedbridge.scrape import article_link, parse_home, parse_listing
+from feedbridge.site import ARTICLE_PATH
 from feedbridge.text import xml_safe
 from tests.conftest import SITE, FakeSite
 from tests.feedspec import check_feed

@@ -11,11 +11,10 @@ from feedbridge.model import PYONGYANG, ArticleKey
 from feedbridge.scrape import (
     article_link,
     merge_duplicates,
-    parse_article_date,
     parse_home,
-    parse_listed_date,
     parse_listing,
 )
+from feedbridge.site import parse_article_date, parse_listed_date
 from tests.conftest import SITE
 from tests.fixtures import build
 
