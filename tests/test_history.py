@@ -358,7 +358,7 @@ def test_a_killed_refresher_s_lease_is_taken_over(
     db = Path(process_env["FEEDBRIDGE_DB"])
     argv = [sys.executable, "-m", "feedbridge", "refresh", "--loop"]
     with _Process(argv, env=process_env) as first:
-        wait_until(lambda: lease_holder(db) is not None, "the first refresher's lease", 20)
+        wait_until(lambda: lease_holder(db) is not None, "the first refresher's lease", 60)
         holder = lease_holder(db)
         with _Process(argv, env=process_env):
             wait_until(lambda: site.hits() > 2 * len(REGISTRY), "refreshes every second", 20)
