@@ -9,6 +9,7 @@ development server and gunicorn agree, and the access log shows the reader's add
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -17,6 +18,20 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@functools.lru_cache(maxsize=1024)  # a request's peer is parsed once, not every time
+def _within(
+    address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+) -> bool:
+    try:
+        peer = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(peer in network for network in networks)
 
 
 class ForwardedHeaders:
@@ -30,13 +45,7 @@ class ForwardedHeaders:
 
     def trusts(self, address: str | None) -> bool:
         """Whether a peer at ``address`` may set forwarded headers (gunicorn's rule)."""
-        if self._any:
-            return True
-        try:
-            peer = ipaddress.ip_address(address or "")
-        except ValueError:
-            return False
-        return any(peer in network for network in self._networks)
+        return self._any or _within(address or "", self._networks)
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if not self.trusts(environ.get("REMOTE_ADDR")):

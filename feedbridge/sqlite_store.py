@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from feedbridge.errors import ConfigError
 from feedbridge.model import ArticleKey, Item
@@ -115,6 +116,8 @@ class SQLiteStore:
         self._turn = threading.RLock()  # one statement sequence on the connection at a time
         self._db: sqlite3.Connection | None = None
         self._pid = 0
+        self._commits = 0  # this process's write transactions, for the states it keeps
+        self._states: dict[str, tuple[tuple[int, int], CategoryState]] = {}
         self._problem: tuple[str, float] | None = None
         self._open()
 
@@ -128,24 +131,22 @@ class SQLiteStore:
         return described
 
     def state(self, category: str) -> CategoryState:
+        """The category's state; read again only when the file changed since (every
+        feed a reader gets asks for it: a query and two JSON decodes saved)."""
         with self._reading() as db:
+            # Changes when another connection (process) commits; our own writes count too.
+            changed = (db.execute("PRAGMA data_version").fetchone()[0], self._commits)
+            known = self._states.get(category)
+            if known is not None and known[0] == changed:
+                return known[1]
             row = db.execute(
                 "SELECT refreshed_at, version, etag, last_modified, source_path, failure, gap,"
                 " stories FROM categories WHERE slug = ?",
                 (category,),
             ).fetchone()
-        if row is None:
-            return CategoryState()
-        return CategoryState(
-            refreshed_at=row[0],
-            version=str(row[1]),
-            stories=row[7],
-            etag=row[2],
-            last_modified=row[3],
-            source_path=row[4],
-            failure=failure_from_json(row[5]),
-            gap=gap_from_json(row[6]),
-        )
+            state = _state_of(row)
+            self._states[category] = (changed, state)
+        return state
 
     def merge(self, category: str, listing: Listing, *, now: float) -> Merged:
         previous = self.state(category)
@@ -374,6 +375,7 @@ class SQLiteStore:
             opened.execute("PRAGMA foreign_keys = ON")
             opened.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             self._db, self._pid = opened, os.getpid()
+            self._states.clear()  # kept against another connection's data_version
         return self._db
 
     @contextlib.contextmanager
@@ -397,6 +399,7 @@ class SQLiteStore:
                 db.execute("BEGIN IMMEDIATE")
                 with self._transaction(db, begun=True):
                     yield db
+                self._commits += 1
             except sqlite3.Error as exc:
                 raise self._failed(exc) from exc
         if stories:
@@ -447,3 +450,18 @@ def _reason(exc: sqlite3.Error) -> str:
 
 def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+
+
+def _state_of(row: tuple[Any, ...] | None) -> CategoryState:
+    if row is None:
+        return CategoryState()
+    return CategoryState(
+        refreshed_at=row[0],
+        version=str(row[1]),
+        stories=row[7],
+        etag=row[2],
+        last_modified=row[3],
+        source_path=row[4],
+        failure=failure_from_json(row[5]),
+        gap=gap_from_json(row[6]),
+    )

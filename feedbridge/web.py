@@ -181,7 +181,7 @@ def _selection_parameters() -> tuple[int | None, list[str]]:
 def _feed_response(served: Served) -> Response:
     headers = {
         "ETag": served.etag,
-        "Last-Modified": http_date(served.last_modified),
+        "Last-Modified": _http_date(served.last_modified),
         "Vary": "Accept-Encoding",
         "X-Cache": served.freshness.value,
         "Cache-Control": f"public, max-age={int(served.fresh_for)}",
@@ -195,6 +195,11 @@ def _feed_response(served: Served) -> Response:
         body = served.gzipped
         headers["Content-Encoding"] = "gzip"
     return Response(body, headers=headers, content_type=f"{served.media_type}; charset=utf-8")
+
+
+@functools.lru_cache(maxsize=256)  # a feed's date, formatted once, not at every request
+def _http_date(moment: datetime) -> str:
+    return http_date(moment)
 
 
 def _not_modified(rendered: Served) -> bool:
