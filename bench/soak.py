@@ -491,7 +491,7 @@ def _healthz_ok(c: Figures) -> list[str]:
         return []
     return [
         f"/healthz not always 200 under {HEALTHZ_LIMIT:g}s: {healthz} (slow clients"
-        f" {c['slow_clients']}; gthread reads headers on pool threads, see PITFALLS.md)"
+        f" {c['slow_clients']}; a gthread worker reads headers on its pool's threads)"
     ]
 
 

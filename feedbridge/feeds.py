@@ -1,7 +1,11 @@
 """Pure rendering: items in, feed documents (bytes) out.
 
-RSS 2.0 and Atom 1.0 through feedgen (see PITFALLS.md for what it gets wrong and how
-this module avoids it), JSON Feed 1.1 and OPML 2.0 by hand. The output depends only on
+RSS 2.0 and Atom 1.0 through feedgen, around what it gets wrong: entries appended (it
+prepends by default), the self link set before the alternate one (RSS's channel link is
+the last set), HTML content as ``type="html"`` (its CDATA is invalid Atom), timezone-aware
+dates only, text made XML-safe first (it raises on control characters), thumbnails
+without ``media:group`` (the W3C validator rejects a group of one), and the hub link
+added to RSS by hand. JSON Feed 1.1 and OPML 2.0 by hand. The output depends only on
 the arguments, never on the clock, so the same items give the same bytes and the same
 ETag in every process.
 """

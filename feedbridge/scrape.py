@@ -1,6 +1,7 @@
 """Pure parsing: a page's bytes in, items out. No I/O here.
 
-The site's markup is only partly known (see SITE.md), so the parser anchors on what
+The site's markup is only partly known (no raw HTML of the current theme survives; the
+saved pages of ``tests/fixtures`` are a reconstruction), so the parser anchors on what
 is certain: an item is a link to ``/newstream/<ts>-<id>/…``, and a source's listing is
 the stretch of the page between the heading "More From <label>" and the next section
 heading ("More Articles"). Within that stretch, each item is the largest element

@@ -23,7 +23,7 @@ LABEL = "Voice of Korea (EN)"
 
 
 def card(href: str, title: str, excerpt: str, listed: str = "March 22, 2026") -> str:
-    """One listing item in the reconstructed markup of SITE.md."""
+    """One listing item in the reconstructed markup (see tests/fixtures/README.md)."""
     return f"""
     <article class="clearfix">
       <div class="article-thumb"><a href="{href}"><img src="/logo.png" alt="{title}"></a></div>
