@@ -524,18 +524,15 @@ def _refresh_loop(refresher: Refresher) -> None:
 
 
 def gunicorn_args(host: str, port: int, workers: int) -> list[str]:
-    """gunicorn's arguments, after the program name: the ``Procfile``'s, for this address."""
+    """gunicorn's arguments, after the program name: the ``Procfile``'s (the settings
+    module and the app), with this address and number of workers."""
     return [
         "--config",
         GUNICORN_CONFIG,
-        "--no-control-socket",
-        "--preload",
         "--workers",
         str(workers),
         "--bind",
         f"{host}:{port}",
-        "--access-logfile",
-        "-",
         WSGI_APP,
     ]
 

@@ -46,8 +46,15 @@ from feedbridge.errors import ConfigError  # noqa: E402
 from feedbridge.logs import Formatter  # noqa: E402
 from feedbridge.text import logfmt  # noqa: E402
 
+# The server's shape, in this one place: the Procfile runs gunicorn with this module and
+# the app only; `feedbridge serve --workers N` adds the workers and the address.
 worker_class = "gevent"
 worker_connections = 1000  # per worker: open connections, slow ones included
+workers = int(os.environ.get("WEB_CONCURRENCY") or 2)  # a platform sets it by memory
+bind = [f"0.0.0.0:{os.environ.get('PORT') or 8000}"]  # the platform's port
+preload_app = True  # a bad setting stops the whole server with one line, not each worker
+accesslog = "-"
+control_socket_disable = True  # a platform's home directory may be read-only
 
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 

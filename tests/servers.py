@@ -236,13 +236,13 @@ def procfile_argv(port: int, env: Mapping[str, str], app: str | None = None) -> 
 
     argv = shlex.split(re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", expand, line.removeprefix("web:")))
     assert argv[:2] == ["exec", "gunicorn"], argv
-    argv = argv[1:]
-    bind = argv.index("--bind")
-    argv[bind + 1] = f"127.0.0.1:{port}"
-    if app is not None:
-        argv[-1] = app
-    # The gunicorn of this interpreter, whose environment has feedbridge's dependencies.
-    return [sys.executable, "-m", "gunicorn", *argv[1:]]
+    *options, wsgi_app = argv[2:]
+    # The gunicorn of this interpreter, whose environment has feedbridge's dependencies;
+    # on loopback, where the Procfile's server listens on every address ($PORT).
+    return [
+        sys.executable, "-m", "gunicorn", *options, "--bind", f"127.0.0.1:{port}",
+        app or wsgi_app,
+    ]  # fmt: skip
 
 
 class Gunicorn(_Process):
