@@ -191,7 +191,8 @@ class Cluster:
     healthz: list[float] = field(default_factory=list)  # seconds; inf when not 200
     slow_clients: Counter[str] = field(default_factory=Counter)
     rss_start: dict[int, int] = field(default_factory=dict)  # pid: KiB
-    restarts: list[float] = field(default_factory=list)  # time.time() of store restarts
+    # time.time() when the store went away and when it was back, for each restart
+    outages: list[tuple[float, float]] = field(default_factory=list)
 
 
 class Soak:
@@ -242,11 +243,13 @@ class Soak:
         """Redis stopped, and started again empty on the same port a second later."""
         port = redis.port
         redis.stop()
+        down = time.time()
+        time.sleep(1.0)
+        restarted = RedisServer(port)
         for cluster in self.clusters:
             if cluster.settings.redis_url:
-                cluster.restarts.append(time.time())
-        time.sleep(1.0)
-        return RedisServer(port)
+                cluster.outages.append((down, time.time()))
+        return restarted
 
     def _warm_up(self, cluster: Cluster) -> None:
         """Every feed served once by every server, the site healthy."""
@@ -386,7 +389,7 @@ def _failures_after_success(answers: list[Answer]) -> list[dict[str, object]]:
 
 def _upstream(cluster: Cluster) -> dict[str, object]:
     """Listing fetches: in all, by mode, and at most how many per category in any TTL
-    (each Redis restart starts the count again: the store forgot the last refresh)."""
+    (each Redis restart starts the count again, the outage itself left out: see _split)."""
     fetches = cluster.site.fetches
     by_category: dict[str, list[float]] = {}
     for fetch in fetches:
@@ -394,7 +397,7 @@ def _upstream(cluster: Cluster) -> dict[str, object]:
     segments = [
         segment
         for times in by_category.values()
-        for segment in _split(sorted(times), cluster.restarts)
+        for segment in _split(sorted(times), cluster.outages)
     ]
     gaps = [b - a for seg in segments for a, b in pairwise(seg)]
     return {
@@ -408,13 +411,18 @@ def _upstream(cluster: Cluster) -> dict[str, object]:
     }
 
 
-def _split(times: list[float], cuts: list[float]) -> list[list[float]]:
+def _split(times: list[float], outages: list[tuple[float, float]]) -> list[list[float]]:
+    """``times`` in segments between the store's outages, those within one left out:
+    while the store is away, each process reads the site for itself, at most once a TTL
+    (nothing can be shared); once it is back, it has forgotten the last refresh."""
     segments: list[list[float]] = [[]]
-    pending = sorted(cuts)
+    pending = sorted(outages)
     for at in times:
-        while pending and at > pending[0]:
+        while pending and at > pending[0][1]:
             pending.pop(0)
             segments.append([])
+        if pending and pending[0][0] <= at <= pending[0][1]:
+            continue
         segments[-1].append(at)
     return [s for s in segments if s]
 

@@ -203,6 +203,10 @@ class Bridge:
         self._served: LRUCache[tuple[str, str], tuple[bytes, bytes]] = LRUCache(
             SERVED_BYTES, getsizeof=lambda pair: len(pair[0]) + len(pair[1])
         )
+        # The stories each category's feed was last rendered from (any format): what a
+        # feed in another format is rendered from while the store fails.
+        self._stories: dict[str, tuple[str, float, list[Item]]] = {}
+        self._direct: dict[str, threading.Lock] = {slug: threading.Lock() for slug in registry}
         self._flights: dict[str, Future[CategoryState]] = {}  # first fetches, by category
         self._refreshing: set[str] = set()  # categories refreshed in the background
         self._cold = threading.BoundedSemaphore(COLD_WAITERS)
@@ -288,8 +292,10 @@ class Bridge:
             return kept[2]
         items = self.store.newest(category.slug, self.feed_size)
         rendered = self._render(category, fmt, items, f"feeds/{category.slug}.{fmt.value}")
+        refreshed = state.refreshed_at or self.clock()
         with self._lock:
-            self._feeds[key] = (state.version, state.refreshed_at or self.clock(), rendered)
+            self._feeds[key] = (state.version, refreshed, rendered)
+            self._stories[category.slug] = (state.version, refreshed, items)
         return rendered
 
     def _selection(
@@ -335,21 +341,30 @@ class Bridge:
         )  # fmt: skip
 
     def _last_good(self, category: Category, fmt: Format, root: str, now: float) -> Served:
-        """What this process rendered last, when the store has nothing or fails; with
-        nothing rendered yet and the store failing, the listing read for this request
-        alone (kept here, not in the store)."""
+        """What this process has, when the store has nothing or fails: the feed it
+        rendered last, else one rendered from the stories it last served in another
+        format, else (it never served the category) its listing, read at most once a TTL
+        by this process, kept here and not in the store."""
         with self._lock:
             kept = self._feeds.get((category.slug, fmt))
         if kept is not None:
             age = max(0.0, now - kept[1])
             return self._served_as(kept[2], root, Freshness.STALE, age, 0.0)
-        listing = self.read_listing(category)
-        assert listing is not None  # asked without validators: never "not modified"
-        items = list(listing.items[: self.feed_size])
-        rendered = self._render(category, fmt, items, f"feeds/{category.slug}.{fmt.value}")
+        with self._direct[category.slug]:  # one read of the site for every such request
+            with self._lock:
+                known = self._stories.get(category.slug)
+            freshness = Freshness.STALE
+            if known is None or (known[0] == "" and now - known[1] >= self.ttl):
+                listing = self.read_listing(category)
+                assert listing is not None  # asked without validators: never "not modified"
+                known = ("", now, list(listing.items[: self.feed_size]))
+                with self._lock:
+                    self._stories[category.slug] = known
+                freshness = Freshness.MISS
+        rendered = self._render(category, fmt, known[2], f"feeds/{category.slug}.{fmt.value}")
         with self._lock:
-            self._feeds[(category.slug, fmt)] = ("", now, rendered)  # "": no store version
-        return self._served_as(rendered, root, Freshness.MISS, 0.0, 0.0)
+            self._feeds[(category.slug, fmt)] = (known[0], known[1], rendered)
+        return self._served_as(rendered, root, freshness, max(0.0, now - known[1]), 0.0)
 
     # --- fetching on a request ------------------------------------------------------
 
