@@ -16,6 +16,7 @@ Redis restarted or flushed) or fails, readers get that, marked stale.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import gzip
 import hashlib
@@ -433,9 +434,10 @@ class Bridge:
 
         def run() -> None:
             try:
-                self.refresh(category, full_text_after=True)
-            except UpstreamError:
-                pass  # recorded, logged, and served stale meanwhile
+                # A failure of the site is recorded and logged by refresh; readers are
+                # served what is kept meanwhile.
+                with contextlib.suppress(UpstreamError):
+                    self.refresh(category, full_text_after=True)
             except StoreError as exc:
                 log.warning(logfmt(event="store_error", category=category.slug, error=str(exc)))
             finally:
