@@ -44,6 +44,7 @@ from feedbridge.categories import Registry, load_registry
 from feedbridge.config import Settings
 from feedbridge.feeds import Format
 from feedbridge.politeness import Backoff
+from feedbridge.redis_store import RETRY_INTERVAL
 from tests.conftest import ARTICLE, FIXTURES, SITE, FakeSite
 from tests.servers import ROOT, Gunicorn, RedisServer
 
@@ -248,7 +249,8 @@ class Soak:
         restarted = RedisServer(port)
         for cluster in self.clusters:
             if cluster.settings.redis_url:
-                cluster.outages.append((down, time.time()))
+                # A process that saw Redis fail leaves it alone a while longer.
+                cluster.outages.append((down, time.time() + RETRY_INTERVAL))
         return restarted
 
     def _warm_up(self, cluster: Cluster) -> None:

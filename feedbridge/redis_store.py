@@ -54,6 +54,7 @@ from feedbridge.text import logfmt
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 LOG_EVERY = 60.0  # seconds between two log lines about Redis being unreachable
+RETRY_INTERVAL = 5.0  # seconds a process leaves Redis alone after it failed
 PENDING_SCAN = 200  # newest members looked at for stories without full text
 SEARCH_BATCH = 500
 
@@ -94,7 +95,7 @@ class RedisStore:
         *,
         upstream_url: str,
         clock: Callable[[], float] = time.time,
-        retry_interval: float = 5.0,
+        retry_interval: float = RETRY_INTERVAL,
         options: dict[str, str] | None = None,
     ) -> None:
         """``options``: more of ``redis.Redis.from_url``'s (see
