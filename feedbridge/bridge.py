@@ -21,7 +21,6 @@ import enum
 import gzip
 import hashlib
 import logging
-import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -50,6 +49,7 @@ from feedbridge.scrape import parse_home, parse_listing
 from feedbridge.store import (
     CategoryState,
     Failure,
+    Lease,
     Listing,
     Merged,
     Pending,
@@ -115,52 +115,6 @@ class Outcome(enum.Enum):
     UNCHANGED = "unchanged"  # the site answered 304
     FRESH = "fresh"  # refreshed within the TTL by someone else: nothing to do
     BUSY = "busy"  # another process is fetching it
-
-
-class Lease:
-    """A lease of the store, held while its holder works and renewed in the background.
-
-    ``held`` turns false when a renewal fails (the lease expired and was taken).
-    """
-
-    def __init__(self, store: Store, name: str, ttl: float) -> None:
-        self.store, self.name, self.ttl = store, name, ttl
-        self.token = secrets.token_hex(16)
-        self.held = False
-        self._stop = threading.Event()
-        self._renewing = threading.Lock()  # a renewal never lands after the release
-
-    def acquire(self) -> bool:
-        self.held = self.store.try_lease(self.name, self.token, self.ttl)
-        if self.held:
-            self._stop.clear()
-            threading.Thread(target=self._heartbeat, daemon=True, name=f"lease-{self.name}").start()
-        return self.held
-
-    def release(self) -> None:
-        """Let go (a store that fails meanwhile lets the lease run out instead)."""
-        self._stop.set()
-        with self._renewing:
-            if not self.held:
-                return
-            self.held = False
-            try:
-                self.store.release(self.name, self.token)
-            except StoreError:
-                log.warning(logfmt(event="store_error", lease=self.name, action="release"))
-
-    def _heartbeat(self) -> None:
-        while not self._stop.wait(self.ttl / 3):
-            with self._renewing:
-                if self._stop.is_set():
-                    return
-                try:
-                    renewed = self.store.try_lease(self.name, self.token, self.ttl)
-                except StoreError:
-                    continue  # the next beat tries again; the lease lasts until then
-                if not renewed:
-                    self.held = False
-                    return
 
 
 class Bridge:
@@ -243,7 +197,7 @@ class Bridge:
                 return self._last_good(category, fmt, root, now)
             state = self._first_fetch(category)
             freshness = Freshness.MISS
-        elif now - (state.refreshed_at or 0.0) >= self._interval(state):
+        elif self._due_in(state, now) <= 0:
             freshness = Freshness.STALE
             if self.refresh_on_request and not self._backing_off(state, now):
                 self._refresh_in_background(category)
@@ -255,7 +209,7 @@ class Bridge:
         except StoreError:
             return self._last_good(category, fmt, root, now)
         age = max(0.0, now - (state.refreshed_at or now))
-        fresh_for = max(0.0, self._interval(state) - age) if freshness is not Freshness.STALE else 0
+        fresh_for = max(0.0, self._due_in(state, now))
         served = self._served_as(rendered, root, freshness, age, fresh_for)
         if freshness is Freshness.MISS and self.wants_full_text(category):
             # Only now: the article fetches would compete with this answer for the CPU.
@@ -466,19 +420,14 @@ class Bridge:
         now = self.clock()
         if self._backing_off(state, now) or self.upstream.pause.paused_for() > 0:
             return False
-        return not state.seen or now - (state.refreshed_at or 0.0) >= self._interval(state)
+        return self._due_in(state, now) <= 0
 
     def next_due(self, category: Category) -> float:
-        """Seconds until the category's refresh is due (0 when it is)."""
+        """Seconds until the category's refresh is due (0 when it is), back-off included."""
         state = self.store.state(category.slug)
         now = self.clock()
-        if not state.seen and not self._backing_off(state, now):
-            return 0.0
-        moments = [(state.refreshed_at or now) + self._interval(state)]
-        if self._backing_off(state, now):
-            assert state.failure is not None
-            moments.append(state.failure.retry_at)
-        return max(0.0, max(moments) - now)
+        retry_in = state.failure.retry_at - now if state.failure else 0.0
+        return max(0.0, self._due_in(state, now), retry_in)
 
     def refresh(
         self, category: Category, *, force: bool = False, full_text_after: bool = False
@@ -496,7 +445,7 @@ class Bridge:
         try:
             state = self.store.state(category.slug)
             now = self.clock()
-            if not force and state.seen and now - (state.refreshed_at or 0) < self._interval(state):
+            if not force and self._due_in(state, now) > 0:
                 return Outcome.FRESH
             try:
                 listing = self.read_listing(category, state)
@@ -573,26 +522,24 @@ class Bridge:
     def wants_full_text(self, category: Category) -> bool:
         return self.fulltext_by_default if category.fulltext is None else category.fulltext
 
-    def fill_full_text(self, category: Category, *, budget: float | None = None) -> int:
+    def fill_full_text(self, category: Category) -> None:
         """Fetch the full text of the category's stories that lack it, newest first,
-        within ``budget`` seconds; returns how many were filled. A page still loading
-        at the end saves its story when it arrives; one that fails is tried again later,
-        later each time."""
+        within the budget. A page still loading at the end saves its story when it
+        arrives; one that fails is tried again later, later each time."""
         if not self.wants_full_text(category):
-            return 0
+            return
         lease = Lease(self.store, f"fulltext:{category.slug}", FETCH_LEASE)
         if not lease.acquire():
-            return 0
+            return
         try:
             pending = self.store.pending(category.slug, now=self.clock(), limit=FULL_TEXT_BATCH)
             flights = [
                 self.fulltext.submit(p.item, category.slug, partial(self._save_article, p))
                 for p in pending
             ]
-            done = self.fulltext.wait(flights, budget)
+            self.fulltext.wait(flights)
         finally:
             lease.release()
-        return sum(1 for flight in done if not flight.cancelled() and flight.result() is not None)
 
     def _fill_quietly(self, category: Category) -> None:
         try:
@@ -605,7 +552,7 @@ class Bridge:
         try:
             if item is not None:
                 modified = datetime.fromtimestamp(now, UTC)  # readers see it updated
-                self.store.save_full_text(replace(item, modified=modified), now=now)
+                self.store.save_full_text(replace(item, modified=modified))
                 return
             first, cap = FULL_TEXT_RETRY
             delay = min(cap, first * 2**pending.attempts)
@@ -648,6 +595,13 @@ class Bridge:
             )
         )  # fmt: skip
 
+    def _due_in(self, state: CategoryState, now: float) -> float:
+        """Seconds until the category's next refresh is due; 0 or less when it is (a
+        category never read is due)."""
+        if state.refreshed_at is None:
+            return 0.0
+        return state.refreshed_at + self._interval(state) - now
+
     def _interval(self, state: CategoryState) -> float:
         """The TTL; in a gap, halved for each gap in a row, down to :data:`GAP_FLOOR`."""
         if not state.in_gap:
@@ -682,7 +636,7 @@ class Bridge:
             "last_refresh": _when(state.refreshed_at),
             "stories": state.stories,
             "newest_item": newest[0].published.isoformat() if newest else None,
-            "stale": state.seen and now - (state.refreshed_at or 0) >= self._interval(state),
+            "stale": state.seen and self._due_in(state, now) <= 0,
             "next_refresh_in_s": round(self.next_due(category)),
             "last_error": (
                 {

@@ -62,16 +62,14 @@ class FullText:
         flight.add_done_callback(self._landed)
         return flight
 
-    def wait(
-        self, flights: Iterable[Future[Item | None]], budget: float | None = None
-    ) -> set[Future[Item | None]]:
-        """Until every flight is done or ``budget`` (default: the configured one) is
-        spent; the flights not started by then are cancelled. Returns those done.
+    def wait(self, flights: Iterable[Future[Item | None]]) -> None:
+        """Until every flight is done or the budget is spent; the flights not started by
+        then are cancelled (what they were for is asked for again next time).
 
         The deadline is read from ``clock`` after each wait, so an injected clock alone
         decides when the budget is spent; with the real clock this is a single wait.
         """
-        deadline = self.clock() + (self.budget if budget is None else budget)
+        deadline = self.clock() + self.budget
         pending = set(flights)
         done: set[Future[Item | None]] = set()
         while pending:
@@ -88,7 +86,6 @@ class FullText:
                 sum(1 for f in done if f.result() is not None), len(done) + len(pending),
                 len(pending),
             )  # fmt: skip
-        return done
 
     def drain(self, timeout: float | None = None) -> None:
         """Wait for the article fetches in flight (tests and shutdown)."""

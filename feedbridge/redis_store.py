@@ -46,6 +46,7 @@ from feedbridge.store import (
     item_from_dict,
     item_to_dict,
     matches,
+    merged,
     next_gap,
     plan_merge,
 )
@@ -206,8 +207,7 @@ class RedisStore:
                 pipe.execute()
             if plan.updated:
                 self._bump(r, [item.key for item in plan.writes if item.key in stored])
-            is_gap = gap is not None and gap.in_a_row > 0 and gap.at == now
-            return Merged(tuple(plan.added), plan.updated, gap if is_gap else None)
+            return merged(plan, gap, now)
 
         return self._attempt(write)
 
@@ -261,14 +261,14 @@ class RedisStore:
             for data, retry_at, attempts in rows:
                 if data is None or retry_at is None or float(retry_at) > now:
                     continue  # gone, has its full text already, or not due yet
-                due.append(Pending(item_from_dict(json.loads(data)), category, int(attempts or 0)))
+                due.append(Pending(item_from_dict(json.loads(data)), int(attempts or 0)))
                 if len(due) == limit:
                     break
             return due
 
         return self._attempt(read)
 
-    def save_full_text(self, item: Item, *, now: float) -> None:
+    def save_full_text(self, item: Item) -> None:
         def write(r: redis.Redis) -> None:
             story = self._key("story", str(item.key))
             with r.pipeline(transaction=True) as pipe:
@@ -374,8 +374,7 @@ class RedisStore:
     def _resolve_failure(self, pipe: Any, category: str, failure: Failure | None) -> None:
         if failure is None or failure.count == 0:
             return
-        resolved = Failure(0, failure.error, failure.at, 0.0)
-        pipe.hset(self._key("category", category), "failure", failure_to_json(resolved) or "")
+        pipe.hset(self._key("category", category), "failure", failure_to_json(failure.resolved()))
 
     def _attempt(self, operation: Callable[[redis.Redis], T]) -> T:
         """``operation`` on Redis; :class:`StoreError` when Redis fails or failed a moment ago."""

@@ -15,10 +15,10 @@ import os
 import threading
 from collections.abc import Callable
 
-from feedbridge.bridge import Bridge, Lease
+from feedbridge.bridge import Bridge
 from feedbridge.categories import Category
 from feedbridge.errors import UpstreamError
-from feedbridge.store import StoreError
+from feedbridge.store import Lease, StoreError
 from feedbridge.text import logfmt
 
 log = logging.getLogger(__name__)
@@ -50,18 +50,16 @@ class Refresher:
         categories: list[Category] | None = None,
         *,
         force: bool = False,
-        progress: Callable[[Category, str], None] | None = None,
     ) -> dict[str, str]:
         """Refresh every due category of ``categories`` (default: all), then fill in full
         text; returns each category's outcome (or the kind of its error)."""
         outcomes: dict[str, str] = {}
-        tell = progress or self.progress
         for category in categories or list(self.bridge.registry.values()):
             if self._stop.is_set():
                 break
             outcomes[category.slug] = outcome = self._refresh(category, force)
-            if tell is not None and outcome != "not-due":
-                tell(category, outcome)
+            if self.progress is not None and outcome != "not-due":
+                self.progress(category, outcome)
         for category in categories or list(self.bridge.registry.values()):
             if self._stop.is_set():
                 break

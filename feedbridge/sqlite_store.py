@@ -43,6 +43,7 @@ from feedbridge.store import (
     gap_to_json,
     item_from_dict,
     item_to_dict,
+    merged,
     next_gap,
     plan_merge,
     search_text,
@@ -211,8 +212,7 @@ class SQLiteStore:
                     (len(plan.added), category),
                 )
             _resolve_failure(db, category, previous.failure)
-        is_gap = gap is not None and gap.in_a_row > 0 and gap.at == now
-        return Merged(tuple(plan.added), plan.updated, gap if is_gap else None)
+        return merged(plan, gap, now)
 
     def touch(self, category: str, *, now: float) -> None:
         previous = self.state(category)
@@ -248,9 +248,9 @@ class SQLiteStore:
                 " ORDER BY m.published DESC, m.ts DESC, m.article_id DESC LIMIT ?",
                 (category, now, limit),
             ).fetchall()
-        return [Pending(item_from_dict(json.loads(data)), category, n) for data, n in rows]
+        return [Pending(item_from_dict(json.loads(data)), n) for data, n in rows]
 
-    def save_full_text(self, item: Item, *, now: float) -> None:
+    def save_full_text(self, item: Item) -> None:
         with self._writing(stories=True) as db:
             db.execute(
                 "UPDATE stories SET data = ?, full_text = 1 WHERE key = ?",
@@ -437,9 +437,9 @@ def _resolve_failure(db: sqlite3.Connection, category: str, failure: Failure | N
     """A success ends the back-off; ``/status`` still tells what went wrong last."""
     if failure is None or failure.count == 0:
         return
-    resolved = Failure(0, failure.error, failure.at, 0.0)
     db.execute(
-        "UPDATE categories SET failure = ? WHERE slug = ?", (failure_to_json(resolved), category)
+        "UPDATE categories SET failure = ? WHERE slug = ?",
+        (failure_to_json(failure.resolved()), category),
     )
 
 

@@ -27,6 +27,9 @@ meanwhile.
 from __future__ import annotations
 
 import json
+import logging
+import secrets
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
@@ -35,6 +38,9 @@ from typing import Any, Protocol
 from feedbridge.errors import ERROR_KINDS, UpstreamError
 from feedbridge.model import ArticleKey, Item, newest_first
 from feedbridge.scrape import merge_duplicates
+from feedbridge.text import logfmt
+
+log = logging.getLogger(__name__)
 
 # How far past ``limit`` a window is read, so that a story ingested twice (merged into
 # one item) does not leave the window one short.
@@ -53,6 +59,10 @@ class Failure:
     error: UpstreamError
     at: float
     retry_at: float
+
+    def resolved(self) -> Failure:
+        """After a success: no more back-off, but what went wrong last, and when."""
+        return Failure(0, self.error, self.at, 0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,10 +121,9 @@ class Retention:
 
 @dataclass(frozen=True, slots=True)
 class Pending:
-    """A story still without its full text, and the category it is fetched for."""
+    """A story still without its full text, and how often it was asked for in vain."""
 
     item: Item
-    category: str
     attempts: int = 0
 
 
@@ -145,7 +154,7 @@ class Store(Protocol):
         """The category's newest stories without full text whose next try is due."""
         ...
 
-    def save_full_text(self, item: Item, *, now: float) -> None:
+    def save_full_text(self, item: Item) -> None:
         """``item`` now has its full text: stored, and its categories' versions change."""
         ...
 
@@ -172,6 +181,52 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class Lease:
+    """A lease of the store, held while its holder works and renewed in the background.
+
+    ``held`` turns false when a renewal fails (the lease expired and was taken).
+    """
+
+    def __init__(self, store: Store, name: str, ttl: float) -> None:
+        self.store, self.name, self.ttl = store, name, ttl
+        self.token = secrets.token_hex(16)
+        self.held = False
+        self._stop = threading.Event()
+        self._renewing = threading.Lock()  # a renewal never lands after the release
+
+    def acquire(self) -> bool:
+        self.held = self.store.try_lease(self.name, self.token, self.ttl)
+        if self.held:
+            self._stop.clear()
+            threading.Thread(target=self._heartbeat, daemon=True, name=f"lease-{self.name}").start()
+        return self.held
+
+    def release(self) -> None:
+        """Let go (a store that fails meanwhile lets the lease run out instead)."""
+        self._stop.set()
+        with self._renewing:
+            if not self.held:
+                return
+            self.held = False
+            try:
+                self.store.release(self.name, self.token)
+            except StoreError:
+                log.warning(logfmt(event="store_error", lease=self.name, action="release"))
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            with self._renewing:
+                if self._stop.is_set():
+                    return
+                try:
+                    renewed = self.store.try_lease(self.name, self.token, self.ttl)
+                except StoreError:
+                    continue  # the next beat tries again; the lease lasts until then
+                if not renewed:
+                    self.held = False
+                    return
 
 
 def dedupe_window(items: list[Item], limit: int) -> list[Item]:
@@ -267,6 +322,13 @@ def gap_from_json(raw: str | bytes | None) -> Gap | None:
         return None
     data = json.loads(raw)
     return Gap(data["at"], data["since_previous"], data["in_a_row"])
+
+
+def merged(plan: MergePlan, gap: Gap | None, now: float) -> Merged:
+    """What a merge tells its caller; ``gap`` is the category's record after it, a gap of
+    this refresh only when it was made ``now``."""
+    new = gap is not None and gap.in_a_row > 0 and gap.at == now
+    return Merged(tuple(plan.added), plan.updated, gap if new else None)
 
 
 def next_gap(previous: CategoryState, overlap: bool, now: float) -> Gap | None:

@@ -202,14 +202,14 @@ def _http_date(moment: datetime) -> str:
     return http_date(moment)
 
 
-def _not_modified(rendered: Served) -> bool:
+def _not_modified(served: Served) -> bool:
     """RFC 9110 §13.2.2: If-None-Match decides when present, else If-Modified-Since."""
     if_none_match = request.headers.get("If-None-Match")
     if if_none_match is not None:
         wanted = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
-        return "*" in wanted or rendered.etag.removeprefix("W/") in wanted
+        return "*" in wanted or served.etag.removeprefix("W/") in wanted
     since = parse_date(request.headers.get("If-Modified-Since"))
-    return since is not None and rendered.last_modified.replace(microsecond=0) <= since
+    return since is not None and served.last_modified.replace(microsecond=0) <= since
 
 
 def _not_found(name: str) -> Response:

@@ -25,7 +25,7 @@ from feedbridge.categories import load_registry
 from feedbridge.errors import BackingOff, HTTPStatusError
 from feedbridge.redis_store import RedisStore, namespace
 from tests.conftest import SITE, FakeSite, settle
-from tests.feedspec import check_feed
+from tests.feedspec import ATOM_NS, check_feed
 from tests.servers import Gunicorn, RedisServer, free_port, wait_until
 
 REGISTRY = load_registry()
@@ -238,3 +238,25 @@ def _metrics(server: Gunicorn) -> dict[tuple[str, str], float]:
             key = (sample.name, label)
             values[key] = values.get(key, 0) + sample.value
     return values
+
+
+def test_with_redis_away_a_process_reads_the_site_at_most_once_a_ttl(
+    make_app: Callable[..., Flask], site: FakeSite
+) -> None:
+    """Another format of a feed served before comes from the stories kept here; a
+    category never served is read once, and its other formats come from that read."""
+    with RedisServer() as server:
+        app = make_app(redis_url=server.url)
+        client = app.test_client()
+        atom = client.get("/feeds/vok-en.atom")
+        hits = site.hits()
+        server.stop()
+        vok = client.get("/feeds/vok-en.json")
+        times = [client.get(f"/feeds/pyongyang-times.{fmt}") for fmt in ("rss", "atom", "json")]
+    assert (vok.status_code, vok.headers["X-Cache"]) == (200, "stale")
+    entries = check_feed(atom.data, atom.content_type).iter(f"{{{ATOM_NS}}}entry")
+    ids = [entry.findtext(f"{{{ATOM_NS}}}id") for entry in entries]
+    assert [item["id"] for item in check_feed(vok.data, vok.content_type)["items"]] == ids
+    assert [r.status_code for r in times] == [200, 200, 200]
+    assert [r.headers["X-Cache"] for r in times] == ["miss", "stale", "stale"]
+    assert site.hits() == hits + 1, "pyongyang-times read once, vok-en not at all"
