@@ -14,6 +14,7 @@ from feedbridge.categories import load_registry
 from feedbridge.config import Settings, redis_client_options
 from feedbridge.fulltext import FullText
 from feedbridge.politeness import Backoff
+from feedbridge.prepared import FastPath
 from feedbridge.proxy import ForwardedHeaders
 from feedbridge.refresher import Refresher
 from feedbridge.store import Retention, Store
@@ -44,7 +45,6 @@ def create_app(
     # Paths are exact: "/feeds//x" is a 404 like any other unknown path, not a redirect.
     app.url_map.merge_slashes = False
     app.config["FEEDBRIDGE"] = settings
-    app.wsgi_app = ForwardedHeaders(app.wsgi_app, settings.forwarded_allow_ips)  # type: ignore[method-assign]
     store = open_store(settings, clock)
     upstream = Upstream(
         settings.upstream_url,
@@ -78,6 +78,9 @@ def create_app(
         publisher = Publisher(settings.websub_hub, settings.public_url)
         bridge.notify = publisher.notify
     app.extensions["feedbridge"] = bridge
+    # A cached feed is answered before routing; forwarded headers are read before that.
+    fast = FastPath(app.wsgi_app, bridge, settings.public_url)
+    app.wsgi_app = ForwardedHeaders(fast, settings.forwarded_allow_ips)  # type: ignore[method-assign]
     app.extensions["feedbridge.websub"] = publisher
     refresher = Refresher(bridge) if settings.refresh else None
     app.extensions["feedbridge.refresher"] = refresher

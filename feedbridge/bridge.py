@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import gzip
 import hashlib
 import logging
 import threading
@@ -45,6 +44,7 @@ from feedbridge.feeds import FeedInfo, Format, render
 from feedbridge.fulltext import FullText
 from feedbridge.model import Item, newest_first
 from feedbridge.politeness import Backoff, SharedPause
+from feedbridge.prepared import Prepared
 from feedbridge.scrape import parse_home, parse_listing
 from feedbridge.store import (
     CategoryState,
@@ -98,13 +98,9 @@ class Freshness(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Served:
-    """A feed as one request gets it: the body for its root, plain and gzipped."""
+    """A feed as one request gets it: the answer prepared for its root, and how fresh."""
 
-    body: bytes
-    gzipped: bytes
-    etag: str
-    last_modified: datetime
-    media_type: str
+    prepared: Prepared
     freshness: Freshness
     age: float  # seconds since the category was refreshed
     fresh_for: float  # seconds until its next refresh is due; 0 when stale
@@ -155,8 +151,8 @@ class Bridge:
         self._selections: LRUCache[tuple[object, ...], Rendered] = LRUCache(
             SELECTION_BYTES, getsizeof=lambda r: len(r.body)
         )
-        self._served: LRUCache[tuple[str, str], tuple[bytes, bytes]] = LRUCache(
-            SERVED_BYTES, getsizeof=lambda pair: len(pair[0]) + len(pair[1])
+        self._served: LRUCache[tuple[str, str], Prepared] = LRUCache(
+            SERVED_BYTES, getsizeof=lambda prepared: prepared.size
         )
         # The stories each category's feed was last rendered from (any format): what a
         # feed in another format is rendered from while the store fails.
@@ -215,6 +211,33 @@ class Bridge:
             # Only now: the article fetches would compete with this answer for the CPU.
             self._in_background(lambda: self._fill_quietly(category))
         return served
+
+    def fresh(self, category: Category, fmt: Format, root: str) -> Served | None:
+        """The hot case, for a fast path in front of the app: the category's full feed
+        when this process holds it fresh (a hit), already prepared for ``root``; else
+        None, and :meth:`feed` answers.
+
+        Reads nothing but memory: the store's state is remembered by the store, checked
+        against other processes' changes at most every
+        :data:`~feedbridge.store.STATE_CHECK` seconds.
+        """
+        now = self.clock()
+        try:
+            state = self.store.state(category.slug)
+        except StoreError:
+            return None
+        fresh_for = self._due_in(state, now)
+        if not state.seen or fresh_for <= 0:
+            return None
+        kept = self._feeds.get((category.slug, fmt))
+        if kept is None or kept[0] != state.version:
+            return None
+        with self._lock:
+            prepared = self._served.get((kept[2].etag, root))
+        if prepared is None:
+            return None
+        age = max(0.0, now - (state.refreshed_at or now))
+        return Served(prepared, Freshness.HIT, age, fresh_for)
 
     def headlines(self, category: Category, count: int) -> list[Item]:
         """The category's newest stories as kept now; never asks the site."""
@@ -284,16 +307,13 @@ class Bridge:
     ) -> Served:
         key = (rendered.etag, root)
         with self._lock:
-            pair = self._served.get(key)
-        if pair is None:
+            prepared = self._served.get(key)
+        if prepared is None:
             body = rendered.body.replace(ROOT_MARKER.encode(), root.encode())
-            pair = (body, gzip.compress(body, 6, mtime=0))
+            prepared = Prepared.of(body, rendered.etag, rendered.last_modified, rendered.media_type)
             with self._lock:
-                self._served[key] = pair
-        return Served(
-            pair[0], pair[1], rendered.etag, rendered.last_modified, rendered.media_type,
-            freshness, age, fresh_for,
-        )  # fmt: skip
+                self._served[key] = prepared
+        return Served(prepared, freshness, age, fresh_for)
 
     def _last_good(self, category: Category, fmt: Format, root: str, now: float) -> Served:
         """What this process has, when the store has nothing or fails: the feed it

@@ -8,7 +8,7 @@ from flask import Blueprint, Response, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from feedbridge import __version__
+from feedbridge import __version__, observe
 from feedbridge.errors import ConfigError
 from feedbridge.web import bridge
 
@@ -26,7 +26,9 @@ def status() -> Response:
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    """Prometheus text; under gunicorn, the sum over every worker of the server."""
+    """Prometheus text; under gunicorn, the sum over every worker of the server (the
+    others' served feeds as of their last flush, at most ``observe.TALLY.every`` ago)."""
+    observe.TALLY.flush()
     registry = REGISTRY
     if os.environ.get(MULTIPROC_DIR):
         registry = CollectorRegistry()

@@ -38,6 +38,7 @@ from feedbridge.store import (
     Pending,
     Retention,
     StoreError,
+    checked_lately,
     dedupe_window,
     failure_from_json,
     failure_to_json,
@@ -119,6 +120,10 @@ class RedisStore:
         self._down_until = 0.0  # time.monotonic(): skip Redis until then
         self._problem: tuple[str, float] | None = None  # the kind of error, and since when
         self._logged_at = float("-inf")
+        # What this process read of each category's state, and when (see STATE_CHECK);
+        # forgotten whenever this process may have changed something (a new generation).
+        self._states: dict[str, tuple[float, CategoryState]] = {}
+        self._generation = 0
 
     def describe(self) -> dict[str, object]:
         if self._problem is None:
@@ -132,6 +137,14 @@ class RedisStore:
         }
 
     def state(self, category: str) -> CategoryState:
+        """The category's state, read from Redis at most every
+        :data:`~feedbridge.store.STATE_CHECK` seconds."""
+        now = self._clock()
+        known = self._states.get(category)
+        if known is not None and checked_lately(known[0], now):
+            return known[1]
+        generation = self._generation
+
         def read(r: redis.Redis) -> CategoryState:
             with r.pipeline(transaction=False) as pipe:
                 pipe.hgetall(self._key("category", category))
@@ -152,7 +165,10 @@ class RedisStore:
                 gap=gap_from_json(text.get("gap")),
             )
 
-        return self._attempt(read)
+        state = self._attempt(read, changes=False)
+        if generation == self._generation:  # no write of this process meanwhile
+            self._states[category] = (now, state)
+        return state
 
     def merge(self, category: str, listing: Listing, *, now: float) -> Merged:
         previous = self.state(category)
@@ -242,7 +258,7 @@ class RedisStore:
                     break
             return dedupe_window(found, limit)
 
-        return self._attempt(read)
+        return self._attempt(read, changes=False)
 
     def pending(self, category: str, *, now: float, limit: int) -> list[Pending]:
         def read(r: redis.Redis) -> list[Pending]:
@@ -335,7 +351,9 @@ class RedisStore:
         self._attempt(lambda _r: self._release(keys=[self._key("lease", name)], args=[token]))
 
     def paused_for(self) -> float:
-        return self._attempt(lambda r: max(0.0, r.pttl(self._key("site", "closed")) / 1000))
+        return self._attempt(
+            lambda r: max(0.0, r.pttl(self._key("site", "closed")) / 1000), changes=False
+        )
 
     def pause(self, seconds: float) -> None:
         self._attempt(
@@ -376,8 +394,12 @@ class RedisStore:
             return
         pipe.hset(self._key("category", category), "failure", failure_to_json(failure.resolved()))
 
-    def _attempt(self, operation: Callable[[redis.Redis], T]) -> T:
-        """``operation`` on Redis; :class:`StoreError` when Redis fails or failed a moment ago."""
+    def _attempt(self, operation: Callable[[redis.Redis], T], *, changes: bool = True) -> T:
+        """``operation`` on Redis; :class:`StoreError` when Redis fails or failed a moment ago.
+
+        An operation that ``changes`` something (or may have, failing) makes this process
+        read every category's state again.
+        """
         if time.monotonic() < self._down_until:
             raise StoreError("redis: unavailable, trying again shortly")
         try:
@@ -385,6 +407,10 @@ class RedisStore:
         except (redis.RedisError, ValueError, KeyError, TypeError) as exc:
             self._went_wrong(exc)
             raise StoreError(f"redis: {type(exc).__name__}") from exc
+        finally:
+            if changes:
+                self._generation += 1
+                self._states.clear()
         if self._problem is not None:
             self._came_back()
         return result

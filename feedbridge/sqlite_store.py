@@ -36,6 +36,7 @@ from feedbridge.store import (
     Pending,
     Retention,
     StoreError,
+    checked_lately,
     dedupe_window,
     failure_from_json,
     failure_to_json,
@@ -119,6 +120,7 @@ class SQLiteStore:
         self._pid = 0
         self._commits = 0  # this process's write transactions, for the states it keeps
         self._states: dict[str, tuple[tuple[int, int], CategoryState]] = {}
+        self._data_version = (0, float("-inf"))  # the file's last data_version, and when
         self._problem: tuple[str, float] | None = None
         self._open()
 
@@ -133,10 +135,21 @@ class SQLiteStore:
 
     def state(self, category: str) -> CategoryState:
         """The category's state; read again only when the file changed since (every
-        feed a reader gets asks for it: a query and two JSON decodes saved)."""
+        feed a reader gets asks for it: a query and two JSON decodes saved). Whether it
+        did is asked at most every :data:`~feedbridge.store.STATE_CHECK` seconds."""
+        version, at = self._data_version
+        known = self._states.get(category)
+        if (
+            known is not None
+            and known[0] == (version, self._commits)
+            and checked_lately(at, self._clock())
+        ):
+            return known[1]
         with self._reading() as db:
             # Changes when another connection (process) commits; our own writes count too.
-            changed = (db.execute("PRAGMA data_version").fetchone()[0], self._commits)
+            version = db.execute("PRAGMA data_version").fetchone()[0]
+            self._data_version = (version, self._clock())
+            changed = (version, self._commits)
             known = self._states.get(category)
             if known is not None and known[0] == changed:
                 return known[1]

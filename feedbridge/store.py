@@ -45,6 +45,15 @@ log = logging.getLogger(__name__)
 # How far past ``limit`` a window is read, so that a story ingested twice (merged into
 # one item) does not leave the window one short.
 DUPLICATE_MARGIN = 10
+# Seconds a process trusts what it read of a category's state without asking the store
+# again: another process's change (or a flushed store) is seen within this; the
+# process's own writes at once. Every cached feed a reader gets asks for the state.
+STATE_CHECK = 0.1
+
+
+def checked_lately(at: float, now: float) -> bool:
+    """Whether a check made at ``at`` still holds at ``now`` (a clock set back: no)."""
+    return at <= now < at + STATE_CHECK
 
 
 class StoreError(Exception):

@@ -2,31 +2,26 @@
 
 from __future__ import annotations
 
-import functools
 import logging
-import re
 from datetime import datetime
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, abort, current_app, render_template, request
 from werkzeug.exceptions import HTTPException
-from werkzeug.http import http_date, parse_date
-from werkzeug.sansio.utils import get_current_url
 
 from feedbridge import observe
-from feedbridge.bridge import Bridge, Freshness, Served
+from feedbridge.bridge import Bridge, Served
 from feedbridge.categories import Category
 from feedbridge.config import MAX_FEED_SIZE
 from feedbridge.errors import UpstreamError
 from feedbridge.feeds import OPML_MEDIA_TYPE, Format, render_opml
 from feedbridge.model import PYONGYANG
+from feedbridge.prepared import answer, root_for
 
 log = logging.getLogger(__name__)
 bp = Blueprint("feeds", __name__)
 MAX_QUERY = 200
 HEADLINES = 3  # per category on the front page
-# A host name (underscores too, as container names have them), an IPv4 or [IPv6] address.
-_HOST = re.compile(r"(?:\w(?:[\w.-]*[\w.])?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?", re.ASCII)
 # A list in the WSGI environ that receives the detailed error behind an upstream failure
 # answer: how `feedbridge render`, which asks through the test client, shows the operator
 # what a reader is not told.
@@ -148,16 +143,10 @@ def public_root() -> str:
     configured: str | None = current_app.config["FEEDBRIDGE"].public_url
     if configured:
         return configured + "/"
-    # Self links are built on the Host header: one that is no host would make them invalid.
-    if not _HOST.fullmatch(request.host):
+    root = root_for(request.scheme, request.host, request.root_path)
+    if root is None:
         abort(400, "Host: the request's Host header must be a host name, with a port or not")
-    return _url_root(request.scheme, request.host, request.root_path)
-
-
-@functools.lru_cache(maxsize=64)
-def _url_root(scheme: str, host: str, root_path: str) -> str:
-    """``request.url_root``, remembered: werkzeug builds it anew for every request."""
-    return get_current_url(scheme, host, root_path)
+    return root
 
 
 def _selection_parameters() -> tuple[int | None, list[str]]:
@@ -179,37 +168,8 @@ def _selection_parameters() -> tuple[int | None, list[str]]:
 
 
 def _feed_response(served: Served) -> Response:
-    headers = {
-        "ETag": served.etag,
-        "Last-Modified": _http_date(served.last_modified),
-        "Vary": "Accept-Encoding",
-        "X-Cache": served.freshness.value,
-        "Cache-Control": f"public, max-age={int(served.fresh_for)}",
-    }
-    if served.freshness is Freshness.STALE:
-        headers["Age"] = str(int(served.age))
-    if _not_modified(served):
-        return Response(status=304, headers=headers)
-    body = served.body
-    if request.accept_encodings.quality("gzip") > 0:
-        body = served.gzipped
-        headers["Content-Encoding"] = "gzip"
-    return Response(body, headers=headers, content_type=f"{served.media_type}; charset=utf-8")
-
-
-@functools.lru_cache(maxsize=256)  # a feed's date, formatted once, not at every request
-def _http_date(moment: datetime) -> str:
-    return http_date(moment)
-
-
-def _not_modified(served: Served) -> bool:
-    """RFC 9110 §13.2.2: If-None-Match decides when present, else If-Modified-Since."""
-    if_none_match = request.headers.get("If-None-Match")
-    if if_none_match is not None:
-        wanted = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
-        return "*" in wanted or served.etag.removeprefix("W/") in wanted
-    since = parse_date(request.headers.get("If-Modified-Since"))
-    return since is not None and served.last_modified.replace(microsecond=0) <= since
+    status, headers, body = answer(served, request.environ)
+    return Response(body, status=status, headers=headers)
 
 
 def _not_found(name: str) -> Response:

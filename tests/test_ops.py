@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from werkzeug import Request, Response
 
-from feedbridge import __version__
+from feedbridge import __version__, observe
 from feedbridge.categories import load_registry
 from feedbridge.errors import ConfigError
 from feedbridge.text import logfmt
@@ -29,6 +29,8 @@ def iso(timestamp: float) -> str:
 
 
 def sample(name: str, **labels: str) -> float:
+    """A metric's value as a scrape of this process would find it."""
+    observe.TALLY.flush()
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 

@@ -162,15 +162,11 @@ def test_two_servers_of_two_workers_fetch_each_category_once(
                 check_feed(response.content, response.headers["Content-Type"])
             assert len({r.headers["ETag"] for r in responses}) == 18  # both serve the same
 
+            # A worker adds the feeds it served to the metrics every second (observe.TALLY).
+            wait_until(lambda: _looked_up(one, two) >= 144, "every lookup counted", 10)
             counts = [_metrics(server) for server in (one, two)]
             fetched = sum(c.get(("feedbridge_upstream_requests_total", "ok"), 0) for c in counts)
-            looked_up = sum(
-                value
-                for c in counts
-                for (name, _), value in c.items()
-                if name == "feedbridge_cache_lookups_total"
-            )
-            assert (fetched, looked_up) == (len(REGISTRY), 144)
+            assert (fetched, _looked_up(one, two)) == (len(REGISTRY), 144)
             statuses = [s.json() for s in (requests.get(f"{x.url}/status") for x in (one, two))]
             # Read a moment apart, the seconds to the next refresh may differ by one.
             same = [_without_countdown(s["categories"]) for s in statuses]
@@ -226,6 +222,16 @@ def _without_countdown(categories: dict[str, dict[str, object]]) -> dict[str, ob
         slug: {k: v for k, v in fields.items() if k != "next_refresh_in_s"}
         for slug, fields in categories.items()
     }
+
+
+def _looked_up(*servers: Gunicorn) -> float:
+    """The feeds the servers served, as their metrics count them."""
+    return sum(
+        value
+        for counts in map(_metrics, servers)
+        for (name, _), value in counts.items()
+        if name == "feedbridge_cache_lookups_total"
+    )
 
 
 def _metrics(server: Gunicorn) -> dict[tuple[str, str], float]:
