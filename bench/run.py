@@ -1,11 +1,13 @@
 """feedbridge's benchmark: every figure a ratio to a baseline measured in the same run.
 
-    python3 -m bench.run [--seconds 10] [--rounds 3]    (from the repository root,
-                                                        after pip install -e '.[test]')
+    python3 -m bench.run [--seconds 8] [--rounds 3] [--cached]   (from the repository
+                                                   root, after pip install -e '.[test]')
 
 1. Cached feed under gunicorn (the Procfile's settings) against the ceiling: a minimal
    Flask endpoint with a constant body of the same size under the same settings
-   (bench/ceiling.py); with the SQLite store, and with Redis when redis-server is here.
+   (bench/ceiling.py); with the SQLite store, gzipped, and with Redis when redis-server
+   is here. Its targets (:data:`TARGETS`) are ratios of runs of the same round, each
+   the median over the rounds. ``--cached`` runs parts 1 and 3 only.
 2. Cold refresh of each category, parse + render (network excluded), against a bare
    ``lxml.html.fromstring`` of the same page.
 3. Conditional polls (``If-None-Match`` → 304) against full responses.
@@ -95,6 +97,18 @@ SEARCHED = (*WORDS, "zzz")
 SEARCHED_IN_HISTORY = ("story", "zzz")
 
 
+# The cached path's targets: (ours, baseline, measure, bound): the median over the rounds
+# of ours' measure over the baseline's in the same round is at least (or, for p99, at
+# most) the bound.
+TARGETS = {
+    "cached Atom feed, SQLite, against the ceiling": ("sqlite_store", "ceiling", "rps", 0.9),
+    "the same, Redis, against SQLite": ("redis_store", "sqlite_store", "rps", 0.8),
+    "304 against the ceiling's 200": ("not_modified", "ceiling", "rps", 1.0),
+    "gzip against the ceiling's 200": ("gzip", "ceiling", "rps", 0.9),
+    "p99 of the cached feed against the ceiling's": ("sqlite_store", "ceiling", "p99", 2.0),
+}
+
+
 @dataclass(frozen=True)
 class Load:
     """What wrk measured."""
@@ -109,14 +123,19 @@ class Load:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
+    parser.add_argument("--seconds", type=int, default=8, help="length of each wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="wrk runs of each kind")
-    parser.add_argument("--connections", type=int, default=16, help="wrk connections")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections")
     parser.add_argument("--fresh", type=int, default=9, help="fresh servers of part 5")
+    parser.add_argument("--cached", action="store_true", help="parts 1 and 3 only")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("bench: wrk is not installed (Debian package wrk)")
     results: dict[str, object] = {"settings": vars(args), "procfile": _procfile()}
+    if args.cached:
+        results["targets"] = cached(args)
+        _report(results)
+        return
 
     print("2. cold refresh: parse + render against bare lxml …", flush=True)
     results["cold"] = cold_refresh()
@@ -132,23 +151,8 @@ def main() -> None:
             "FEEDBRIDGE_FULLTEXT": "0",
             "FEEDBRIDGE_LOG_LEVEL": "WARNING",
         }
-        bridge = servers.enter_context(Gunicorn(env))
-        size, etag = _warm(bridge)
-        ceiling = servers.enter_context(
-            Gunicorn({"CEILING_BYTES": str(size)}, app="bench.ceiling:app")
-        )
-        # Every server is up and idle while another is measured; the kinds of run take
-        # turns, so that whatever else the machine does slows all of them alike.
-        runs: dict[str, Run] = {
-            "ceiling": Run(ceiling, "/feed"),
-            "sqlite_store": Run(bridge, FEED),
-            "not_modified": Run(bridge, FEED, f'wrk.headers["If-None-Match"] = [[{etag}]]'),
-        }
-        if shutil.which("redis-server"):
-            redis_url = servers.enter_context(RedisServer()).url
-            on_redis = servers.enter_context(Gunicorn({**env, "FEEDBRIDGE_REDIS_URL": redis_url}))
-            _warm(on_redis)
-            runs["redis_store"] = Run(on_redis, FEED)
+        runs, size = _cached_runs(servers, env)
+        bridge = runs["sqlite_store"].server
         # Part 6: stores filled beforehand; nothing refreshes, so nothing is fetched.
         stores = Path(servers.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
         kept: dict[int, Gunicorn] = {}
@@ -175,7 +179,9 @@ def main() -> None:
 
         print(f"1, 3, 6. {args.rounds} rounds of {', '.join(runs)} …", flush=True)
         load = Loader(args.seconds, args.connections)
-        best = load.rounds(runs, args.rounds)
+        found = load.rounds(runs, args.rounds)
+        results["targets"] = targets(found)
+        best = {name: _median(loads) for name, loads in found.items()}
         print("4. memory after distinct query strings …", flush=True)
         results["memory"] = _memory(bridge, load)
         print("7. memory with 50 and 5,000 kept stories …", flush=True)
@@ -211,6 +217,69 @@ def main() -> None:
     _report(results)
 
 
+def cached(args: argparse.Namespace) -> dict[str, object]:
+    """Parts 1 and 3 alone: the cached path's runs, rounds and targets."""
+    with ExitStack() as servers:
+        site = servers.enter_context(_site())
+        env = {
+            "FEEDBRIDGE_UPSTREAM_URL": site.url,
+            "FEEDBRIDGE_MIN_INTERVAL": "0",
+            "FEEDBRIDGE_FULLTEXT": "0",
+            "FEEDBRIDGE_LOG_LEVEL": "WARNING",
+        }
+        runs, size = _cached_runs(servers, env)
+        print(f"1, 3. {args.rounds} rounds of {', '.join(runs)} …", flush=True)
+        found = Loader(args.seconds, args.connections).rounds(runs, args.rounds)
+    return {"body_bytes": size, **targets(found)}
+
+
+def _cached_runs(servers: ExitStack, env: dict[str, str]) -> tuple[dict[str, Run], int]:
+    """The servers of parts 1 and 3, started, and their runs; the feed's size."""
+    bridge = servers.enter_context(Gunicorn(env))
+    size, etag = _warm(bridge)
+    ceiling = servers.enter_context(Gunicorn({"CEILING_BYTES": str(size)}, app="bench.ceiling:app"))
+    # Every server is up and idle while another is measured; the kinds of run take
+    # turns, so that whatever else the machine does slows all of them alike.
+    runs: dict[str, Run] = {
+        "ceiling": Run(ceiling, "/feed"),
+        "sqlite_store": Run(bridge, FEED),
+        "not_modified": Run(bridge, FEED, f'wrk.headers["If-None-Match"] = [[{etag}]]'),
+        "gzip": Run(bridge, FEED, 'wrk.headers["Accept-Encoding"] = "gzip"'),
+    }
+    if shutil.which("redis-server"):
+        redis_url = servers.enter_context(RedisServer()).url
+        on_redis = servers.enter_context(Gunicorn({**env, "FEEDBRIDGE_REDIS_URL": redis_url}))
+        _warm(on_redis)
+        runs["redis_store"] = Run(on_redis, FEED)
+    return runs, size
+
+
+def targets(found: dict[str, list[Load]]) -> dict[str, object]:
+    """Each target's ratio in every round, their median, and whether it is met."""
+    rounds = {name: [asdict(load) for load in loads] for name, loads in found.items()}
+    measured: dict[str, object] = {"rounds": rounds}
+    for what, (ours, base, measure, bound) in TARGETS.items():
+        if ours not in found:
+            continue
+        ratios = [
+            _measure(mine, measure) / _measure(theirs, measure)
+            for mine, theirs in zip(found[ours], found[base], strict=True)
+        ]
+        median = statistics.median(ratios)
+        met = median <= bound if measure == "p99" else median >= bound
+        measured[what] = {"ratios": ratios, "median": median, "bound": bound, "met": met}
+    return measured
+
+
+def _measure(load: Load, measure: str) -> float:
+    return load.requests_per_s if measure == "rps" else load.p99_ms
+
+
+def _median(loads: list[Load]) -> Load:
+    """The run of median rate among a kind's rounds."""
+    return sorted(loads, key=lambda load: load.requests_per_s)[len(loads) // 2]
+
+
 def _warm(server: Gunicorn) -> tuple[int, str]:
     """Ask for the feed once (every worker shares the store): its size and ETag."""
     response = requests.get(server.url + FEED, timeout=30)
@@ -232,15 +301,13 @@ class Loader:
         self.seconds = seconds
         self.connections = connections
 
-    def rounds(self, runs: dict[str, Run], rounds: int) -> dict[str, Load]:
-        """The best run of each kind: the machine's other work only ever slows one down."""
+    def rounds(self, runs: dict[str, Run], rounds: int) -> dict[str, list[Load]]:
+        """Every run of each kind, round by round; in a round, the kinds take turns."""
         found: dict[str, list[Load]] = {name: [] for name in runs}
         for _ in range(rounds):
             for name, run in runs.items():
                 found[name].append(self.run(run))
-        return {
-            name: max(loads, key=lambda load: load.requests_per_s) for name, loads in found.items()
-        }
+        return found
 
     def run(self, run: Run) -> Load:
         url = run.server.url + run.path
@@ -519,6 +586,10 @@ def _report(results: dict[str, Any]) -> None:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / time.strftime("%Y%m%d-%H%M%S.json")
     path.write_text(json.dumps(results, indent=2) + "\n")
+    print(_targets_table(results["targets"]))
+    if "throughput" not in results:  # --cached
+        print(f"\nsaved {path.relative_to(ROOT)}")
+        return
     throughput, conditional, memory = (
         results["throughput"],
         results["conditional"],
@@ -603,6 +674,30 @@ def _report(results: dict[str, Any]) -> None:
         f"\nbody {throughput['body_bytes']} bytes, with kept history {history['body_bytes']}; "
         f"saved {path.relative_to(ROOT)}"
     )
+
+
+def _targets_table(measured: dict[str, Any]) -> str:
+    lines = ["", "| target | ratio in each round | median | bound | met |", "|---|---|---|---|---|"]
+    for what, (_ours, _base, measure, bound) in TARGETS.items():
+        if what in measured:
+            found = measured[what]
+            sign = "≤" if measure == "p99" else "≥"
+            rounds = " / ".join(f"{ratio:.2f}" for ratio in found["ratios"])
+            lines.append(
+                f"| {what} | {rounds} | **{found['median']:.2f}** | {sign} {bound} "
+                f"| {'yes' if found['met'] else 'no'} |"
+            )
+    lines += ["", "| run | req/s in each round | p99 ms | CPU ms/request |", "|---|---|---|---|"]
+
+    def each(loads: list[dict[str, float]], key: str, form: str) -> str:
+        return " / ".join(format(load[key], form) for load in loads)
+
+    for name, loads in measured["rounds"].items():
+        lines.append(
+            f"| {name} | {each(loads, 'requests_per_s', '.0f')} | {each(loads, 'p99_ms', '.1f')} "
+            f"| {each(loads, 'cpu_ms_per_request', '.3f')} |"
+        )
+    return "\n".join(lines)
 
 
 def _row(what: str, ours: dict[str, float], base: dict[str, float], ratio: float) -> str:

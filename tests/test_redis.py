@@ -24,7 +24,8 @@ from feedbridge.bridge import FETCH_LEASE
 from feedbridge.categories import load_registry
 from feedbridge.errors import BackingOff, HTTPStatusError
 from feedbridge.redis_store import RedisStore, namespace
-from tests.conftest import SITE, FakeSite, settle
+from feedbridge.store import STATE_CHECK
+from tests.conftest import SITE, Clock, FakeSite, settle
 from tests.feedspec import ATOM_NS, check_feed
 from tests.servers import Gunicorn, RedisServer, free_port, wait_until
 
@@ -78,7 +79,7 @@ def test_redis_unreachable_from_the_start_serves_from_the_process(
 
 
 def test_redis_stopped_mid_run_readers_are_still_served(
-    make_app: Callable[..., Flask], site: FakeSite
+    make_app: Callable[..., Flask], site: FakeSite, clock: Clock
 ) -> None:
     with RedisServer() as server:
         app = make_app(redis_url=server.url)
@@ -86,6 +87,7 @@ def test_redis_stopped_mid_run_readers_are_still_served(
         kept = client.get("/feeds/vok-en.atom")
         assert kept.status_code == 200
         server.stop()
+        clock.advance(STATE_CHECK)  # what the process read of Redis holds until then
         served = client.get("/feeds/vok-en.atom")  # this process's last good copy
         new = client.get("/feeds/pyongyang-times.json")  # from the site, for this request
     assert (served.status_code, served.headers["X-Cache"], served.data) == (
@@ -96,7 +98,7 @@ def test_redis_stopped_mid_run_readers_are_still_served(
 
 
 def test_a_redis_restarted_empty_serves_the_process_copy_and_fills_again(
-    make_app: Callable[..., Flask], site: FakeSite
+    make_app: Callable[..., Flask], site: FakeSite, clock: Clock
 ) -> None:
     """Restarted without its data (or flushed, or its keys evicted): readers keep their
     feed, stale, and a refresh puts the category back."""
@@ -106,6 +108,7 @@ def test_a_redis_restarted_empty_serves_the_process_copy_and_fills_again(
         client = app.test_client()
         kept = client.get("/feeds/vok-en.atom")
         server.stop()
+    clock.advance(STATE_CHECK)  # what the process read of Redis holds until then
     with RedisServer(port) as server:
         for _ in range(6):
             during = client.get("/feeds/vok-en.atom")
