@@ -111,6 +111,7 @@ class Outcome(enum.Enum):
     UNCHANGED = "unchanged"  # the site answered 304
     FRESH = "fresh"  # refreshed within the TTL by someone else: nothing to do
     BUSY = "busy"  # another process is fetching it
+    BACKING_OFF = "backing-off"  # its last fetch, by another process maybe, failed
 
 
 class Bridge:
@@ -467,6 +468,10 @@ class Bridge:
             now = self.clock()
             if not force and self._due_in(state, now) > 0:
                 return Outcome.FRESH
+            # Decided on the state read under the lease: the caller's, read before,
+            # may be older than another process's failure (see STATE_CHECK).
+            if not force and self._backing_off(state, now):
+                return Outcome.BACKING_OFF
             try:
                 listing = self.read_listing(category, state)
             except SitePaused:

@@ -15,12 +15,13 @@ from prometheus_client import REGISTRY
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from feedbridge import observe
-from feedbridge.bridge import Bridge
+from feedbridge.bridge import Bridge, Outcome
+from feedbridge.errors import HTTPStatusError
 from feedbridge.model import ArticleKey, Item
 from feedbridge.prepared import Prepared
 from feedbridge.redis_store import RedisStore
 from feedbridge.sqlite_store import SQLiteStore
-from feedbridge.store import STATE_CHECK, Listing, Store
+from feedbridge.store import STATE_CHECK, Failure, Listing, Store
 from tests.conftest import Clock, FakeSite, settle
 
 FEED = "/feeds/vok-en.atom"
@@ -209,6 +210,27 @@ def test_a_clock_set_back_does_not_keep_what_was_read(tmp_path: Path, clock: Clo
     finally:
         store.close()
         other.close()
+
+
+def test_a_refresh_decides_on_the_state_it_reads_under_its_lease(
+    app: Flask, site: FakeSite, clock: Clock
+) -> None:
+    """Another process's failure, recorded within STATE_CHECK: the due category is not
+    fetched again while that process's back-off lasts."""
+    bridge: Bridge = app.extensions["feedbridge"]
+    vok = bridge.registry["vok-en"]
+    app.test_client().get(FEED)
+    clock.advance(601)
+    assert bridge.due(vok)
+    other = other_store(app, None, clock)
+    try:
+        failed = HTTPStatusError("the site said 500", upstream_status=500)
+        other.save_failure("vok-en", Failure(1, failed, clock.now, clock.now + 60))
+    finally:
+        other.close()
+    assert bridge.due(vok), "what this process read holds within STATE_CHECK"
+    assert bridge.refresh(vok) is Outcome.BACKING_OFF
+    assert site.hits() == 1
 
 
 @pytest.mark.slow
