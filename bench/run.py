@@ -316,7 +316,8 @@ class Loader:
         with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
             lua.write(run.script or "")
             lua.flush()
-            argv = ["wrk", "-t2", f"-c{self.connections}", f"-d{self.seconds}s", "--latency"]
+            argv = ["wrk", "-t2", f"-c{self.connections}", f"-d{self.seconds}s", "--latency",
+                    "--timeout", "10s"]  # fmt: skip
             output = subprocess.run(
                 [*argv, "-s", lua.name, url],
                 capture_output=True,

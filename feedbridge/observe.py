@@ -87,27 +87,32 @@ class Tally:
         self.every = every  # seconds: the most a count waits to reach the metrics
         self._lock = threading.Lock()
         self._counts: collections.Counter[tuple[str, str]] = collections.Counter()
-        self._flusher = 0  # the process whose flusher runs (a fork needs its own)
+        self._flusher = 0  # the process whose counts these are, and whose flusher runs
 
     def add(self, category: str, freshness: str) -> None:
         with self._lock:
+            first = self._adopt()
             self._counts[category, freshness] += 1
-            started = self._flusher == os.getpid()
-        if not started:
-            self._start()
+        if first:
+            threading.Thread(target=self._flush_every, name="feedbridge-tally", daemon=True).start()
 
     def flush(self) -> None:
         with self._lock:
+            if self._flusher != os.getpid():
+                return  # nothing counted by this process (a fork's copy is its parent's)
             counts, self._counts = self._counts, collections.Counter()
         for (category, freshness), count in counts.items():
             CACHE_LOOKUPS.labels(category, freshness).inc(count)
 
-    def _start(self) -> None:
-        with self._lock:
-            if self._flusher == os.getpid():
-                return
-            self._flusher = os.getpid()
-        threading.Thread(target=self._flush_every, name="feedbridge-tally", daemon=True).start()
+    def _adopt(self) -> bool:
+        """Whether this is the process's first use (its lock held): a forked process
+        drops the copy of its parent's counts (the parent adds them) and needs a
+        flusher of its own."""
+        if self._flusher == os.getpid():
+            return False
+        self._flusher = os.getpid()
+        self._counts.clear()
+        return True
 
     def _flush_every(self) -> None:
         while True:

@@ -279,3 +279,15 @@ def test_a_scrape_adds_the_process_s_hits_first(app: Flask) -> None:
         client.get(FEED)
     assert client.get("/metrics").status_code == 200
     assert hits("vok-en") == before + 5
+
+
+def test_a_forked_process_adds_its_own_counts_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    tally = observe.Tally(every=3600)
+    before = hits("tally-fork")
+    tally.add("tally-fork", "hit")  # the parent's, not flushed yet
+    monkeypatch.setattr(observe.os, "getpid", lambda: -1)  # now in a forked child
+    tally.flush()
+    assert hits("tally-fork") == before, "the parent's count is the parent's to add"
+    tally.add("tally-fork", "hit")
+    tally.flush()
+    assert hits("tally-fork") == before + 1
