@@ -5,7 +5,7 @@ a gunicorn server (the Procfile's settings) while wrk asks for a cached Atom fee
                                                               or ptrace allowed)
 
 Prints the functions with the most samples on top of the stack (own) and anywhere in it
-(total), as a share of the worker's samples.
+(total), as a share of the worker's samples, and feedbridge's own functions by total.
 """
 
 from __future__ import annotations
@@ -77,6 +77,9 @@ def report(stacks: str) -> str:
     lines += [f"| {n / samples:.1%} | {name} |" for name, n in own.most_common(TOP)]
     lines += ["", "| total | function |", "|---|---|"]
     lines += [f"| {n / samples:.1%} | {name} |" for name, n in total.most_common(TOP)]
+    ours = [(name, n) for name, n in total.most_common() if "(feedbridge/" in name]
+    lines += ["", "| total | feedbridge's own functions |", "|---|---|"]
+    lines += [f"| {n / samples:.1%} | {name} |" for name, n in ours[:TOP]]
     return "\n".join(lines)
 
 
