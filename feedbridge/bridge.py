@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import gzip
 import hashlib
 import logging
 import threading
@@ -311,7 +312,10 @@ class Bridge:
             prepared = self._served.get(key)
         if prepared is None:
             body = rendered.body.replace(ROOT_MARKER.encode(), root.encode())
-            prepared = Prepared.of(body, rendered.etag, rendered.last_modified, rendered.media_type)
+            gzipped = gzip.compress(body, 6, mtime=0)
+            prepared = Prepared.of(
+                body, gzipped, rendered.etag, rendered.last_modified, rendered.media_type
+            )
             with self._lock:
                 self._served[key] = prepared
         return Served(prepared, freshness, age, fresh_for)

@@ -16,7 +16,6 @@ app, whose feed view answers through :func:`answer` too.
 from __future__ import annotations
 
 import functools
-import gzip
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -59,8 +58,9 @@ class Prepared:
     compressed: tuple[tuple[str, str], ...]  # the same, and Content-Encoding, gzipped
 
     @classmethod
-    def of(cls, body: bytes, etag: str, last_modified: datetime, media_type: str) -> Prepared:
-        gzipped = gzip.compress(body, 6, mtime=0)
+    def of(
+        cls, body: bytes, gzipped: bytes, etag: str, last_modified: datetime, media_type: str
+    ) -> Prepared:
         modified = ("Last-Modified", http_date(last_modified))
         content_type = ("Content-Type", f"{media_type}; charset=utf-8")
         return cls(
