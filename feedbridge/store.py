@@ -299,7 +299,8 @@ class Health:
     def _settle(self, detail: str = "") -> str | None:
         """The line to log for the state now, if it changed and was not said lately."""
         if self._failure is not None:
-            fields = {"event": self._events[0], "problem": self._failure[0], "error": detail}
+            error = detail[:200]  # a refused pipeline names its whole first command
+            fields = {"event": self._events[0], "problem": self._failure[0], "error": error}
         elif self._setup is not None:
             fields = {"event": self._events[0], "problem": self._setup[0], "reason": self._setup[1]}
         else:
