@@ -509,7 +509,7 @@ class RedisStore:
 
     def _check_setup(self, r: redis.Redis) -> None:
         """Read Redis's eviction policy and evictions (INFO: hosted plans refuse CONFIG):
-        a Redis that may evict our keys under a memory limit is degraded."""
+        a Redis that may evict stories under its memory limit is degraded."""
         now = time.monotonic()
         if now - self._checked_at < self._setup_check:
             return
@@ -520,7 +520,8 @@ class RedisStore:
             return  # a Redis that does not tell: nothing to say about it
         policy = str(memory.get("maxmemory_policy", "noeviction"))
         self._evicted = int(stats.get("evicted_keys", 0))
-        evicting = int(memory.get("maxmemory", 0)) > 0 and policy != "noeviction"
+        # Stories have no TTL: volatile-* policies never evict them, allkeys-* ones do.
+        evicting = int(memory.get("maxmemory", 0)) > 0 and policy.startswith("allkeys-")
         self.health.set_up(
             ("evicting", f"maxmemory-policy {policy} may evict stories; set noeviction")
             if evicting
