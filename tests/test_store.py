@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ import redis
 from hypothesis import given
 from hypothesis import strategies as st
 
+from feedbridge import sqlite_store
 from feedbridge.categories import load_registry
 from feedbridge.errors import (
     BackingOff,
@@ -300,9 +302,15 @@ def test_a_write_between_a_merge_s_read_and_its_write_is_kept(
     other.close()
 
 
-def test_search_finds_substrings_among_more_than_two_hundred(store: Store, clock: Clock) -> None:
+@pytest.mark.parametrize("first", [20, sqlite_store.SEARCH_FIRST])
+def test_search_finds_substrings_among_more_than_two_hundred(
+    store: Store, clock: Clock, first: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Both backends give the same answer: every word, casefolded, a substring of the
-    title or the excerpt (words shorter than three characters too)."""
+    title or the excerpt (words shorter than three characters too). SQLite's search
+    starts with the newest ``first`` members, then walks or asks its index: each way is
+    taken here."""
+    monkeypatch.setattr(sqlite_store, "SEARCH_FIRST", first)
     odd = story(251, title='Ünïcode "Quoted" STRAẞE')
     store.merge("vok-en", Listing(items=(odd, *listing(*range(1, 251)).items)), now=clock.now)
     expected = [f"Story {n}" for n in range(250, 0, -1) if "12" in str(n)]
@@ -546,3 +554,18 @@ def test_a_redis_lease_expires_on_redis_s_clock(redis_url: str) -> None:
     store = RedisStore(redis_url, upstream_url=BASE)
     assert store.try_lease("fetch:vok-en", "one", 0.2)
     wait_until(lambda: store.try_lease("fetch:vok-en", "two", 60), "the lease's expiry", 5)
+
+
+# --- layering ---------------------------------------------------------------------------
+
+
+def test_the_store_and_its_meaning_load_no_scraper_and_the_meaning_no_backend() -> None:
+    code = (
+        "import sys, feedbridge.history, feedbridge.store;"
+        "print(sorted(m for m in ('feedbridge.scrape', 'lxml', 'bs4', 'redis', 'sqlite3')"
+        " if m in sys.modules))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert loaded.stdout.strip() == "[]"
