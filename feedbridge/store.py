@@ -20,8 +20,10 @@ What a backend keeps:
 * **leases**: a name held by one token until released or expired (the refresher's,
   and each category's fetch), and the site's own Retry-After.
 
-Every operation may raise :class:`StoreError`; the bridge serves what it has in memory
-meanwhile.
+What these mean (which stories a merge writes, whose versions change, which stories
+want full text and when) is decided in :mod:`feedbridge.history`, which both backends
+apply. Every operation may raise :class:`StoreError`; the bridge serves what it has in
+memory meanwhile, and :class:`Health` says so on ``/status``.
 """
 
 from __future__ import annotations
@@ -153,7 +155,9 @@ class Store(Protocol):
         ...
 
     def save_full_text(self, item: Item) -> None:
-        """``item`` now has its full text: stored, and its categories' versions change."""
+        """``item`` now has its full text: what its article gave is patched onto the story
+        as stored at that moment (:func:`feedbridge.history.with_full_text`), and its
+        categories' versions change. A story pruned meanwhile stays gone."""
         ...
 
     def postpone_full_text(self, key: ArticleKey, *, retry_at: float) -> None: ...
