@@ -510,6 +510,15 @@ def test_a_store_that_cannot_be_written_is_refused(tmp_path: Path) -> None:
         SQLiteStore("/proc/feedbridge.db")
 
 
+def test_an_sqlite_without_fts5_is_refused_in_one_line() -> None:
+    class WithoutFTS5:
+        def execute(self, sql: str) -> None:
+            raise sqlite3.OperationalError("no such module: fts5")
+
+    with pytest.raises(ConfigError, match=r"^FEEDBRIDGE_DB: s.db: this SQLite .* has no FTS5"):
+        sqlite_store._require_fts5(WithoutFTS5(), "FEEDBRIDGE_DB: s.db")  # type: ignore[arg-type]
+
+
 def test_a_full_disk_is_a_store_error_and_reads_go_on(tmp_path: Path, clock: Clock) -> None:
     store = SQLiteStore(tmp_path / "s.db", clock=clock)
     store.merge("vok-en", listing(1, 2), now=clock.now)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
 from prometheus_client import REGISTRY as METRICS
 
+from feedbridge import redis_store
 from feedbridge.model import ArticleKey, Item
 from feedbridge.redis_store import RedisStore, namespace
 from feedbridge.store import LOG_EVERY, Health, Listing, StoreError
@@ -184,3 +186,46 @@ def test_search_looks_at_the_newest_keep_stories_only(redis_url: str, clock: Clo
         f"Story {n}" for n in range(100, 70, -1)
     ]
     store.close()
+
+
+def test_a_merge_written_under_it_every_time_gives_up_as_a_store_error(
+    redis_url: str, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another client writes the category between every read and write: the merge tries
+    WATCH_TRIES times, then fails as a store error, never looping for ever."""
+    store = RedisStore(redis_url, upstream_url=BASE, clock=clock)
+    store.merge("vok-en", listing(range(1, 3)), now=clock.now)
+    other = redis.Redis.from_url(redis_url)
+    plan_merge = redis_store.plan_merge
+    tries: list[int] = []
+
+    def meanwhile(*args: Any, **kwargs: Any) -> Any:
+        tries.append(1)
+        other.hset(f"{namespace(BASE)}category:vok-en", "etag", f"x{len(tries)}")
+        return plan_merge(*args, **kwargs)
+
+    monkeypatch.setattr(redis_store, "plan_merge", meanwhile)
+    with pytest.raises(StoreError):
+        store.merge("vok-en", listing(range(3, 5)), now=clock.now)
+    assert len(tries) == redis_store.WATCH_TRIES
+    assert store.describe()["problem"] == "contention"
+    assert store.state("vok-en").stories == 2, "nothing half written"
+    store.close()
+
+
+def test_stories_an_older_feedbridge_left_without_full_text_are_still_pending(
+    redis_url: str, clock: Clock
+) -> None:
+    """Before the index, a story wanting full text had ``full_text_retry_at`` in its hash."""
+    store = RedisStore(redis_url, upstream_url=BASE, clock=clock)
+    store.merge("vok-en", listing(range(1, 4)), now=clock.now)
+    client = redis.Redis.from_url(redis_url)
+    client.delete(f"{namespace(BASE)}index:wanting", f"{namespace(BASE)}schema:")
+    for n, retry_at in ((1, 0), (2, clock.now + 300)):
+        client.hset(f"{namespace(BASE)}story:{story(n).key}", "full_text_retry_at", retry_at)
+    fresh = RedisStore(redis_url, upstream_url=BASE, clock=clock)
+    assert [p.item.key for p in fresh.pending("vok-en", now=clock.now, limit=10)] == [story(1).key]
+    later = fresh.pending("vok-en", now=clock.now + 300, limit=10)
+    assert [p.item.key for p in later] == [story(2).key, story(1).key]
+    store.close()
+    fresh.close()
