@@ -263,7 +263,8 @@ class RedisStore:
                     "last_modified": listing.last_modified or "",
                     "source_path": listing.source_path,
                     "gap": gap_to_json(gap) or "",
-                    "stories": count + len(plan.added),
+                    # What was counted (not what is there: a loss stays visible to state()).
+                    "stories": int(fields.get(b"stories", count)) + len(plan.added),
                 },
             )
             self._bump(pipe, [state_key] if versions.category else [])
@@ -299,7 +300,7 @@ class RedisStore:
         def read(r: redis.Redis) -> list[Item]:
             if not words:
                 keys = [_text(key) for key in r.zrevrange(members_key, 0, wanted - 1)]
-                return dedupe_window(self._stories(r, keys), limit)
+                return dedupe_window(self._stories(r, keys, members_key), limit)
             found: list[Item] = []
             rank = 0
             while len(found) < wanted and rank < self._search_depth:
@@ -309,7 +310,7 @@ class RedisStore:
                     keys=[members_key], args=[rank, last, self._key("story", ""), asked, *words]
                 )
                 found += [
-                    item for item in self._stories(r, [_text(k) for k in keys])
+                    item for item in self._stories(r, [_text(k) for k in keys], members_key)
                     if matches(item, words)
                 ]  # fmt: skip
                 if int(rank_after) <= last and len(keys) < asked:
@@ -436,12 +437,17 @@ class RedisStore:
 
     # --- internals ----------------------------------------------------------------------
 
-    def _stories(self, r: redis.Redis, keys: list[str]) -> list[Item]:
-        """The stories under ``keys``, in that order; one evicted meanwhile is left out."""
+    def _stories(self, r: redis.Redis, keys: list[str], members_key: str) -> list[Item]:
+        """The stories under ``keys``, in that order. A member whose story is gone (Redis
+        evicted it: a story leaves its last category before it is deleted) leaves the
+        members, and the next read of the category's state counts it lost."""
         with r.pipeline(transaction=False) as pipe:
             for key in keys:
                 pipe.hget(self._key("story", key), "data")
             found = pipe.execute()
+        gone = [key for key, raw in zip(keys, found, strict=True) if raw is None]
+        if gone:
+            r.zrem(members_key, *gone)
         return [item_from_dict(json.loads(raw)) for raw in found if raw is not None]
 
     def _listers(self, r: redis.Redis, keys: Sequence[ArticleKey]) -> list[str]:

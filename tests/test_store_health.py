@@ -125,6 +125,7 @@ def test_an_evicting_redis_is_degraded_with_the_reason(
     admin.config_set("maxmemory-policy", "allkeys-lru")
     for start in range(0, 400, 20):  # ~4 MB of stories into 2 MB
         store.merge("vok-en", listing(range(start, start + 20), size=10_000), now=clock.now)
+    assert store.newest("vok-en", 500), "what is left is served"
     store.state("vok-en")
     described = store.describe()
     assert (described["state"], described["problem"]) == ("degraded", "evicting")
@@ -162,7 +163,7 @@ def test_writes_refused_for_memory_stay_degraded_until_one_succeeds(
     store.close()
 
 
-def test_members_found_gone_are_counted_once(redis_url: str, clock: Clock) -> None:
+def test_members_or_stories_found_gone_are_counted_once(redis_url: str, clock: Clock) -> None:
     store = RedisStore(redis_url, upstream_url=BASE, clock=clock)
     store.merge("kcna-en", listing(range(1, 6)), now=clock.now)
     before = METRICS.get_sample_value("feedbridge_stories_lost_total", {"category": "kcna-en"})
@@ -176,6 +177,12 @@ def test_members_found_gone_are_counted_once(redis_url: str, clock: Clock) -> No
     store.state("kcna-en")
     again = METRICS.get_sample_value("feedbridge_stories_lost_total", {"category": "kcna-en"})
     assert again == after, "new members are no loss"
+
+    redis.Redis.from_url(redis_url).delete(f"{namespace(BASE)}story:{story(6).key}")
+    assert [item.title for item in store.newest("kcna-en", 50)] == ["Story 5", "Story 4", "Story 3"]
+    assert store.state("kcna-en").stories == 3
+    gone = METRICS.get_sample_value("feedbridge_stories_lost_total", {"category": "kcna-en"})
+    assert (gone or 0) - (after or 0) == 1, "a member whose story was evicted is lost too"
     store.close()
 
 
