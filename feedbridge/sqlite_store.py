@@ -60,6 +60,7 @@ from feedbridge.store import (
 BUSY_TIMEOUT_MS = 5000
 SEARCH_FIRST = 500  # newest members a search checks before it looks further
 SEARCH_RARE = 10  # fewer matches among them than this: the full-text index is asked
+_NEWEST_FIRST = " ORDER BY m.published DESC, m.ts DESC, m.article_id DESC LIMIT ?"
 
 # Each entry brings a store of the version before it to the version it is the index of
 # plus one: MIGRATIONS[0] makes an empty file a version 1 store.
@@ -252,47 +253,16 @@ class SQLiteStore:
             )
 
     def newest(self, category: str, limit: int, words: Sequence[str] = ()) -> list[Item]:
-        """With words: the newest :data:`SEARCH_FIRST` members are checked first (a
-        common word is found among them at once). When they hold too few matches, the
-        history is walked newest first while matches are frequent enough to end the
-        walk early, and otherwise (a rare word) the trigram index gives the candidates,
-        costing what its matches do. Every word is checked as a substring of each story
-        found: the index finds no word shorter than a trigram."""
         wanted = limit + DUPLICATE_MARGIN
-        condition = "".join(" AND instr(s.search, ?) > 0" for _ in words)
-        newest_first = " ORDER BY m.published DESC, m.ts DESC, m.article_id DESC LIMIT ?"
-        indexed = " ".join(_phrase(word) for word in words if len(word) >= 3)
         with self._reading() as db:
-            cutoff = (
-                words
-                and db.execute(
-                    "SELECT published FROM memberships WHERE category = ?"
-                    " ORDER BY published DESC LIMIT 1 OFFSET ?",
-                    (category, SEARCH_FIRST - 1),
-                ).fetchone()
-            )
-            if cutoff:
+            if words:
+                rows = _search(db, category, words, wanted)
+            else:
                 rows = db.execute(
                     "SELECT s.data FROM memberships m JOIN stories s ON s.key = m.story"
-                    f" WHERE m.category = ? AND m.published >= ?{condition}{newest_first}",
-                    (category, cutoff[0], *words, wanted),
+                    f" WHERE m.category = ?{_NEWEST_FIRST}",
+                    (category, wanted),
                 ).fetchall()
-                if len(rows) >= wanted:
-                    return dedupe_window(_items(rows), limit)
-                if indexed and len(rows) < SEARCH_RARE:
-                    rows = db.execute(
-                        "SELECT s.data FROM stories_search f CROSS JOIN memberships m"
-                        " CROSS JOIN stories s WHERE f.stories_search MATCH ?"
-                        " AND m.category = ? AND m.story = f.key AND s.key = m.story"
-                        f"{condition}{newest_first}",
-                        (indexed, category, *words, wanted),
-                    ).fetchall()
-                    return dedupe_window(_items(rows), limit)
-            rows = db.execute(
-                "SELECT s.data FROM memberships m JOIN stories s ON s.key = m.story"
-                f" WHERE m.category = ?{condition}{newest_first}",
-                (category, *words, wanted),
-            ).fetchall()
         return dedupe_window(_items(rows), limit)
 
     def pending(self, category: str, *, now: float, limit: int) -> list[Pending]:
@@ -533,6 +503,49 @@ def _statements(script: str) -> Iterator[str]:
             if pending.strip(" \n;"):
                 yield pending
             pending = ""
+
+
+def _search(
+    db: sqlite3.Connection, category: str, words: Sequence[str], wanted: int
+) -> list[tuple[str]]:
+    """The newest ``wanted`` members holding every one of ``words`` (as substrings of
+    their search text), as cheaply as their frequency allows.
+
+    The newest :data:`SEARCH_FIRST` members are checked first: a common word is found
+    among them at once. With too few matches there, the history is walked newest first
+    while matches are frequent enough to end the walk early; otherwise (a rare word) the
+    trigram index gives the candidates, costing what its matches do. Each candidate is
+    checked for every word: the index finds no word shorter than a trigram.
+    """
+    condition = "".join(" AND instr(s.search, ?) > 0" for _ in words)
+    # The publication time of the SEARCH_FIRST-th newest member, if there are so many.
+    cutoff = db.execute(
+        "SELECT published FROM memberships WHERE category = ?"
+        " ORDER BY published DESC LIMIT 1 OFFSET ?",
+        (category, SEARCH_FIRST - 1),
+    ).fetchone()
+    if cutoff is not None:
+        rows = db.execute(
+            "SELECT s.data FROM memberships m JOIN stories s ON s.key = m.story"
+            f" WHERE m.category = ? AND m.published >= ?{condition}{_NEWEST_FIRST}",
+            (category, cutoff[0], *words, wanted),
+        ).fetchall()
+        indexed = " ".join(_phrase(word) for word in words if len(word) >= 3)
+        if len(rows) >= wanted:
+            return rows
+        if indexed and len(rows) < SEARCH_RARE:
+            return db.execute(
+                "SELECT s.data FROM stories_search f CROSS JOIN memberships m"
+                " CROSS JOIN stories s WHERE f.stories_search MATCH ?"
+                " AND m.category = ? AND m.story = f.key AND s.key = m.story"
+                f"{condition}{_NEWEST_FIRST}",
+                (indexed, category, *words, wanted),
+            ).fetchall()
+    return db.execute(
+        "SELECT s.data FROM memberships m JOIN stories s ON s.key = m.story"
+        f" WHERE m.category = ?{condition}{_NEWEST_FIRST}",
+        (category, *words, wanted),
+    ).fetchall()
 
 
 def _items(rows: list[tuple[str]]) -> list[Item]:
