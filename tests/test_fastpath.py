@@ -170,6 +170,7 @@ def test_another_process_s_change_is_served_within_the_state_check(
     app = make_app(redis_url=redis_url)
     client = app.test_client()
     before = client.get(FEED)
+    assert client.get(FEED).headers["X-Cache"] == "hit"  # the state as read now
     other = other_store(app, redis_url, clock)
     try:
         kept = other.newest("vok-en", 50)
@@ -240,6 +241,7 @@ def test_a_flushed_redis_is_noticed_within_the_state_check(
     app = make_app(redis_url=redis_url)
     client = app.test_client()
     kept = client.get(FEED)
+    assert client.get(FEED).headers["X-Cache"] == "hit"  # the state as read now
     redis.Redis.from_url(redis_url).flushall()
     assert client.get(FEED).headers["X-Cache"] == "hit"  # within the bound
     clock.advance(STATE_CHECK)
