@@ -314,7 +314,13 @@ class Upstream:
             if media_type and media_type not in _HTML_TYPES:
                 raise NotHTML(f"the site sent {media_type}, not HTML, for {url}")
             declared = response.headers.get("Content-Length", "")
-            if declared.isdigit() and int(declared) > self.max_bytes:
+            # ASCII digits only ("²" is a digit to str.isdigit(), not to int()); more
+            # digits than int() reads are too many bytes anyway.
+            if (
+                declared.isascii()
+                and declared.isdigit()
+                and (len(declared) > 18 or int(declared) > self.max_bytes)
+            ):
                 raise TooLarge(f"{url} is {declared} bytes, over the {self.max_bytes} cap")
             body = self._body(url, response, deadline)
         head = body[:65536].lower()

@@ -166,7 +166,10 @@ def _selection_parameters() -> tuple[int | None, list[str]]:
     limit = None
     raw_limit = request.args.get("limit")
     if raw_limit is not None:
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_FEED_SIZE:
+        # ASCII digits only: str.isdigit() takes "²", which int() refuses.
+        if not (raw_limit.isascii() and raw_limit.isdigit() and len(raw_limit) <= 3) or not (
+            1 <= int(raw_limit) <= MAX_FEED_SIZE
+        ):
             raise BadParameter(f"limit: must be a whole number from 1 to {MAX_FEED_SIZE}")
         limit = int(raw_limit)
     words: list[str] = []

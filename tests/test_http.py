@@ -179,6 +179,7 @@ def test_limit_and_q_select_items(app: Flask) -> None:
 @pytest.mark.parametrize(
     ("query", "named"),
     [("limit=0", "limit"), ("limit=x", "limit"), ("limit=-1", "limit"), ("limit=501", "limit"),
+     ("limit=%C2%B2", "limit"), ("limit=%D9%A3", "limit"), ("limit=" + "9" * 5000, "limit"),
      ("q=", "q"), ("q=%20%20", "q"), ("q=" + "a" * 201, "q")],
 )  # fmt: skip
 def test_bad_parameters_are_400_naming_them(

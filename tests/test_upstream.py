@@ -95,6 +95,18 @@ def test_declared_oversized_body_is_refused_unread(
     assert source.produced < HUGE // 2
 
 
+def test_a_content_length_int_refuses_is_no_crash(upstream: Upstream, site: FakeSite) -> None:
+    # "²" is a digit to str.isdigit(), not to int(): the body is read, within the cap.
+    response = Response(b"<html></html>", content_type="text/html")
+    response.headers["Content-Length"] = "\u00b2"
+    response.headers["Connection"] = "close"
+    site.override("/odd", response)
+    assert upstream.fetch("/odd").body == b"<html></html>"
+    response.headers["Content-Length"] = "9" * 40  # more than the cap, whatever int() says
+    with pytest.raises(TooLarge):
+        upstream.fetch("/odd")
+
+
 def test_undeclared_oversized_body_is_cut_at_the_cap(
     upstream: Upstream, site: FakeSite, tally: Tally
 ) -> None:
