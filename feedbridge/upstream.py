@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -173,13 +173,15 @@ class Upstream:
         session: requests.Session | None = None,
         pause: Pause | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        self.base_url, auth = _without_credentials(base_url.rstrip("/"))
         self.timeout = timeout or Timeout()
         self.max_bytes = max_bytes
         self.min_interval = min_interval
         self._clock = clock
         self._sleep = sleep
         self._session = session or requests.Session()
+        if auth is not None:
+            self._session.auth = auth
         for scheme in ("http://", "https://"):
             self._session.mount(scheme, _WatchedAdapter())
         self._session.headers.update(
@@ -351,6 +353,17 @@ class Upstream:
                 raise UpstreamTimeout(f"{url} stopped sending within the time limit") from exc
             raise Unreachable(f"the connection broke while reading {url}: {exc}") from exc
         return b"".join(chunks)
+
+
+def _without_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
+    """The base URL without its ``user:password@``, and those as HTTP Basic credentials:
+    every message, log line and feed link is built on the URL, none may show them."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, None
+    host = parts.netloc.rpartition("@")[2]
+    auth = (unquote(parts.username or ""), unquote(parts.password or ""))
+    return urlunsplit(parts._replace(netloc=host)), auth
 
 
 def _validators(response: requests.Response) -> tuple[str | None, str | None]:

@@ -595,7 +595,7 @@ def test_a_bad_setting_is_one_line_and_status_2(
 ) -> None:
     line = one_error_line(invoke(*args, extra_env={f"{PREFIX}CACHE_TTL": "abc"}))
     assert line == (
-        f"Error: {PREFIX}CACHE_TTL: must be a whole number (got 'abc') "
+        f"Error: {PREFIX}CACHE_TTL: must be a whole number from 1 to 315360000 (got 'abc') "
         f"(see 'feedbridge {args[0]} --help')"
     )
     assert site.hits() == 0
@@ -607,6 +607,8 @@ def test_help_explains_every_setting(invoke: Invoke, command: str) -> None:
     assert result.exit_code == 0
     for setting in SETTINGS:
         assert f"{setting.variable}: " in result.stdout
+    for shown in ("(default 600; 1 to 315360000)", "(default 8000; 1 to 65535)"):
+        assert shown in " ".join(result.stdout.split())
 
 
 def test_unknown_command_is_one_line(invoke: Invoke) -> None:

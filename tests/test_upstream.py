@@ -249,3 +249,18 @@ def test_wrong_single_byte_charset_keeps_items_and_xml_well_formed(
     assert len(wrong) == len(right)
     assert KOREAN_TITLE not in wrong
     assert [t for t in wrong if t.isascii()] == [t for t in right if t.isascii()]
+
+
+def test_credentials_in_the_site_url_are_sent_never_shown(site: FakeSite) -> None:
+    host = site.url.removeprefix("http://")
+    upstream = Upstream(f"http://reader:s%40cret@{host}/", min_interval=0)
+    assert upstream.base_url == site.url
+    upstream.fetch("/")
+    assert site.requests[-1].authorization is not None
+    assert (site.requests[-1].authorization.username, site.requests[-1].authorization.password) == (
+        "reader",
+        "s@cret",
+    )
+    with pytest.raises(UpstreamError) as error:
+        upstream.fetch("/no/such/page")
+    assert "cret" not in str(error.value) and host in str(error.value)
