@@ -59,7 +59,8 @@ LISTING_GAPS = Counter(
 )
 HUB_NOTICES = Counter(
     "feedbridge_websub_notices",
-    "Notices sent to the WebSub hub, by outcome (ok, failed).",
+    "Notices for the WebSub hub, by outcome (ok, failed; coalesced with one already "
+    "waiting, dropped past the bound of the backlog).",
     ["category", "outcome"],
 )
 PARSE_FAILURES = Counter(
