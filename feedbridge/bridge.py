@@ -56,6 +56,8 @@ from feedbridge.store import (
     Retention,
     Store,
     StoreError,
+    dedupe_window,
+    matches,
 )
 from feedbridge.text import logfmt
 from feedbridge.upstream import Upstream
@@ -70,6 +72,7 @@ FETCH_LEASE = 6.0  # seconds a category's fetch lease lasts unless renewed (its 
 SELECTION_BYTES = 8 * 1024 * 1024  # renderings of ?limit= / ?q= kept in memory
 SERVED_BYTES = 16 * 1024 * 1024  # bodies with a request's root put in, kept in memory
 COLD_WAITERS = 16  # requests of one process waiting at once for a never-seen category
+STORE_RETRY_AFTER = 10.0  # seconds: when to ask again for what the store must answer
 FULL_TEXT_RETRY = (300.0, 86_400.0)  # seconds: first retry of a failed article, cap
 FULL_TEXT_BATCH = 100  # stories asked for at most per fill; what the budget leaves waits
 
@@ -108,6 +111,30 @@ class Served:
     freshness: Freshness
     age: float  # seconds since the category was refreshed
     fresh_for: float  # seconds until its next refresh is due; 0 when stale
+
+
+class Unavailable(Exception):
+    """No right answer now: the web layer says ``503`` with ``Retry-After``."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """What ``?limit=`` and ``?q=`` asked for, and their own query string (for self links)."""
+
+    limit: int | None = None
+    words: tuple[str, ...] = ()
+    query: str = ""
+
+    def __bool__(self) -> bool:
+        return self.limit is not None or bool(self.words)
+
+    def path(self, category: Category, fmt: Format) -> str:
+        path = f"feeds/{category.slug}.{fmt.value}"
+        return f"{path}?{self.query}" if self else path
 
 
 class Outcome(enum.Enum):
@@ -183,31 +210,37 @@ class Bridge:
         """The category's feed for a reader whose view of the bridge's URL is ``root``.
 
         ``limit`` and ``words`` select from the whole kept history; ``query`` is the
-        selection's own query string, for the feed's self link.
+        selection's own query string, for the feed's self link. While the store fails,
+        what this process holds is served, a selection filtered from it as the store
+        would; :class:`Unavailable` when what it holds cannot answer the selection.
         """
+        selection = Selection(limit, tuple(words), query)
         now = self.clock()
         try:
             state = self.store.state(category.slug)
         except StoreError:
-            return self._last_good(category, fmt, root, now)
+            return self._last_good(category, fmt, root, now, selection)
         freshness = Freshness.HIT
         if not state.seen:
             if (category.slug, fmt) in self._feeds:
                 self._refresh_in_background(category)  # the store lost it: put it back
-                return self._last_good(category, fmt, root, now)
-            state = self._first_fetch(category)
+                return self._last_good(category, fmt, root, now, selection)
+            try:
+                state = self._first_fetch(category)
+            except StoreError:  # a full disk, Redis out of memory: the process reads it
+                return self._last_good(category, fmt, root, now, selection)
             freshness = Freshness.MISS
         elif self._due_in(state, now) <= 0:
             freshness = Freshness.STALE
             if self.refresh_on_request and not self._backing_off(state, now):
                 self._refresh_in_background(category)
         try:
-            if limit is None and not words:
+            if not selection:
                 rendered = self._full_feed(category, fmt, state)
             else:
-                rendered = self._selection(category, fmt, state, limit, words, query)
+                rendered = self._selection(category, fmt, state, selection)
         except StoreError:
-            return self._last_good(category, fmt, root, now)
+            return self._last_good(category, fmt, root, now, selection)
         age = max(0.0, now - (state.refreshed_at or now))
         fresh_for = max(0.0, self._due_in(state, now))
         served = self._served_as(rendered, root, freshness, age, fresh_for)
@@ -254,21 +287,15 @@ class Bridge:
         return rendered
 
     def _selection(
-        self,
-        category: Category,
-        fmt: Format,
-        state: CategoryState,
-        limit: int | None,
-        words: Sequence[str],
-        query: str,
+        self, category: Category, fmt: Format, state: CategoryState, selection: Selection
     ) -> Rendered:
-        key = (category.slug, state.version, fmt, limit, tuple(words))
+        key = (category.slug, state.version, fmt, selection.limit, selection.words)
         with self._lock:
             kept = self._selections.get(key)
         if kept is not None:
             return kept
-        items = self.store.newest(category.slug, limit or self.feed_size, words)
-        rendered = self._render(category, fmt, items, f"feeds/{category.slug}.{fmt.value}?{query}")
+        items = self.store.newest(category.slug, selection.limit or self.feed_size, selection.words)
+        rendered = self._render(category, fmt, items, selection.path(category, fmt))
         with self._lock:
             self._selections[key] = rendered
         return rendered
@@ -295,14 +322,21 @@ class Bridge:
             freshness, age, fresh_for,
         )  # fmt: skip
 
-    def _last_good(self, category: Category, fmt: Format, root: str, now: float) -> Served:
+    def _last_good(
+        self, category: Category, fmt: Format, root: str, now: float, selection: Selection
+    ) -> Served:
         """What this process has, when the store has nothing or fails: the feed it
         rendered last, else one rendered from the stories it last served in another
         format, else (it never served the category) its listing, read at most once a TTL
-        by this process, kept here and not in the store."""
+        by this process, kept here and not in the store.
+
+        A selection is made from those stories as the store would make it, never
+        answered with the whole feed: ``?q=`` finds what they hold; a ``?limit=`` past
+        them is :class:`Unavailable` (the store holds more than this process knows).
+        """
         with self._lock:
             kept = self._feeds.get((category.slug, fmt))
-        if kept is not None:
+        if kept is not None and not selection:
             age = max(0.0, now - kept[1])
             return self._served_as(kept[2], root, Freshness.STALE, age, 0.0)
         with self._direct[category.slug]:  # one read of the site for every such request
@@ -316,9 +350,21 @@ class Bridge:
                 with self._lock:
                     self._stories[category.slug] = known
                 freshness = Freshness.MISS
-        rendered = self._render(category, fmt, known[2], f"feeds/{category.slug}.{fmt.value}")
-        with self._lock:
-            self._feeds[(category.slug, fmt)] = (known[0], known[1], rendered)
+        items = known[2]
+        if selection:
+            if selection.limit is not None and selection.limit > len(items):
+                raise Unavailable(
+                    "the store is unavailable, and this process holds fewer stories than asked for",
+                    retry_after=STORE_RETRY_AFTER,
+                )
+            items = dedupe_window(
+                [item for item in items if matches(item, selection.words)],
+                selection.limit or self.feed_size,
+            )
+        rendered = self._render(category, fmt, items, selection.path(category, fmt))
+        if not selection:
+            with self._lock:
+                self._feeds[(category.slug, fmt)] = (known[0], known[1], rendered)
         return self._served_as(rendered, root, freshness, max(0.0, now - known[1]), 0.0)
 
     # --- fetching on a request ------------------------------------------------------

@@ -42,8 +42,9 @@ from typing import Any  # noqa: E402
 import gevent  # noqa: E402
 from gunicorn.glogging import Logger  # noqa: E402
 
-from feedbridge import config  # noqa: E402
-from feedbridge.config import Settings  # noqa: E402
+# Not `from feedbridge import config`: gunicorn would take a module variable `config`
+# for its own setting of that name.
+from feedbridge.config import Settings, port, web_concurrency  # noqa: E402
 from feedbridge.errors import ConfigError  # noqa: E402
 from feedbridge.logs import Formatter  # noqa: E402
 from feedbridge.text import logfmt  # noqa: E402
@@ -53,8 +54,8 @@ from feedbridge.text import logfmt  # noqa: E402
 worker_class = "gevent"
 worker_connections = 1000  # per worker: open connections, slow ones included
 try:
-    workers = config.web_concurrency()  # a platform sets it by memory
-    bind = [f"0.0.0.0:{config.port()}"]  # the platform's port
+    workers = web_concurrency()  # a platform sets it by memory
+    bind = [f"0.0.0.0:{port()}"]  # the platform's port
 except ConfigError as exc:  # one line, not gunicorn's traceback or a server of no workers
     print(f"feedbridge: {exc}", file=sys.stderr)
     raise SystemExit(2) from None

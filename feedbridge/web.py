@@ -14,7 +14,7 @@ from werkzeug.http import http_date, parse_date
 from werkzeug.sansio.utils import get_current_url
 
 from feedbridge import observe
-from feedbridge.bridge import Bridge, Freshness, Served
+from feedbridge.bridge import Bridge, Freshness, Served, Unavailable
 from feedbridge.categories import Category
 from feedbridge.config import MAX_FEED_SIZE
 from feedbridge.errors import UpstreamError
@@ -126,6 +126,14 @@ def upstream_failed(exc: UpstreamError) -> Response:
     response = _plain(exc.status, f"upstream failure: {exc.public}")
     if exc.retry_after is not None:
         response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    return response
+
+
+@bp.app_errorhandler(Unavailable)
+def unavailable(exc: Unavailable) -> Response:
+    """No right answer now (the store fails, or selections are too many at once)."""
+    response = _plain(503, str(exc))
+    response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
     return response
 
 
