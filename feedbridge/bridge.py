@@ -21,6 +21,7 @@ import enum
 import gzip
 import hashlib
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -28,7 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from cachetools import LRUCache
 
@@ -63,6 +64,7 @@ from feedbridge.text import logfmt
 from feedbridge.upstream import Upstream
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Feeds are rendered with this root in their self links, put in place when served, so
 # that what is rendered and kept never depends on a request's Host header.
@@ -73,6 +75,12 @@ SELECTION_BYTES = 8 * 1024 * 1024  # renderings of ?limit= / ?q= kept in memory
 SERVED_BYTES = 16 * 1024 * 1024  # bodies with a request's root put in, kept in memory
 COLD_WAITERS = 16  # requests of one process waiting at once for a never-seen category
 STORE_RETRY_AFTER = 10.0  # seconds: when to ask again for what the store must answer
+# ?limit= / ?q= renderings of one process at once, how long one waits for its turn, and
+# when a reader turned away is told to come back. Each costs as much CPU as a whole feed.
+SELECTIONS = 2
+SELECTION_WAIT = 2.0
+SELECTION_RETRY_AFTER = 5.0
+OFF_THE_LOOP = 256 * 1024  # bytes of a body compressed in a real thread under gevent
 FULL_TEXT_RETRY = (300.0, 86_400.0)  # seconds: first retry of a failed article, cap
 FULL_TEXT_BATCH = 100  # stories asked for at most per fill; what the budget leaves waits
 
@@ -192,6 +200,7 @@ class Bridge:
         self._flights: dict[str, Future[CategoryState]] = {}  # first fetches, by category
         self._refreshing: set[str] = set()  # categories refreshed in the background
         self._cold = threading.BoundedSemaphore(COLD_WAITERS)
+        self._selecting = threading.BoundedSemaphore(SELECTIONS)
         self._pool = ThreadPoolExecutor(2, thread_name_prefix="feedbridge-refresh")
         self._background: set[Future[None]] = set()
 
@@ -289,13 +298,27 @@ class Bridge:
     def _selection(
         self, category: Category, fmt: Format, state: CategoryState, selection: Selection
     ) -> Rendered:
+        """A ``?limit=``/``?q=`` rendering, made by at most :data:`SELECTIONS` requests
+        of this process at once, off the worker's loop: a flood of distinct selections
+        waits its turn (or is :class:`Unavailable`) while cached feeds are served."""
         key = (category.slug, state.version, fmt, selection.limit, selection.words)
         with self._lock:
             kept = self._selections.get(key)
         if kept is not None:
             return kept
-        items = self.store.newest(category.slug, selection.limit or self.feed_size, selection.words)
-        rendered = self._render(category, fmt, items, selection.path(category, fmt))
+        if not self._selecting.acquire(timeout=SELECTION_WAIT):
+            raise Unavailable(
+                "too many selections (?limit=, ?q=) at once; ask again shortly",
+                retry_after=SELECTION_RETRY_AFTER,
+            )
+        try:
+            items = self.store.newest(
+                category.slug, selection.limit or self.feed_size, selection.words
+            )
+            path = selection.path(category, fmt)
+            rendered = off_the_loop(lambda: self._render(category, fmt, items, path))
+        finally:
+            self._selecting.release()
         with self._lock:
             self._selections[key] = rendered
         return rendered
@@ -314,7 +337,8 @@ class Bridge:
             pair = self._served.get(key)
         if pair is None:
             body = rendered.body.replace(ROOT_MARKER.encode(), root.encode())
-            pair = (body, gzip.compress(body, 6, mtime=0))
+            compress = partial(gzip.compress, body, 6, mtime=0)
+            pair = (body, off_the_loop(compress) if len(body) > OFF_THE_LOOP else compress())
             with self._lock:
                 self._served[key] = pair
         return Served(
@@ -718,6 +742,20 @@ class Bridge:
                 break
             wait(pending, timeout=min(deadline - time.monotonic(), 3600))
         self.fulltext.drain(max(0.0, deadline - time.monotonic()) if timeout else None)
+
+
+def off_the_loop(work: Callable[[], T]) -> T:
+    """``work()``, in a real thread when gevent runs this process (its workers): a long
+    render on the loop would hold every other connection of the worker for as long.
+    The loop then takes the interpreter back at each switch interval (5 ms)."""
+    if "gevent.monkey" in sys.modules:
+        from gevent import get_hub
+        from gevent.monkey import is_module_patched
+
+        if is_module_patched("threading"):
+            result: T = get_hub().threadpool.apply(work)
+            return result
+    return work()
 
 
 def _when(timestamp: float | None) -> str | None:
