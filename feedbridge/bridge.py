@@ -73,7 +73,11 @@ GAP_FLOOR = 60.0  # seconds: how often a category in a gap is refreshed at the m
 FETCH_LEASE = 6.0  # seconds a category's fetch lease lasts unless renewed (its holder died)
 SELECTION_BYTES = 8 * 1024 * 1024  # renderings of ?limit= / ?q= kept in memory
 SERVED_BYTES = 16 * 1024 * 1024  # bodies with a request's root put in, kept in memory
-COLD_WAITERS = 16  # requests of one process waiting at once for a never-seen category
+# Requests of one process waiting at once for a never-seen category. Each is a greenlet
+# of a gevent worker (some KiB), so the bound is high enough for a burst of first readers
+# landing unevenly on the workers, and far below a worker's 1000 connections: the others
+# are left for cached feeds and /healthz.
+COLD_WAITERS = 256
 STORE_RETRY_AFTER = 10.0  # seconds: when to ask again for what the store must answer
 # ?limit= / ?q= renderings of one process at once, how long one waits for its turn, and
 # when a reader turned away is told to come back. Each costs as much CPU as a whole feed.

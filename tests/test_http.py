@@ -17,7 +17,7 @@ import pytest
 from flask import Flask
 from werkzeug import Request, Response
 
-from feedbridge.bridge import COLD_WAITERS
+from feedbridge import bridge as bridge_module
 from feedbridge.config import Timeout
 from tests.conftest import FIXTURES, Clock, FakeSite, settle
 from tests.feedspec import check_feed
@@ -84,12 +84,18 @@ def test_fifty_concurrent_cold_requests_make_one_upstream_request(
 
 
 def test_requests_waiting_for_a_new_category_are_bounded(
-    app: Flask, site: FakeSite, gate: threading.Event
+    make_app: Callable[..., Flask],
+    site: FakeSite,
+    gate: threading.Event,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Each waiting request holds a server thread: past COLD_WAITERS, none more wait."""
+    """Each waiting request holds a greenlet (a thread here): past the bound, none more
+    wait. The bound is lowered to 16 here, for as many threads of the test."""
+    monkeypatch.setattr(bridge_module, "COLD_WAITERS", 16)
+    app = make_app()
     site.override(ANCHOR, held(gate, anchor_page))
-    with ThreadPoolExecutor(COLD_WAITERS) as pool:
-        waiting = [pool.submit(get, app) for _ in range(COLD_WAITERS)]
+    with ThreadPoolExecutor(16) as pool:
+        waiting = [pool.submit(get, app) for _ in range(16)]
         for _ in range(1000):  # at most 10 s for the leader's request to reach the site
             if site.hits(ANCHOR):
                 break
