@@ -359,8 +359,9 @@ class Bridge:
         by this process, kept here and not in the store.
 
         A selection is made from those stories as the store would make it, never
-        answered with the whole feed: ``?q=`` finds what they hold; a ``?limit=`` past
-        them is :class:`Unavailable` (the store holds more than this process knows).
+        answered with the whole feed: ``?q=`` finds what they hold (``?limit=`` caps
+        it); a ``?limit=`` alone past them is :class:`Unavailable` (the store holds more
+        than this process knows).
         """
         with self._lock:
             kept = self._feeds.get((category.slug, fmt))
@@ -380,7 +381,7 @@ class Bridge:
                 freshness = Freshness.MISS
         items = known[2]
         if selection:
-            if selection.limit is not None and selection.limit > len(items):
+            if not selection.words and (selection.limit or 0) > len(items):
                 raise Unavailable(
                     "the store is unavailable, and this process holds fewer stories than asked for",
                     retry_after=STORE_RETRY_AFTER,

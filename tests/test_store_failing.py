@@ -46,6 +46,7 @@ def test_a_selection_while_the_store_fails_is_filtered_never_the_whole_feed(
     found = titles(client.get(f"{FEED}?q={word}"))
     assert found and all(word.casefold() in title.casefold() for title in found)
     assert len(found) < len(kept)
+    assert titles(client.get(f"{FEED}?q={word}&limit=500")) == found  # a cap of matches
     more = client.get(f"{FEED}?limit=12")  # more than the process holds: no wrong answer
     assert more.status_code == 503 and int(more.headers["Retry-After"]) > 0
     assert titles(client.get(FEED)) == kept  # the feed itself: the last good copy
