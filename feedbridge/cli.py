@@ -563,6 +563,9 @@ def serve(host: str, port: int, workers: int | None) -> None:
     if workers is not None:
         # exec, so that gunicorn's master gets the signals (SIGTERM stops the workers).
         argv = [sys.executable, "-m", "gunicorn", *gunicorn_args(host, port, workers)]
+        # gunicorn reads both itself (WEB_CONCURRENCY as it is imported): what they say
+        # here, not a value of the environment that the options overrode.
+        os.environ.update(PORT=str(port), WEB_CONCURRENCY=str(workers))
         sys.stdout.flush()
         sys.stderr.flush()
         os.execv(sys.executable, argv)

@@ -635,8 +635,10 @@ def test_serve_with_workers_runs_gunicorn(env: dict[str, str | None], tmp_path: 
     port = free_port()
     stdout, stderr = tmp_path / "stdout", tmp_path / "stderr"
     with stdout.open("wb") as out, stderr.open("wb") as err:
+        # What the options say wins over the platform's variables, even unreadable ones.
+        overridden = {**env, "WEB_CONCURRENCY": "abc", "PORT": "99999"}
         process = run_command(
-            "serve", "--workers", "2", "--port", str(port), env=env,
+            "serve", "--workers", "2", "--port", str(port), env=overridden,
             stdin=subprocess.DEVNULL, stdout=out, stderr=err,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
