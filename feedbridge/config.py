@@ -191,9 +191,10 @@ MAX_PORT = 65_535
 MAX_WORKERS = 64
 
 
-# A URL's user information (``user:password@`` or a lone token), and a password given as
-# a query option: what no message shows.
-_USERINFO = re.compile(r"(?<=//)([^/?#@\s]*?)(:[^/?#@\s]*)?@")
+# A URL's user information (``user:password@`` or a lone token, up to the last ``@`` of
+# the authority, as URL parsers read it), and a password given as a query option: what
+# no message shows.
+_USERINFO = re.compile(r"(?<=//)([^/?#\s]*)@")
 _PASSWORD_OPTION = re.compile(r"(?i)(?<=[?&])(password|ssl_password)=[^&#\s]*")
 
 
@@ -202,8 +203,8 @@ def masked(text: str) -> str:
     URL cannot be parsed (``redis://:secret@[::1/0``)."""
 
     def userinfo(match: re.Match[str]) -> str:
-        user, password = match.group(1), match.group(2)
-        return f"{user}:***@" if password is not None else "***@"
+        user, colon, _password = match.group(1).partition(":")
+        return f"{user}:***@" if colon else "***@"
 
     text = _USERINFO.sub(userinfo, text)
     return _PASSWORD_OPTION.sub(lambda m: f"{m.group(1)}=***", text)

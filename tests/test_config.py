@@ -159,6 +159,7 @@ def test_gunicorn_entry_point_stops_with_one_line() -> None:
     ("name", "value"),
     [
         ("REDIS_URL", "redis://:secret@[::1/0"),
+        ("REDIS_URL", "redis://:p@ss@secret@127.0.0.1:x/0"),
         ("REDIS_URL", "redis://:secret@127.0.0.1:notaport/0"),
         ("REDIS_URL", "redis://user:secret@127.0.0.1/0?socket_timeout=abc"),
         ("REDIS_URL", "redis://127.0.0.1/0?password=secret&db=x"),
@@ -174,7 +175,7 @@ def test_a_bad_url_never_shows_its_secret(name: str, value: str) -> None:
         Settings.from_env({PREFIX + name: value})
     message = str(error.value)
     assert message.startswith(PREFIX + name + ": ") and "\n" not in message
-    assert "secret" not in message and "***" in message
+    assert "secret" not in message and "ss@" not in message and "***" in message
 
 
 def test_a_good_redis_url_is_taken_whole() -> None:
