@@ -310,22 +310,38 @@ class Bridge:
             kept = self._selections.get(key)
         if kept is not None:
             return kept
+        rendered = self._render_selection(
+            category,
+            fmt,
+            selection,
+            lambda: self.store.newest(
+                category.slug, selection.limit or self.feed_size, selection.words
+            ),
+        )
+        with self._lock:
+            self._selections[key] = rendered
+        return rendered
+
+    def _render_selection(
+        self,
+        category: Category,
+        fmt: Format,
+        selection: Selection,
+        select: Callable[[], list[Item]],
+    ) -> Rendered:
+        """The stories ``select`` gives, rendered in their turn (one of
+        :data:`SELECTIONS`, else :class:`Unavailable` after :data:`SELECTION_WAIT`)."""
         if not self._selecting.acquire(timeout=SELECTION_WAIT):
             raise Unavailable(
                 "too many selections (?limit=, ?q=) at once; ask again shortly",
                 retry_after=SELECTION_RETRY_AFTER,
             )
         try:
-            items = self.store.newest(
-                category.slug, selection.limit or self.feed_size, selection.words
-            )
+            items = select()
             path = selection.path(category, fmt)
-            rendered = off_the_loop(lambda: self._render(category, fmt, items, path))
+            return off_the_loop(lambda: self._render(category, fmt, items, path))
         finally:
             self._selecting.release()
-        with self._lock:
-            self._selections[key] = rendered
-        return rendered
 
     def _render(self, category: Category, fmt: Format, items: list[Item], path: str) -> Rendered:
         info = self.feed_info(category, ROOT_MARKER + path)
@@ -386,12 +402,17 @@ class Bridge:
                     "the store is unavailable, and this process holds fewer stories than asked for",
                     retry_after=STORE_RETRY_AFTER,
                 )
-            items = dedupe_window(
-                [item for item in items if matches(item, selection.words)],
-                selection.limit or self.feed_size,
+            rendered = self._render_selection(
+                category,
+                fmt,
+                selection,
+                lambda: dedupe_window(
+                    [item for item in items if matches(item, selection.words)],
+                    selection.limit or self.feed_size,
+                ),
             )
-        rendered = self._render(category, fmt, items, selection.path(category, fmt))
-        if not selection:
+        else:
+            rendered = self._render(category, fmt, items, selection.path(category, fmt))
             with self._lock:
                 self._feeds[(category.slug, fmt)] = (known[0], known[1], rendered)
         return self._served_as(rendered, root, freshness, max(0.0, now - known[1]), 0.0)
