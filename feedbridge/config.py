@@ -189,6 +189,7 @@ class Timeouts(Number):
 YEAR = 365 * 86_400
 MAX_PORT = 65_535
 MAX_WORKERS = 64
+REDIS_TIMEOUT_MAX = 60  # seconds a Redis URL's socket_timeout may give a call at most
 
 
 # A URL's user information (``user:password@`` or a lone token, up to the last ``@`` of
@@ -273,6 +274,9 @@ def _redis_url(raw: str) -> str:
         raise ValueError(f"{unknown[0]!r} is no option of a {parts.scheme}:// connection")
     if options.get("ssl_cert_reqs", "none") not in ("none", "optional", "required"):
         raise ValueError("ssl_cert_reqs must be none, optional or required")
+    for name in ("socket_timeout", "socket_connect_timeout"):  # every call keeps a deadline
+        if name in options and not 0 < options[name] <= REDIS_TIMEOUT_MAX:
+            raise ValueError(f"{name} must be more than 0 and at most {REDIS_TIMEOUT_MAX} s")
     return raw
 
 

@@ -127,6 +127,8 @@ def test_every_setting_is_read_and_described(tmp_path: Path) -> None:
         ("REDIS_URL", "redis://127.0.0.1:6379/0?retry=1", "'retry' is no option"),
         ("REDIS_URL", "rediss://127.0.0.1:6379/0?ssl_cert_reqs=maybe", "none, optional"),
         ("REDIS_URL", "redis://127.0.0.1:6379/zero", "database number"),
+        ("REDIS_URL", "redis://127.0.0.1:6379/0?socket_timeout=1e308", "at most 60 s"),
+        ("REDIS_URL", "redis://127.0.0.1:6379/0?socket_connect_timeout=nan", "at most 60 s"),
         ("LOG_LEVEL", "LOUD", "DEBUG, INFO"),
         ("LOG_FORMAT", "xml", "logfmt or json"),
     ],
