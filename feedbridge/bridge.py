@@ -44,6 +44,7 @@ from feedbridge.errors import (
 )
 from feedbridge.feeds import FeedInfo, Format, render
 from feedbridge.fulltext import FullText
+from feedbridge.history import next_try
 from feedbridge.model import Item, newest_first
 from feedbridge.politeness import Backoff, SharedPause
 from feedbridge.scrape import parse_home, parse_listing
@@ -85,7 +86,6 @@ SELECTIONS = 2
 SELECTION_WAIT = 2.0
 SELECTION_RETRY_AFTER = 5.0
 OFF_THE_LOOP = 256 * 1024  # bytes of a body compressed in a real thread under gevent
-FULL_TEXT_RETRY = (300.0, 86_400.0)  # seconds: first retry of a failed article, cap
 FULL_TEXT_BATCH = 100  # stories asked for at most per fill; what the budget leaves waits
 
 
@@ -650,9 +650,8 @@ class Bridge:
                 modified = datetime.fromtimestamp(now, UTC)  # readers see it updated
                 self.store.save_full_text(replace(item, modified=modified))
                 return
-            first, cap = FULL_TEXT_RETRY
-            delay = min(cap, first * 2**pending.attempts)
-            self.store.postpone_full_text(pending.item.key, retry_at=now + delay)
+            retry_at = next_try(pending.attempts, now)
+            self.store.postpone_full_text(pending.item.key, retry_at=retry_at)
         except StoreError as exc:
             log.warning(logfmt(event="store_error", story=pending.item.key, error=str(exc)))
 
