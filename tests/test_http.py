@@ -198,6 +198,12 @@ def test_bad_parameters_are_400_naming_them(
     assert site.hits() == 0
 
 
+def test_a_retry_after_of_a_digit_int_refuses_is_no_500(app: Flask, site: FakeSite) -> None:
+    site.override("/", Response("busy", status=503, headers={"Retry-After": "\u00b2"}))
+    response = get(app, "/feeds/all.atom")
+    assert response.status_code == 503 and response.text.startswith("upstream failure:")
+
+
 def test_distinct_query_strings_do_not_grow_the_cache(app: Flask) -> None:
     for n in range(300):
         assert get(app, f"{FEED}?_={n}").status_code == 200
