@@ -65,6 +65,7 @@ def create_app(
         store=store,
         fulltext=fulltext,
         ttl=settings.cache_ttl,
+        min_refresh=settings.min_refresh,
         feed_size=settings.feed_size,
         retention=Retention(settings.keep_days, settings.keep_stories),
         refresh_on_request=not settings.refresh,

@@ -18,6 +18,7 @@ from feedbridge.errors import ConfigError
 
 PREFIX = "FEEDBRIDGE_"
 MAX_FEED_SIZE = 500  # stories a feed or a ?limit= selection may hold
+MAX_MIN_REFRESH = 3600  # seconds: a floor above an hour would starve a busy category
 # Read by gunicorn itself, and in the same way by every other server of the app.
 FORWARDED_ALLOW_IPS = "FORWARDED_ALLOW_IPS"
 LOG_FORMATS = ("logfmt", "json")
@@ -35,6 +36,7 @@ class Timeout:
 class Settings:
     upstream_url: str = "https://kcnawatch.org"
     cache_ttl: int = 600
+    min_refresh: int = 60
     categories_file: Path | None = None
     db: Path = Path("feedbridge.db")
     redis_url: str | None = None
@@ -143,6 +145,13 @@ def _positive_int(raw: str) -> int:
     return value
 
 
+def _min_refresh(raw: str) -> int:
+    value = _positive_int(raw)
+    if value > MAX_MIN_REFRESH:
+        raise ValueError(f"must be at most {MAX_MIN_REFRESH} seconds")
+    return value
+
+
 def _feed_size(raw: str) -> int:
     value = _positive_int(raw)
     if value > MAX_FEED_SIZE:
@@ -246,7 +255,11 @@ SETTINGS: tuple[Setting, ...] = (
         ("UPSTREAM_URL", "upstream_url", http_url,
          "base URL of the site; every fetched URL is built on it", None),
         ("CACHE_TTL", "cache_ttl", _positive_int,
-         "seconds between two refreshes of a category's listing", None),
+         "seconds between two refreshes of a category's listing, at the most", None),
+        ("MIN_REFRESH", "min_refresh", _min_refresh,
+         f"seconds between two refreshes of a category's listing, at the least (1 to "
+         f"{MAX_MIN_REFRESH}; a busy hour or a gap refreshes it more often than the TTL)",
+         None),
         ("CATEGORIES_FILE", "categories_file", _existing_file,
          "a TOML file of categories that add to or replace the built-in ones", None),
         ("DB", "db", _path, "the SQLite file that keeps every story seen", None),

@@ -29,6 +29,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from feedbridge.model import ArticleKey, Item
+from feedbridge.schedule import Cadence
 from feedbridge.store import (
     DUPLICATE_MARGIN,
     CategoryState,
@@ -38,6 +39,8 @@ from feedbridge.store import (
     Pending,
     Retention,
     StoreError,
+    cadence_from_json,
+    cadence_to_json,
     dedupe_window,
     failure_from_json,
     failure_to_json,
@@ -150,6 +153,7 @@ class RedisStore:
                 source_path=text.get("source_path", ""),
                 failure=failure_from_json(text.get("failure")),
                 gap=gap_from_json(text.get("gap")),
+                cadence=cadence_from_json(text.get("cadence")),
             )
 
         return self._attempt(read)
@@ -225,6 +229,19 @@ class RedisStore:
     def save_failure(self, category: str, failure: Failure) -> None:
         raw = failure_to_json(failure)
         self._attempt(lambda r: r.hset(self._key("category", category), "failure", raw or ""))
+
+    def save_cadence(self, category: str, cadence: Cadence) -> None:
+        raw = cadence_to_json(cadence)
+        self._attempt(lambda r: r.hset(self._key("category", category), "cadence", raw))
+
+    def timestamps(self, category: str, *, since: float, limit: int) -> list[float]:
+        def read(r: redis.Redis) -> list[float]:
+            found = r.zrevrangebyscore(
+                self._key("members", category), "+inf", since, start=0, num=limit, withscores=True
+            )
+            return [float(pair[1]) for pair in found]
+
+        return self._attempt(read)
 
     def newest(self, category: str, limit: int, words: Sequence[str] = ()) -> list[Item]:
         def read(r: redis.Redis) -> list[Item]:

@@ -27,6 +27,7 @@ from typing import Any
 
 from feedbridge.errors import ConfigError
 from feedbridge.model import ArticleKey, Item
+from feedbridge.schedule import Cadence
 from feedbridge.store import (
     DUPLICATE_MARGIN,
     CategoryState,
@@ -36,6 +37,8 @@ from feedbridge.store import (
     Pending,
     Retention,
     StoreError,
+    cadence_from_json,
+    cadence_to_json,
     dedupe_window,
     failure_from_json,
     failure_to_json,
@@ -104,6 +107,10 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE categories SET stories =
         (SELECT count(*) FROM memberships WHERE memberships.category = categories.slug);
     """,
+    # 4: each category's cadence, as its last refresh estimated it (feedbridge.schedule).
+    """
+    ALTER TABLE categories ADD COLUMN cadence TEXT;
+    """,
 )
 VERSION = len(MIGRATIONS)
 
@@ -142,7 +149,7 @@ class SQLiteStore:
                 return known[1]
             row = db.execute(
                 "SELECT refreshed_at, version, etag, last_modified, source_path, failure, gap,"
-                " stories FROM categories WHERE slug = ?",
+                " stories, cadence FROM categories WHERE slug = ?",
                 (category,),
             ).fetchone()
             state = _state_of(row)
@@ -227,6 +234,22 @@ class SQLiteStore:
                 " ON CONFLICT (slug) DO UPDATE SET failure = excluded.failure",
                 (category, failure_to_json(failure)),
             )
+
+    def save_cadence(self, category: str, cadence: Cadence) -> None:
+        with self._writing() as db:
+            db.execute(
+                "UPDATE categories SET cadence = ? WHERE slug = ?",
+                (cadence_to_json(cadence), category),
+            )
+
+    def timestamps(self, category: str, *, since: float, limit: int) -> list[float]:
+        with self._reading() as db:
+            rows = db.execute(
+                "SELECT published FROM memberships WHERE category = ? AND published >= ?"
+                " ORDER BY published DESC LIMIT ?",
+                (category, since, limit),
+            ).fetchall()
+        return [published for (published,) in rows]
 
     def newest(self, category: str, limit: int, words: Sequence[str] = ()) -> list[Item]:
         condition = "".join(" AND instr(s.search, ?) > 0" for _ in words)
@@ -464,4 +487,5 @@ def _state_of(row: tuple[Any, ...] | None) -> CategoryState:
         source_path=row[4],
         failure=failure_from_json(row[5]),
         gap=gap_from_json(row[6]),
+        cadence=cadence_from_json(row[8]),
     )

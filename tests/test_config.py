@@ -32,6 +32,7 @@ def test_every_setting_is_read_and_described(tmp_path: Path) -> None:
     env = {
         "FEEDBRIDGE_UPSTREAM_URL": "http://127.0.0.1:9000/",
         "FEEDBRIDGE_CACHE_TTL": "60",
+        "FEEDBRIDGE_MIN_REFRESH": "30",
         "FEEDBRIDGE_CATEGORIES_FILE": str(categories),
         "FEEDBRIDGE_DB": str(tmp_path / "stories.db"),
         "FEEDBRIDGE_REDIS_URL": "redis://127.0.0.1:6379/0",
@@ -57,6 +58,7 @@ def test_every_setting_is_read_and_described(tmp_path: Path) -> None:
     assert settings == Settings(
         upstream_url="http://127.0.0.1:9000",
         cache_ttl=60,
+        min_refresh=30,
         categories_file=categories,
         db=tmp_path / "stories.db",
         redis_url="redis://127.0.0.1:6379/0",
@@ -89,6 +91,8 @@ def test_every_setting_is_read_and_described(tmp_path: Path) -> None:
         ("CACHE_TTL", "abc", "whole number"),
         ("CACHE_TTL", "0", "greater than 0"),
         ("FEED_SIZE", "501", "at most 500"),
+        ("MIN_REFRESH", "0", "greater than 0"),
+        ("MIN_REFRESH", "3601", "at most 3600 seconds"),
         ("KEEP_DAYS", "0", "greater than 0"),
         ("KEEP_STORIES", "many", "whole number"),
         ("REFRESH", "sometimes", "1 or 0"),
