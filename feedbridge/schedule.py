@@ -12,10 +12,11 @@ refresh, and the store keeps that with the category's state (readers never recom
    from its oldest story to now.
 2. *Too short*: under :data:`MIN_STORIES` stories, or covering less than
    :data:`MIN_COVERAGE` (a week, so that every hour of the week was seen at least once),
-   the cadence is the TTL.
+   the cadence is the TTL. (Coverage starts at the hour its oldest story was published
+   in, so that this story's hour is not counted as seen less often than it was.)
 3. *Rate of each hour of the week* (168 slots, UTC, Monday 00:00 first): the stories
    published in that slot, divided by the number of times that hour occurred in the
-   covered time: stories per hour.
+   covered time (whole hours; the partial hour now is left out): stories per hour.
 4. *Smoothed*: each slot's rate is ¼ of each neighbour's plus ½ of its own (bursts a few
    minutes either side of an hour boundary count for both), then blended with the
    overall mean (stories over the covered hours) by :data:`MEAN_WEIGHT` (a fifth), so that
@@ -94,7 +95,7 @@ def hourly_rates(timestamps: Sequence[float], now: float) -> list[float] | None:
     window = [t for t in timestamps if now - WINDOW <= t <= now]
     if len(window) < MIN_STORIES:
         return None
-    covered = now - min(window)
+    covered = now - (min(window) // HOUR * HOUR)  # from the start of its first hour
     if covered < MIN_COVERAGE:
         return None
     hours = int(covered // HOUR)

@@ -33,6 +33,7 @@ from feedbridge.errors import (
 )
 from feedbridge.model import ArticleKey, Item
 from feedbridge.redis_store import RedisStore, namespace
+from feedbridge.schedule import Cadence
 from feedbridge.scrape import parse_home, parse_listing
 from feedbridge.sqlite_store import MIGRATIONS, VERSION, SQLiteStore
 from feedbridge.store import (
@@ -452,3 +453,29 @@ def test_a_redis_lease_expires_on_redis_s_clock(redis_url: str) -> None:
     store = RedisStore(redis_url, upstream_url=BASE)
     assert store.try_lease("fetch:vok-en", "one", 0.2)
     wait_until(lambda: store.try_lease("fetch:vok-en", "two", 60), "the lease's expiry", 5)
+
+
+# --- what the schedule reads and keeps ----------------------------------------------------
+
+
+def test_timestamps_are_the_newest_since_a_time_bounded_in_number(
+    store: Store, clock: Clock
+) -> None:
+    store.merge("vok-en", listing(*range(1, 21)), now=clock.now)
+    store.merge("all", listing(1, 2), now=clock.now)
+    since = story(6).published.timestamp()
+    newest = [story(n).published.timestamp() for n in range(20, 5, -1)]
+    assert store.timestamps("vok-en", since=since, limit=100) == newest
+    assert store.timestamps("vok-en", since=since, limit=4) == newest[:4], "bounded"
+    assert store.timestamps("vok-en", since=clock.now + DAY, limit=100) == []
+    assert store.timestamps("naenara-en", since=0, limit=100) == []
+
+
+def test_a_cadence_is_kept_with_the_category_state(store: Store, clock: Clock) -> None:
+    store.merge("vok-en", listing(1, 2), now=clock.now)
+    assert store.state("vok-en").cadence is None
+    store.save_cadence("vok-en", Cadence(11, 420.5, 3.1))
+    assert store.state("vok-en").cadence == Cadence(11, 420.5, 3.1)
+    store.save_cadence("vok-en", Cadence(11))
+    assert store.state("vok-en").cadence == Cadence(11)
+    assert store.state("vok-en").stories == 2, "the rest of the state stays"
