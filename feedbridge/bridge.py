@@ -605,9 +605,7 @@ class Bridge:
             listed = len(listing.items)
         else:
             listed = before.cadence.listed if before.cadence is not None else 0
-        history = self.store.timestamps(
-            category.slug, since=now - schedule.WINDOW, limit=schedule.HISTORY_STORIES
-        )
+        history = self.store.published_hours(category.slug, since=now - schedule.WINDOW)
         cadence = schedule.cadence(history, now=now, listed=listed, ttl=self.ttl)
         self.store.save_cadence(category.slug, cadence)
 

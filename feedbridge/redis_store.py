@@ -29,7 +29,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from feedbridge.model import ArticleKey, Item
-from feedbridge.schedule import Cadence
+from feedbridge.schedule import Cadence, by_hour
 from feedbridge.store import (
     DUPLICATE_MARGIN,
     CategoryState,
@@ -234,12 +234,11 @@ class RedisStore:
         raw = cadence_to_json(cadence)
         self._attempt(lambda r: r.hset(self._key("category", category), "cadence", raw))
 
-    def timestamps(self, category: str, *, since: float, limit: int) -> list[float]:
-        def read(r: redis.Redis) -> list[float]:
-            found = r.zrevrangebyscore(
-                self._key("members", category), "+inf", since, start=0, num=limit, withscores=True
-            )
-            return [float(pair[1]) for pair in found]
+    def published_hours(self, category: str, *, since: float) -> dict[int, int]:
+        def read(r: redis.Redis) -> dict[int, int]:
+            # At most KEEP_STORIES members: the scores are their publication times.
+            found = r.zrangebyscore(self._key("members", category), since, "+inf", withscores=True)
+            return by_hour(float(pair[1]) for pair in found)
 
         return self._attempt(read)
 

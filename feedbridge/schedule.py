@@ -7,13 +7,12 @@ refresh, and the store keeps that with the category's state (readers never recom
 
 **The estimator**, written down:
 
-1. *History*: the publication times of the category's stories over the last
-   :data:`WINDOW` (4 weeks; at most :data:`HISTORY_STORIES` of them). It *covers* the time
-   from its oldest story to now.
+1. *History*: how many of the category's stories were published in each hour of the last
+   :data:`WINDOW` (4 weeks; the store counts them: at most 672 numbers). It *covers* the
+   time from the hour of its oldest story to now.
 2. *Too short*: under :data:`MIN_STORIES` stories, or covering less than
    :data:`MIN_COVERAGE` (a week, so that every hour of the week was seen at least once),
-   the cadence is the TTL. (Coverage starts at the hour its oldest story was published
-   in, so that this story's hour is not counted as seen less often than it was.)
+   the cadence is the TTL.
 3. *Rate of each hour of the week* (168 slots, UTC, Monday 00:00 first): the stories
    published in that slot, divided by the number of times that hour occurred in the
    covered time (whole hours; the partial hour now is left out): stories per hour.
@@ -34,13 +33,13 @@ failures is not refreshed before its retry time, whatever else says.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 HOUR = 3600.0
 WEEK_HOURS = 168
 WINDOW = 28 * 86_400.0  # seconds of history the estimate reads
-HISTORY_STORIES = 20_000  # stories of history read at most (~80 days of the home page)
 MIN_STORIES = 20  # fewer kept stories in the window: the TTL
 MIN_COVERAGE = 7 * 86_400.0  # history covering less: the TTL
 MEAN_WEIGHT = 0.2  # share of the overall mean in a slot's rate
@@ -89,13 +88,20 @@ def slot(timestamp: float) -> int:
     return (int(timestamp // HOUR) + _MONDAY) % WEEK_HOURS
 
 
-def hourly_rates(timestamps: Sequence[float], now: float) -> list[float] | None:
-    """The expected stories per hour in each hour of the week (steps 1–4 above), or None
-    while the history is too short to say."""
-    window = [t for t in timestamps if now - WINDOW <= t <= now]
-    if len(window) < MIN_STORIES:
+def by_hour(timestamps: Iterable[float]) -> dict[int, int]:
+    """How many of ``timestamps`` fall in each hour (hours since the epoch, UTC)."""
+    return dict(Counter(int(t // HOUR) for t in timestamps))
+
+
+def hourly_rates(history: Mapping[int, int], now: float) -> list[float] | None:
+    """The expected stories per hour in each hour of the week (steps 1–4 above), from the
+    stories published in each hour (:func:`by_hour`), or None while the history is too
+    short to say."""
+    window = {h: n for h, n in history.items() if now - WINDOW <= h * HOUR <= now and n > 0}
+    total = sum(window.values())
+    if total < MIN_STORIES:
         return None
-    covered = now - (min(window) // HOUR * HOUR)  # from the start of its first hour
+    covered = now - min(window) * HOUR  # from the start of its oldest story's hour
     if covered < MIN_COVERAGE:
         return None
     hours = int(covered // HOUR)
@@ -103,10 +109,10 @@ def hourly_rates(timestamps: Sequence[float], now: float) -> list[float] | None:
     for back in range(hours % WEEK_HOURS):  # the last partial week: its hours once more
         exposure[slot(now - (back + 1) * HOUR)] += 1
     counts = [0] * WEEK_HOURS
-    for t in window:
-        counts[slot(t)] += 1
+    for hour, count in window.items():
+        counts[slot(hour * HOUR)] += count
     raw = [count / seen for count, seen in zip(counts, exposure, strict=True)]
-    mean = len(window) / (covered / HOUR)
+    mean = total / (covered / HOUR)
     return [
         (1 - MEAN_WEIGHT) * (raw[s - 1] + 2 * raw[s] + raw[(s + 1) % WEEK_HOURS]) / 4
         + MEAN_WEIGHT * mean
@@ -114,10 +120,10 @@ def hourly_rates(timestamps: Sequence[float], now: float) -> list[float] | None:
     ]
 
 
-def cadence(timestamps: Sequence[float], *, now: float, listed: int, ttl: float) -> Cadence:
+def cadence(history: Mapping[int, int], *, now: float, listed: int, ttl: float) -> Cadence:
     """The cadence of a category refreshed ``now`` whose listing held ``listed`` stories,
-    from the publication times of its kept stories (step 5 above)."""
-    rates = hourly_rates(timestamps, now)
+    from its stories published in each hour (:func:`by_hour`; step 5 above)."""
+    rates = hourly_rates(history, now)
     if rates is None or listed <= 0:
         return Cadence(listed)
     target = listed * SHARE_OF_LISTING

@@ -242,14 +242,14 @@ class SQLiteStore:
                 (cadence_to_json(cadence), category),
             )
 
-    def timestamps(self, category: str, *, since: float, limit: int) -> list[float]:
+    def published_hours(self, category: str, *, since: float) -> dict[int, int]:
         with self._reading() as db:
             rows = db.execute(
-                "SELECT published FROM memberships WHERE category = ? AND published >= ?"
-                " ORDER BY published DESC LIMIT ?",
-                (category, since, limit),
+                "SELECT CAST(published / 3600 AS INTEGER) AS hour, count(*) FROM memberships"
+                " WHERE category = ? AND published >= ? GROUP BY hour",
+                (category, since),
             ).fetchall()
-        return [published for (published,) in rows]
+        return dict(rows)
 
     def newest(self, category: str, limit: int, words: Sequence[str] = ()) -> list[Item]:
         condition = "".join(" AND instr(s.search, ?) > 0" for _ in words)

@@ -151,9 +151,9 @@ class Store(Protocol):
         """Keep the cadence a refresh found with the category's state."""
         ...
 
-    def timestamps(self, category: str, *, since: float, limit: int) -> list[float]:
-        """The publication times of the category's newest stories published ``since``,
-        at most ``limit`` of them, newest first: what its cadence is estimated from."""
+    def published_hours(self, category: str, *, since: float) -> dict[int, int]:
+        """How many of the category's stories were published in each hour (hours since
+        the epoch, UTC) from ``since`` on: what its cadence is estimated from."""
         ...
 
     def newest(self, category: str, limit: int, words: Sequence[str] = ()) -> list[Item]:

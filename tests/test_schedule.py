@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from feedbridge import schedule
 from feedbridge.bridge import Bridge
 from feedbridge.model import ArticleKey, Item
-from feedbridge.schedule import Cadence, Due, Policy
+from feedbridge.schedule import Cadence, Due, Policy, by_hour
 from feedbridge.store import Listing
 from tests.conftest import Clock, FakeSite
 
@@ -51,19 +51,19 @@ def test_the_hour_of_the_week_counts_from_monday_midnight_utc() -> None:
 def test_a_short_history_says_nothing() -> None:
     now = MONDAY + 4 * WEEK
     steady = [now - n * HOUR for n in range(1, 24 * 10)]  # one an hour for 10 days
-    assert schedule.hourly_rates(steady, now) is not None
+    assert schedule.hourly_rates(by_hour(steady), now) is not None
     too_few = steady[:: 24 * 2][: schedule.MIN_STORIES - 1]
-    assert schedule.hourly_rates(too_few, now) is None
+    assert schedule.hourly_rates(by_hour(too_few), now) is None
     six_days = [t for t in steady if t > now - 6 * DAY]
-    assert schedule.hourly_rates(six_days, now) is None
-    assert schedule.cadence(six_days, now=now, listed=11, ttl=600) == Cadence(11)
+    assert schedule.hourly_rates(by_hour(six_days), now) is None
+    assert schedule.cadence(by_hour(six_days), now=now, listed=11, ttl=600) == Cadence(11)
     assert schedule.due(now, Cadence(11), 0, POLICY) == Due(now + 600, "ttl: history too short")
 
 
 def test_a_steady_source_has_its_rate_in_every_hour() -> None:
     now = MONDAY + 4 * WEEK
     steady = [now - 900 - n * HOUR / 2 for n in range(2 * 24 * 21)]  # two an hour, 3 weeks
-    rates = schedule.hourly_rates(steady, now)
+    rates = schedule.hourly_rates(by_hour(steady), now)
     assert rates is not None
     assert all(1.9 < rate < 2.1 for rate in rates)
 
@@ -72,14 +72,14 @@ def test_history_older_than_the_window_is_not_read() -> None:
     now = MONDAY + 10 * WEEK
     recent = [now - n * HOUR for n in range(1, 24 * 14)]  # one an hour, two weeks
     ancient = [now - schedule.WINDOW - n * 60 for n in range(1, 5000)]  # a flood, long ago
-    rates = schedule.hourly_rates(recent + ancient, now)
+    rates = schedule.hourly_rates(by_hour(recent + ancient), now)
     assert rates is not None and max(rates) < 1.1
 
 
 def test_a_burst_is_its_hour_smoothed_with_its_neighbours_and_the_mean() -> None:
     now = MONDAY + 3 * WEEK
     history = bursts(weeks=3, hour=8, per_day=10, until=now)  # 10 a day at 08:00
-    rates = schedule.hourly_rates(history, now)
+    rates = schedule.hourly_rates(by_hour(history), now)
     assert rates is not None
     mean = len(history) / (3 * 7 * 24)
     weight = schedule.MEAN_WEIGHT
@@ -92,12 +92,12 @@ def test_a_burst_is_its_hour_smoothed_with_its_neighbours_and_the_mean() -> None
 def test_the_busy_hour_is_refreshed_sooner_and_the_quiet_one_at_the_ttl() -> None:
     now = MONDAY + 3 * WEEK
     history = bursts(weeks=3, hour=8, per_day=30, until=now)
-    busy = schedule.cadence(history, now=now + 8 * HOUR, listed=11, ttl=1800)
+    busy = schedule.cadence(by_hour(history), now=now + 8 * HOUR, listed=11, ttl=1800)
     assert busy.interval is not None and busy.rate is not None
     assert busy.interval < 1800
     # Expected stories before the next refresh: a third of the listing.
     assert busy.rate * busy.interval / HOUR == pytest.approx(11 / 3)
-    quiet = schedule.cadence(history, now=now + 20 * HOUR, listed=11, ttl=1800)
+    quiet = schedule.cadence(by_hour(history), now=now + 20 * HOUR, listed=11, ttl=1800)
     assert quiet.interval == 1800 and quiet.rate is not None and quiet.rate < 1
     assert schedule.due(now, quiet, 0, Policy(1800)).why == (
         f"ttl: {quiet.rate:.1f} stories/h expected, 11 listed"
@@ -108,18 +108,18 @@ def test_the_look_ahead_sees_a_busy_hour_coming() -> None:
     now = MONDAY + 3 * WEEK
     history = bursts(weeks=3, hour=8, per_day=30, until=now)
     before = now + 6 * HOUR + 50 * 60  # 06:50: quiet now, busy from 07:00
-    ahead = schedule.cadence(history, now=before, listed=11, ttl=3 * HOUR)
+    ahead = schedule.cadence(by_hour(history), now=before, listed=11, ttl=3 * HOUR)
     assert ahead.interval is not None
     assert 30 * 60 < ahead.interval < 60 * 60, "refreshed early in the busy hours"
-    flat = schedule.cadence(history, now=now + 20 * HOUR, listed=11, ttl=3 * HOUR)
+    flat = schedule.cadence(by_hour(history), now=now + 20 * HOUR, listed=11, ttl=3 * HOUR)
     assert flat.interval == 3 * HOUR
 
 
 def test_a_larger_listing_is_refreshed_less_often() -> None:
     now = MONDAY + 3 * WEEK + 8 * HOUR
     history = bursts(weeks=3, hour=8, per_day=30, until=now)
-    source = schedule.cadence(history, now=now, listed=11, ttl=HOUR)
-    home = schedule.cadence(history, now=now, listed=30, ttl=HOUR)
+    source = schedule.cadence(by_hour(history), now=now, listed=11, ttl=HOUR)
+    home = schedule.cadence(by_hour(history), now=now, listed=30, ttl=HOUR)
     assert source.interval is not None and home.interval is not None
     assert home.interval == pytest.approx(source.interval * 30 / 11)
 
@@ -192,7 +192,7 @@ def test_the_next_refresh_is_always_within_the_floor_and_the_ttl(
     offsets: list[float], at: float, listed: int, ttl: int, min_refresh: int, gaps: int
 ) -> None:
     now = MONDAY + 6 * WEEK + at
-    cadence = schedule.cadence([now - o for o in offsets], now=now, listed=listed, ttl=ttl)
+    cadence = schedule.cadence(by_hour(now - o for o in offsets), now=now, listed=listed, ttl=ttl)
     policy = Policy(ttl, min_refresh)
     interval = schedule.due(now, cadence, gaps, policy).at - now
     assert policy.floor - 1e-6 <= interval <= ttl + 1e-6
@@ -236,9 +236,11 @@ def test_a_bursty_category_is_refreshed_sooner_at_its_busy_hour(
     max_age = client.get("/feeds/vok-en.atom").headers["Cache-Control"]
     assert max_age in (f"public, max-age={interval}", f"public, max-age={interval - 1}")
     estimates = []
-    read_history = bridge.store.timestamps
+    read_history = bridge.store.published_hours
     monkeypatch.setattr(
-        bridge.store, "timestamps", lambda *a, **k: estimates.append(1) or read_history(*a, **k)
+        bridge.store,
+        "published_hours",
+        lambda *a, **k: estimates.append(1) or read_history(*a, **k),
     )
     for _ in range(20):
         client.get("/feeds/vok-en.atom")

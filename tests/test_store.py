@@ -33,7 +33,7 @@ from feedbridge.errors import (
 )
 from feedbridge.model import ArticleKey, Item
 from feedbridge.redis_store import RedisStore, namespace
-from feedbridge.schedule import Cadence
+from feedbridge.schedule import Cadence, by_hour
 from feedbridge.scrape import parse_home, parse_listing
 from feedbridge.sqlite_store import MIGRATIONS, VERSION, SQLiteStore
 from feedbridge.store import (
@@ -458,17 +458,17 @@ def test_a_redis_lease_expires_on_redis_s_clock(redis_url: str) -> None:
 # --- what the schedule reads and keeps ----------------------------------------------------
 
 
-def test_timestamps_are_the_newest_since_a_time_bounded_in_number(
+def test_published_hours_count_the_stories_of_each_hour_since_a_time(
     store: Store, clock: Clock
 ) -> None:
-    store.merge("vok-en", listing(*range(1, 21)), now=clock.now)
+    store.merge("vok-en", listing(*range(1, 21)), now=clock.now)  # one every 10 minutes
     store.merge("all", listing(1, 2), now=clock.now)
     since = story(6).published.timestamp()
-    newest = [story(n).published.timestamp() for n in range(20, 5, -1)]
-    assert store.timestamps("vok-en", since=since, limit=100) == newest
-    assert store.timestamps("vok-en", since=since, limit=4) == newest[:4], "bounded"
-    assert store.timestamps("vok-en", since=clock.now + DAY, limit=100) == []
-    assert store.timestamps("naenara-en", since=0, limit=100) == []
+    expected = by_hour(story(n).published.timestamp() for n in range(6, 21))
+    assert store.published_hours("vok-en", since=since) == expected
+    assert sum(expected.values()) == 15 and max(expected.values()) <= 6
+    assert store.published_hours("vok-en", since=clock.now + DAY) == {}
+    assert store.published_hours("naenara-en", since=0) == {}
 
 
 def test_a_cadence_is_kept_with_the_category_state(store: Store, clock: Clock) -> None:
