@@ -18,13 +18,16 @@ Three ways of refreshing the eight built-in categories are replayed on the same 
 
 What is real: the story store (:class:`~feedbridge.sqlite_store.SQLiteStore`, its merge,
 gap detection, pruning and hourly counts) and the schedule (the calls the bridge makes). What
-is modelled: the site (lists of stories, no HTML) and the repair walk, explicitly: the
-archive is read from page 1 until a page reaches back past the newest story the category
-kept before the gap (at most ``REPAIR_PAGES`` pages); each story of that span the store
-lacks costs its article page (read for full text anyway); the span's stories of the
-category are merged with its listing, which closes the gap. A walk files into the
-category whose gap started it: another category's gap in the same span is walked again
-(more archive reads than one walk for all would cost).
+is modelled: the site (lists of stories, no HTML) and the repair walk, explicitly
+(:meth:`Replay.walk`): the archive is read from page 1 until a page reaches back past the
+newest story the category kept before the gap (at most ``REPAIR_PAGES`` pages); each story
+of that span the store lacks costs its article page (where its source is; read for full
+text anyway); the span's stories of the category are merged with its listing, which
+closes the gap. A walk files into the category whose gap started it: another category's
+gap in the same span is walked again (more archive reads than one walk for all would
+cost). A listing with no new story and no gap open is a 304 (``touch``), as a site that
+honours validators answers; pruning runs once a simulated day per category, not at every
+refresh as in the bridge (it is the slowest statement, and the history stays bounded).
 
 Counted as requests to the site: listings, archive pages and article pages (one per story
 the store learns, whether from a listing or a walk). Each request takes the site's
@@ -266,8 +269,10 @@ class Replay:
         state = self.store.state(slug)
         if not state.in_gap and all(s.key in self.members[slug] for s in listed):
             self.store.touch(slug, now=now)  # nothing new: as a 304 would
-        elif self.merge(slug, listed, now) and self.way.repair and newest_before is not None:
-            now = self.walk(slug, listed, newest_before, now)
+        elif self.merge(slug, listed, now):
+            self.result.gaps += 1
+            if self.way.repair and newest_before is not None:
+                now = self.walk(slug, listed, newest_before, now)
         if now // DAY != (state.refreshed_at or now) // DAY:
             self.store.prune(slug, Retention(), now=now)  # the bridge's at every refresh
         if self.way.cadence:
@@ -286,15 +291,17 @@ class Replay:
             self.members[slug].add(key)
             self.delivered.setdefault((key, slug), now)
             self.newest[slug] = max(key, self.newest.get(slug, key))
-        if merged.gap is not None:
-            self.result.gaps += 1
         return merged.gap is not None
 
     def walk(self, slug: str, listed: list[Story], newest_before: ArticleKey, now: float) -> float:
-        """Read the archive back past ``newest_before``; merge the span's stories of
-        ``slug`` with its listing. Returns the time the walk ends."""
+        """Read the archive back past ``newest_before``, and the article page of each
+        story of that span the store lacks (its source is only there); merge the span's
+        stories of ``slug`` with its listing, which closes the gap. Cut short by the page
+        limit, the stories found are merged and the gap stays open. Returns the time the
+        walk ends."""
         self.result.walks += 1
         span: list[Story] = []
+        reached = False
         for page in range(1, REPAIR_PAGES + 1):
             now += REQUEST
             self.result.archive_pages += 1
@@ -302,23 +309,31 @@ class Replay:
             span += [s for s in stories if s.key > newest_before]
             self.result.walk_pages_max = max(self.result.walk_pages_max, page)
             if not stories or stories[-1].key <= newest_before:
+                reached = True
                 break
+        unknown = {s.key for s in span} - self.known
+        now += REQUEST * len(unknown)
+        self.result.articles += len(unknown)
+        self.known |= unknown
+        missing = [s for s in span if slug in s.feeds and s.key not in self.members[slug]]
+        if reached:
+            self.merge(slug, sorted({*listed, *missing}, key=lambda s: s.key, reverse=True), now)
         else:
             self.result.walks_cut_short += 1
-            return now  # the gap stays open
-        missing = [s for s in span if slug in s.feeds and s.key not in self.members[slug]]
-        now += REQUEST * sum(1 for s in missing if s.key not in self.known)  # their pages
-        self.merge(slug, sorted({*listed, *missing}, key=lambda s: s.key, reverse=True), now)
+            if missing:
+                self.merge(slug, missing, now)  # no overlap: the store keeps the gap open
         return now
 
 
-def replay(days: int, history_days: int, seed: int) -> Iterator[Result]:
+def replay(
+    days: int, history_days: int, seed: int, ways: tuple[Way, ...] = WAYS
+) -> Iterator[Result]:
     rng = random.Random(seed)
     stories = publish(START - history_days * DAY, history_days + days, rng)
     site = Site(stories)
     history = [s for s in stories if s.ts < START]
     end = START + days * DAY
-    for way in WAYS:
+    for way in ways:
         store = SQLiteStore(":memory:")  # the real store, in memory: a replay in seconds
         try:
             run = Replay(way, site, store, START, end)

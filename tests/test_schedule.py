@@ -10,6 +10,7 @@ from flask import Flask
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bench import gaps
 from feedbridge import schedule
 from feedbridge.bridge import Bridge
 from feedbridge.model import ArticleKey, Item
@@ -263,3 +264,18 @@ def test_a_bursty_category_is_refreshed_sooner_at_its_busy_hour(
     assert status["next_refresh_in_s"] == ttl
     assert status["next_refresh_why"].startswith("ttl: ")
     assert status["next_refresh_why"].endswith(" stories/h expected, 11 listed")
+
+
+# --- the gaps benchmark, test-sized -----------------------------------------------------
+
+
+def test_two_days_of_bursts_lose_nothing_with_the_schedule_and_repair() -> None:
+    fixed, scheduled = gaps.replay(2, 8, seed=1, ways=(gaps.WAYS[0], gaps.WAYS[2]))
+    assert fixed.lost > 0, "the bursts outrun fixed polling: the replay has gaps to close"
+    assert scheduled.walks > 0
+    assert scheduled.lost == 0
+    assert scheduled.requests_per_day <= 1.2 * fixed.requests_per_day
+    # Never refreshed less often than fixed polling: no story waits past the TTL, but
+    # for the walk (its pages and articles, a second each) when it was found by one.
+    assert max(scheduled.delays) <= gaps.TTL + gaps.REPAIR_PAGES + 60
+    assert scheduled.delay(0.95) <= gaps.TTL
