@@ -241,7 +241,7 @@ class Replay:
             if clock >= finish:
                 break
             if clock >= self.start:
-                self.result.why[due[slug].why.split(":")[0]] += 1
+                self.result.why[due[slug].rule.split(":")[0]] += 1
             clock = self.refresh(slug, clock)
             due[slug] = self.due(slug)  # a refresh changes its own category's state only
         for story in self.site.stories:

@@ -44,6 +44,14 @@ MIN_STORIES = 20  # fewer kept stories in the window: the TTL
 MIN_COVERAGE = 7 * 86_400.0  # history covering less: the TTL
 MEAN_WEIGHT = 0.2  # share of the overall mean in a slot's rate
 SHARE_OF_LISTING = 1 / 3  # new stories expected before the next refresh, at most
+# The rules a refresh is due by.
+NEVER = "never refreshed"
+SHORT = "ttl: history too short"
+TTL = "ttl"
+RATE = "rate"
+FLOOR = "min-refresh floor"
+GAP = "gap"
+BACK_OFF = "back-off"
 # 1 January 1970 was a Thursday: hours to add to count the week from Monday 00:00 UTC.
 _MONDAY = 3 * 24
 
@@ -77,10 +85,25 @@ class Cadence:
 
 @dataclass(frozen=True, slots=True)
 class Due:
-    """When a category's next refresh is due, and why then."""
+    """When a category's next refresh is due, and by which rule (said in words by
+    :attr:`why`, for ``/status`` only: the hot path reads :attr:`at`)."""
 
     at: float  # wall-clock seconds; -inf for a category never refreshed
-    why: str
+    rule: str  # never refreshed, ttl: history too short, ttl, rate, min-refresh floor, gap…
+    cadence: Cadence | None = None
+    in_a_row: int = 0  # gaps, or failures
+
+    @property
+    def why(self) -> str:
+        if self.rule == GAP:
+            return f"gap: {self.in_a_row} in a row"
+        if self.rule == BACK_OFF:
+            plural = "" if self.in_a_row == 1 else "s"
+            return f"back-off: {self.in_a_row} failure{plural} in a row"
+        if self.cadence is not None and self.cadence.rate is not None:
+            rate, listed = self.cadence.rate, self.cadence.listed
+            return f"{self.rule}: {rate:.1f} stories/h expected, {listed} listed"
+        return self.rule
 
 
 def slot(timestamp: float) -> int:
@@ -156,22 +179,17 @@ def due(
     """When the next refresh is due, back-off aside: the earliest of the cadence and the
     gap rule, within the floor and the TTL."""
     if refreshed_at is None:
-        return Due(float("-inf"), "never refreshed")
-    interval, why = policy.ttl, "ttl"
+        return Due(float("-inf"), NEVER)
+    interval, rule = policy.ttl, TTL
     if cadence is None or cadence.interval is None:
-        why = "ttl: history too short"
+        rule = SHORT
     elif cadence.interval < policy.ttl:
-        assert cadence.rate is not None
         interval = max(policy.floor, cadence.interval)
-        name = "min-refresh floor" if cadence.interval < policy.floor else "rate"
-        why = f"{name}: {cadence.rate:.1f} stories/h expected, {cadence.listed} listed"
-    else:
-        assert cadence.rate is not None
-        why = f"ttl: {cadence.rate:.1f} stories/h expected, {cadence.listed} listed"
+        rule = FLOOR if cadence.interval < policy.floor else RATE
     in_gap = gap_interval(gaps_in_a_row, policy)
     if in_gap is not None and in_gap < interval:
-        interval, why = in_gap, f"gap: {gaps_in_a_row} in a row"
-    return Due(refreshed_at + interval, why)
+        return Due(refreshed_at + in_gap, GAP, cadence, gaps_in_a_row)
+    return Due(refreshed_at + interval, rule, cadence)
 
 
 def backing_off(retry_at: float | None, now: float) -> bool:
@@ -182,6 +200,5 @@ def backing_off(retry_at: float | None, now: float) -> bool:
 def next_refresh(scheduled: Due, retry_at: float | None, failures: int, now: float) -> Due:
     """``scheduled``, or later: the back-off's retry time when that is later."""
     if backing_off(retry_at, now) and retry_at is not None and retry_at > scheduled.at:
-        plural = "" if failures == 1 else "s"
-        return Due(retry_at, f"back-off: {failures} failure{plural} in a row")
+        return Due(retry_at, BACK_OFF, in_a_row=failures)
     return scheduled
