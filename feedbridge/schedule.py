@@ -15,7 +15,7 @@ refresh, and the store keeps that with the category's state (readers never recom
    the cadence is the TTL.
 3. *Rate of each hour of the week* (168 slots, UTC, Monday 00:00 first): the stories
    published in that slot, divided by the number of times that hour occurred in the
-   covered time (whole hours; the partial hour now is left out): stories per hour.
+   covered time (counted in whole hours back from now): stories per hour.
 4. *Smoothed*: each slot's rate is ¼ of each neighbour's plus ½ of its own (bursts a few
    minutes either side of an hour boundary count for both), then blended with the
    overall mean (stories over the covered hours) by :data:`MEAN_WEIGHT` (a fifth), so that
@@ -74,8 +74,8 @@ class Cadence:
     """What a category's history says at a refresh, kept with its state.
 
     ``interval`` is the time until a third of ``listed`` new stories are expected (at most
-    the TTL of that time), ``rate`` the stories per hour expected over it; both None when
-    the history is too short to say.
+    the TTL it was computed with), ``rate`` the stories per hour expected over it; both
+    None when the history is too short to say.
     """
 
     listed: int
