@@ -21,9 +21,12 @@ refresh, and the store keeps that with the category's state (readers never recom
    overall mean (stories over the covered hours) by :data:`MEAN_WEIGHT` (a fifth), so that
    a slot quiet so far is never taken for silent.
 5. *Look ahead*: from now, hour slot by hour slot, the expected number of new stories is
-   the sum of rate × time; the next refresh comes when it would reach a third of the
-   listing's size (what the category's last listing held: ~11 for a source, ~30 for the
-   home page), or at the TTL if that comes first.
+   the sum of rate × time; the next refresh comes when it would reach one story, or a
+   third of the listing's size (what the category's last listing held: ~11 for a
+   source, ~30 for the home page) if that is less, or at the TTL if that comes first.
+   A third of the listing keeps a refresh from being outrun by what it expects; one
+   story makes a reader wait about as long as the source's own pace, not half a TTL,
+   at busy hours (``bench/gaps.py`` measures what each costs: docs/contributing.md).
 
 The interval is then clamped: never shorter than ``FEEDBRIDGE_MIN_REFRESH``, never longer
 than the TTL. A category in a gap is refreshed twice as often for each gap in a row (down
@@ -43,7 +46,8 @@ WINDOW = 28 * 86_400.0  # seconds of history the estimate reads
 MIN_STORIES = 20  # fewer kept stories in the window: the TTL
 MIN_COVERAGE = 7 * 86_400.0  # history covering less: the TTL
 MEAN_WEIGHT = 0.2  # share of the overall mean in a slot's rate
-SHARE_OF_LISTING = 1 / 3  # new stories expected before the next refresh, at most
+SHARE_OF_LISTING = 1 / 3  # of the listing: new stories expected before the next refresh
+STORIES_AHEAD = 1.0  # and at most this many
 # The rules a refresh is due by.
 NEVER = "never refreshed"
 SHORT = "ttl: history too short"
@@ -73,8 +77,8 @@ class Policy:
 class Cadence:
     """What a category's history says at a refresh, kept with its state.
 
-    ``interval`` is the time until a third of ``listed`` new stories are expected (at most
-    the TTL it was computed with), ``rate`` the stories per hour expected over it; both
+    ``interval`` is the time until one new story, or a third of ``listed`` if that is
+    less, is expected (at most the TTL it was computed with), ``rate`` the stories per hour expected over it; both
     None when the history is too short to say.
     """
 
@@ -149,7 +153,7 @@ def cadence(history: Mapping[int, int], *, now: float, listed: int, ttl: float) 
     rates = hourly_rates(history, now)
     if rates is None or listed <= 0:
         return Cadence(listed)
-    target = listed * SHARE_OF_LISTING
+    target = min(listed * SHARE_OF_LISTING, STORIES_AHEAD)
     expected, elapsed = 0.0, 0.0
     while elapsed < ttl:
         moment = now + elapsed
