@@ -78,8 +78,8 @@ class Cadence:
     """What a category's history says at a refresh, kept with its state.
 
     ``interval`` is the time until one new story, or a third of ``listed`` if that is
-    less, is expected (at most the TTL it was computed with), ``rate`` the stories per hour expected over it; both
-    None when the history is too short to say.
+    less, is expected (at most the TTL it was computed with), ``rate`` the stories per
+    hour expected over it; both None when the history is too short to say.
     """
 
     listed: int
