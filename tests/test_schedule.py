@@ -232,7 +232,7 @@ def test_a_bursty_category_is_refreshed_sooner_at_its_busy_hour(
 
     # At the busy hour: refreshed well before the TTL, and readers are told so.
     clock.now -= clock.now % HOUR - 60  # a minute into the hour
-    bridge.refresh(vok, force=True)  # a gap too (the listing is none of the history): later
+    bridge.refresh(vok, force=True)  # also a gap (none of the history listed): its rule is later
     status = client.get("/status").json["categories"]["vok-en"]
     assert status["next_refresh_why"].startswith("rate: ")
     assert status["next_refresh_why"].endswith(" stories/h expected, 11 listed")
