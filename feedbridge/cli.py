@@ -470,8 +470,8 @@ def refresh(slugs: tuple[str, ...], loop: bool) -> None:
     feedbridge refresh --loop          # the refresher as a process of its own
 
     Once, every category named is read now, fresh or not. With --loop, each category is
-    read when due (every FEEDBRIDGE_CACHE_TTL seconds), by whichever process holds the
-    store's refresher lease.
+    read when due (at least every FEEDBRIDGE_CACHE_TTL seconds, more often in its source's
+    busy hours), by whichever process holds the store's refresher lease.
     """
     app = batch_app()
     bridge = _bridge(app)
