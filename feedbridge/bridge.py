@@ -43,6 +43,7 @@ from feedbridge.errors import (
 )
 from feedbridge.feeds import FeedInfo, Format, render
 from feedbridge.fulltext import FullText
+from feedbridge.history import next_try
 from feedbridge.model import Item, newest_first
 from feedbridge.politeness import Backoff, SharedPause
 from feedbridge.scrape import parse_home, parse_listing
@@ -69,7 +70,6 @@ FETCH_LEASE = 6.0  # seconds a category's fetch lease lasts unless renewed (its 
 SELECTION_BYTES = 8 * 1024 * 1024  # renderings of ?limit= / ?q= kept in memory
 SERVED_BYTES = 16 * 1024 * 1024  # bodies with a request's root put in, kept in memory
 COLD_WAITERS = 16  # requests of one process waiting at once for a never-seen category
-FULL_TEXT_RETRY = (300.0, 86_400.0)  # seconds: first retry of a failed article, cap
 FULL_TEXT_BATCH = 100  # stories asked for at most per fill; what the budget leaves waits
 
 
@@ -554,9 +554,8 @@ class Bridge:
                 modified = datetime.fromtimestamp(now, UTC)  # readers see it updated
                 self.store.save_full_text(replace(item, modified=modified))
                 return
-            first, cap = FULL_TEXT_RETRY
-            delay = min(cap, first * 2**pending.attempts)
-            self.store.postpone_full_text(pending.item.key, retry_at=now + delay)
+            retry_at = next_try(pending.attempts, now)
+            self.store.postpone_full_text(pending.item.key, retry_at=retry_at)
         except StoreError as exc:
             log.warning(logfmt(event="store_error", story=pending.item.key, error=str(exc)))
 
