@@ -131,13 +131,13 @@ def hourly_rates(history: Mapping[int, int], now: float) -> list[float] | None:
     covered = now - min(window) * HOUR  # from the start of its oldest story's hour
     if covered < MIN_COVERAGE:
         return None
-    hours = int(covered // HOUR)
+    hours, this_hour = int(covered // HOUR), int(now // HOUR) + _MONDAY
     exposure = [hours // WEEK_HOURS] * WEEK_HOURS
-    for back in range(hours % WEEK_HOURS):  # the last partial week: its hours once more
-        exposure[slot(now - (back + 1) * HOUR)] += 1
+    for back in range(1, hours % WEEK_HOURS + 1):  # the last partial week: once more
+        exposure[(this_hour - back) % WEEK_HOURS] += 1  # the slot() of now - back hours
     counts = [0] * WEEK_HOURS
     for hour, count in window.items():
-        counts[slot(hour * HOUR)] += count
+        counts[(hour + _MONDAY) % WEEK_HOURS] += count  # the slot() of that hour
     raw = [count / seen for count, seen in zip(counts, exposure, strict=True)]
     mean = total / (covered / HOUR)
     return [
