@@ -65,7 +65,8 @@ STORIES_LOST = Counter(
 )
 HUB_NOTICES = Counter(
     "feedbridge_websub_notices",
-    "Notices sent to the WebSub hub, by outcome (ok, failed).",
+    "Notices for the WebSub hub, by outcome (ok, failed; coalesced with one already "
+    "waiting, dropped past the bound of the backlog).",
     ["category", "outcome"],
 )
 PARSE_FAILURES = Counter(

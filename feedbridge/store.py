@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
 import threading
 import time
@@ -199,30 +200,51 @@ class Store(Protocol):
 class Lease:
     """A lease of the store, held while its holder works and renewed in the background.
 
-    ``held`` turns false when a renewal fails (the lease expired and was taken).
+    ``held`` turns false when a renewal fails (the lease expired and was taken). The
+    token is this process's own, made in the process that first asks for the lease: a
+    Lease made before a fork (gunicorn's ``preload_app``) is another holder in each
+    process, never one holder shared by the master and its workers.
     """
 
     def __init__(self, store: Store, name: str, ttl: float) -> None:
         self.store, self.name, self.ttl = store, name, ttl
-        self.token = secrets.token_hex(16)
-        self.held = False
+        self._owner: tuple[int, str] | None = None  # the process and its token
+        self._held = False
         self._stop = threading.Event()
         self._renewing = threading.Lock()  # a renewal never lands after the release
 
+    @property
+    def token(self) -> str:
+        pid = os.getpid()
+        if self._owner is None or self._owner[0] != pid:
+            self._owner = (pid, secrets.token_hex(16))
+            self._held = False  # what the parent held is not this process's
+            self._stop = threading.Event()  # nor are its heartbeat's events and locks
+            self._renewing = threading.Lock()
+        return self._owner[1]
+
+    @property
+    def held(self) -> bool:
+        return self._held and self._owner is not None and self._owner[0] == os.getpid()
+
     def acquire(self) -> bool:
-        self.held = self.store.try_lease(self.name, self.token, self.ttl)
-        if self.held:
+        token = self.token
+        self._held = self.store.try_lease(self.name, token, self.ttl)
+        if self._held:
             self._stop.clear()
             threading.Thread(target=self._heartbeat, daemon=True, name=f"lease-{self.name}").start()
-        return self.held
+        return self._held
 
     def release(self) -> None:
         """Let go (a store that fails meanwhile lets the lease run out instead)."""
+        if not self.held:  # never held, or held by the process this one was forked from
+            self._stop.set()
+            return
         self._stop.set()
         with self._renewing:
-            if not self.held:
+            if not self._held:
                 return
-            self.held = False
+            self._held = False
             try:
                 self.store.release(self.name, self.token)
             except StoreError:
@@ -238,7 +260,7 @@ class Lease:
                 except StoreError:
                     continue  # the next beat tries again; the lease lasts until then
                 if not renewed:
-                    self.held = False
+                    self._held = False
                     return
 
 
