@@ -3,9 +3,13 @@ app.json, the Procfile; and the licence the package declares."""
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import json
 import re
+import sys
 import tomllib
+from importlib.metadata import packages_distributions
 from pathlib import Path
 
 from flask import Flask
@@ -39,6 +43,54 @@ def test_requirements_txt_is_pyprojects_dependencies_pinned() -> None:
         assert requirement.specifier.contains(version), (requirement, version)
     direct = {name for name, (_, via) in locked.items() if "feedbridge (pyproject.toml)" in via}
     assert direct == {canonicalize_name(r.name) for r in wanted}
+
+
+def worker_class() -> str:
+    """gunicorn_conf.py's ``worker_class``, read, not imported (importing it patches the
+    standard library for gevent)."""
+    source = (ROOT / "feedbridge/gunicorn_conf.py").read_text()
+    tree = ast.parse(source)
+    [value] = [
+        node.value.value
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and [getattr(target, "id", None) for target in node.targets] == ["worker_class"]
+        and isinstance(node.value, ast.Constant)
+    ]
+    assert isinstance(value, str)
+    return value
+
+
+def imported_top_levels(module: str) -> set[str]:
+    """The top-level names of what ``module``'s source imports, wherever the import is
+    (a worker imports its server inside ``try``), its relative imports left out."""
+    spec = importlib.util.find_spec(module)
+    assert spec is not None and spec.origin is not None, module
+    tree = ast.parse(Path(spec.origin).read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.partition(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.partition(".")[0])
+    return names
+
+
+def test_a_plain_install_has_what_the_worker_class_imports() -> None:
+    """A buildpack installs requirements.txt only: the configured worker class's own
+    imports (gunicorn's gevent worker checks gevent's version with ``packaging``) must be
+    pinned there, not come in with the test extras."""
+    from gunicorn.workers import SUPPORTED_WORKERS
+
+    worker_module = SUPPORTED_WORKERS[worker_class()].rpartition(".")[0]
+    distributions = packages_distributions()
+    needed = {
+        canonicalize_name(distribution)
+        for name in imported_top_levels(worker_module) - set(sys.stdlib_module_names)
+        for distribution in distributions[name]
+    }
+    assert {"gevent", "packaging"} <= needed  # what gunicorn's gevent worker is known to use
+    assert needed - set(pins()) == set()
 
 
 def test_python_version_is_one_the_package_supports() -> None:
