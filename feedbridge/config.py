@@ -6,7 +6,9 @@ so start-up can stop with one clear line.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
+import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -59,6 +61,8 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``environ`` (default: ``os.environ``); unset means default."""
         env = os.environ if environ is None else environ
+        for line in unknown_variables(env):
+            logging.getLogger(__name__).warning("%s", line)
         values: dict[str, Any] = {}  # each of the type its setting's parser returns
         for setting in SETTINGS:
             value = setting.read(env)
@@ -292,6 +296,20 @@ PLATFORM_VARIABLES: dict[str, str] = {
     "PORT": "port to listen on (default 8000)",
     "WEB_CONCURRENCY": "gunicorn worker processes of the Procfile (default 2)",
 }
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A line for each ``FEEDBRIDGE_*`` variable that is no setting (a typo is otherwise
+    ignored without a word), naming the closest setting. A warning, not an error: a
+    setting a later version reads must not stop this one."""
+    known = [s.variable for s in SETTINGS if s.variable.startswith(PREFIX)]
+    lines = []
+    for name in sorted(environ):
+        if name.startswith(PREFIX) and name not in known:
+            closest = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            hint = f"did you mean {closest[0]}?" if closest else "see 'feedbridge --help'"
+            lines.append(f"{name}: not a setting, ignored; {hint}")
+    return lines
 
 
 def setting_descriptions() -> dict[str, str]:
