@@ -16,7 +16,6 @@ is installed. Run by .ci/run; exit status 1 and a line on what failed otherwise.
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import signal
@@ -112,12 +111,14 @@ def get(url: str, budget: float = WAIT) -> str:
                 return body
         except OSError as exc:
             if time.monotonic() > deadline:
-                raise SystemExit(f"install-paths: {url}: no answer in {budget:.0f}s: {exc}")
+                raise SystemExit(
+                    f"install-paths: {url}: no answer in {budget:.0f}s: {exc}"
+                ) from None
             time.sleep(0.2)
 
 
-def run(argv: list[str], **kwargs: object) -> None:
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=600, **kwargs)  # type: ignore[call-overload]
+def run(argv: list[str], *, cwd: Path, env: dict[str, str]) -> None:
+    result = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     if result.returncode != 0:
         raise SystemExit(
             f"install-paths: {shlex.join(argv)} exited {result.returncode}:\n"
@@ -128,22 +129,22 @@ def run(argv: list[str], **kwargs: object) -> None:
 @contextmanager
 def serving(argv: list[str], *, cwd: Path, env: dict[str, str], port: int) -> Iterator[str]:
     """A server started from ``argv``; stopped on leaving, and it must stop on SIGTERM."""
-    log = tempfile.TemporaryFile()
-    process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    except BaseException:
-        process.kill()
-        process.wait(WAIT)
-        log.seek(0)
-        sys.stderr.write(log.read().decode(errors="replace"))
-        raise
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(WAIT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        raise SystemExit(f"install-paths: {shlex.join(argv)} did not stop on SIGTERM") from None
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield f"http://127.0.0.1:{port}"
+        except BaseException:
+            process.kill()
+            process.wait(WAIT)
+            log.seek(0)
+            sys.stderr.write(log.read().decode(errors="replace"))
+            raise
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(WAIT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise SystemExit(f"install-paths: {shlex.join(argv)} did not stop on SIGTERM") from None
 
 
 def check_serves(base: str) -> None:
