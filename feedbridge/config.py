@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from feedbridge.errors import ConfigError
 
@@ -192,6 +192,19 @@ def http_url(raw: str) -> str:
     if parts.query or parts.fragment:
         raise ValueError("must not have a query or fragment")
     return raw.rstrip("/")
+
+
+def site_address(url: str) -> str:
+    """The site's address as a store records it: one text for every spelling of one
+    address (scheme and host lowercased, the default port and a trailing slash left out)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    netloc = host if port in (None, {"http": 80, "https": 443}.get(scheme)) else f"{host}:{port}"
+    return urlunsplit((scheme, netloc, parts.path.rstrip("/"), "", ""))
 
 
 def _redis_url(raw: str) -> str:

@@ -17,7 +17,10 @@ from flask import Flask
 
 from feedbridge import logs
 from feedbridge.cli import AccessLog, main
-from feedbridge.config import SETTINGS, Settings
+from feedbridge.config import SETTINGS, Settings, site_address
+from feedbridge.errors import ConfigError
+from feedbridge.redis_store import namespace
+from feedbridge.sqlite_store import SQLiteStore
 from tests.conftest import FakeSite
 from tests.servers import free_port
 
@@ -121,3 +124,28 @@ def test_the_footer_tells_the_truth(make_app: Callable[..., Flask]) -> None:
     assert "background" in page
     assert "30 days" in page
     assert "when a feed is asked for" not in page
+
+
+def test_the_store_holds_one_site_whatever_its_spelling(
+    site: FakeSite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "one-site.db"
+    SQLiteStore(db, site=site.url).close()
+    spelling = site.url.replace("http://", "HTTP://") + "/"
+    SQLiteStore(db, site=spelling).close()
+    with pytest.raises(ConfigError, match=r"^FEEDBRIDGE_UPSTREAM_URL: .*FEEDBRIDGE_DB"):
+        SQLiteStore(db, site="https://kcnawatch.org")
+    monkeypatch.setenv("FEEDBRIDGE_DB", str(db))
+    monkeypatch.setenv("FEEDBRIDGE_UPSTREAM_URL", "https://elsewhere.example")
+    result = CliRunner().invoke(main, ["refresh"])
+    assert result.exit_code == 2
+    assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_redis_keys_of_one_address_are_one_namespace() -> None:
+    """The default site's keys stay where every deployment has them."""
+    assert namespace("https://kcnawatch.org") == "feedbridge:0e6a34f5538a:"
+    assert namespace("HTTPS://KCNAWatch.org:443/") == namespace("https://kcnawatch.org")
+    assert namespace("http://kcnawatch.org") != namespace("https://kcnawatch.org")
+    assert site_address("http://[::1]:80/a/") == "http://[::1]/a"
+    assert site_address("http://host:8080") == "http://host:8080"
