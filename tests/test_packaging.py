@@ -12,6 +12,7 @@ import tomllib
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
+import yaml
 from flask import Flask
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -114,3 +115,54 @@ def test_the_licence_is_the_one_declared() -> None:
     assert PYPROJECT["project"]["license"] == "MIT"
     licence = (ROOT / "LICENSE").read_text()
     assert licence.startswith("MIT License\n\nCopyright (c) 2026 feedbridge contributors\n")
+
+
+# --- the container ------------------------------------------------------------------------
+
+
+def dockerfile() -> list[tuple[str, str]]:
+    """The Dockerfile's instructions, continuation lines joined, comments left out."""
+    text = re.sub(r"\\\n\s*", " ", (ROOT / "Dockerfile").read_text())
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1])
+        for line in text.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+
+
+def instructions(name: str) -> list[str]:
+    return [args for instruction, args in dockerfile() if instruction == name]
+
+
+def test_the_image_runs_the_procfiles_command_as_a_user_with_a_volume() -> None:
+    web = (ROOT / "Procfile").read_text().strip().removeprefix("web: ")
+    assert instructions("CMD") == [web]  # shell form: under sh, as a platform runs it
+    version = (ROOT / ".python-version").read_text().strip()
+    assert instructions("FROM") == [f"python:{version}-slim"]
+    [user] = instructions("USER")
+    assert user not in ("root", "0")
+    assert instructions("VOLUME") == ["/data"]
+    env = " ".join(instructions("ENV"))
+    assert "FEEDBRIDGE_DB=/data/" in env
+    runs = instructions("RUN")
+    assert any("pip install -r requirements.txt" in run for run in runs)
+    assert any("pip install --no-deps ." in run for run in runs)
+    # The user is made before the volume, and owns it: a named volume takes its owner.
+    assert any(re.search(rf"useradd .*\b{user}\b", run) for run in runs)
+    assert any(f"chown {user} /data" in run for run in runs)
+
+
+def test_compose_runs_the_image_with_redis_its_health_check_and_volume() -> None:
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    web, redis = compose["services"]["web"], compose["services"]["redis"]
+    assert web["build"] == "."
+    assert web["environment"]["FEEDBRIDGE_REDIS_URL"].startswith("redis://redis:")
+    assert set(web["environment"]) <= set(setting_descriptions())
+    [volume] = web["volumes"]
+    name, _, target = volume.partition(":")
+    assert target == instructions("VOLUME")[0] and name in compose["volumes"]
+    [healthcheck] = instructions("HEALTHCHECK")
+    exec_form = json.loads(healthcheck.partition(" CMD ")[2])
+    assert web["healthcheck"]["test"] == ["CMD", *exec_form]
+    assert "/healthz" in " ".join(exec_form)
+    assert redis["image"].startswith("redis:")
