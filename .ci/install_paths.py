@@ -158,9 +158,12 @@ def check_serves(base: str) -> None:
 
 
 def make_venv(path: Path, *requirements: str, cwd: Path) -> subprocess.Popen[bytes]:
-    """Create a venv at ``path`` and install into it, in the background."""
-    pip = f"{path}/bin/python -m pip install --quiet --disable-pip-version-check"
-    script = f"{shlex.quote(sys.executable)} -m venv {path} && {pip} {shlex.join(requirements)}"
+    """Create a venv at ``path`` and install into it, in the background: with this
+    Python's pip (``--python``), which saves installing pip into each venv; pip's cache
+    is its usual one (``PIP_CACHE_DIR``, else ``~/.cache/pip``)."""
+    python = shlex.quote(sys.executable)
+    pip = f"{python} -m pip --python {path}/bin/python install --quiet"
+    script = f"{python} -m venv --without-pip {path} && {pip} {shlex.join(requirements)}"
     return subprocess.Popen(["sh", "-c", script], cwd=cwd)
 
 
