@@ -162,7 +162,7 @@ def test_compose_runs_the_image_with_redis_its_health_check_and_volume() -> None
     name, _, target = volume.partition(":")
     assert target == instructions("VOLUME")[0] and name in compose["volumes"]
     [healthcheck] = instructions("HEALTHCHECK")
-    exec_form = json.loads(healthcheck.partition(" CMD ")[2])
-    assert web["healthcheck"]["test"] == ["CMD", *exec_form]
-    assert "/healthz" in " ".join(exec_form)
+    command = healthcheck.partition(" CMD ")[2]
+    assert web["healthcheck"]["test"] == command
+    assert "/healthz" in command
     assert redis["image"].startswith("redis:")
