@@ -93,10 +93,13 @@ class _Group(click.Group):
                 raise click.exceptions.Exit(ctx.meta.get(EXIT_STATUS, 0)) from None
 
 
-def load_settings() -> Settings:
-    """Settings from the environment; a bad one is one line and exit status 2."""
+def load_settings(*, quiet: bool = False) -> Settings:
+    """Settings from the environment; a bad one is one line and exit status 2.
+
+    ``quiet``: no warning of unknown variables, when the process gunicorn becomes warns.
+    """
     try:
-        return Settings.from_env()
+        return Settings.from_env(warn=not quiet)
     except ConfigError as exc:
         raise OneLineUsageError(str(exc)) from None
 
@@ -577,7 +580,7 @@ def gunicorn_args(host: str, port: int, workers: int) -> list[str]:
 )
 def serve(host: str, port: int, workers: int | None) -> None:
     """Serve the feeds over HTTP."""
-    settings = load_settings()
+    settings = load_settings(quiet=workers is not None)  # gunicorn's process says it
     app = build_app(settings)  # a bad setting stops here, with one line, in either case
     click.echo(f"feedbridge {__version__} on http://{host}:{port}/ (site: {settings.upstream_url})")
     if workers is not None:

@@ -58,11 +58,17 @@ class Settings:
     forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1", "::1")
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from ``environ`` (default: ``os.environ``); unset means default."""
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, warn: bool = True) -> Settings:
+        """Build settings from ``environ`` (default: ``os.environ``); unset means default.
+
+        A ``FEEDBRIDGE_*`` variable that is no setting is a warning line (``warn``), once
+        a process however often settings are read.
+        """
         env = os.environ if environ is None else environ
-        for line in unknown_variables(env):
-            logging.getLogger(__name__).warning("%s", line)
+        for line in unknown_variables(env) if warn else ():
+            if line not in _WARNED:
+                _WARNED.add(line)
+                logging.getLogger(__name__).warning("%s", line)
         values: dict[str, Any] = {}  # each of the type its setting's parser returns
         for setting in SETTINGS:
             value = setting.read(env)
@@ -309,6 +315,9 @@ PLATFORM_VARIABLES: dict[str, str] = {
     "PORT": "port to listen on (default 8000)",
     "WEB_CONCURRENCY": "gunicorn worker processes of the Procfile (default 2)",
 }
+
+
+_WARNED: set[str] = set()
 
 
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
