@@ -33,7 +33,8 @@ from feedbridge.app import create_app, start_refresher
 from feedbridge.bridge import Bridge
 from feedbridge.bridge import Outcome as Refreshed
 from feedbridge.categories import Category, load_registry
-from feedbridge.config import PREFIX, Settings, http_url, setting_descriptions
+from feedbridge.config import PREFIX, Settings, http_url, masked, setting_descriptions
+from feedbridge.config import port as platform_port
 from feedbridge.errors import ConfigError, UpstreamError
 from feedbridge.feeds import Format
 from feedbridge.refresher import Refresher
@@ -136,9 +137,13 @@ def batch_app(base_url: str | None = None) -> Flask:
 def _public_url(settings: Settings, base_url: str | None) -> str:
     """``--base-url``, else ``FEEDBRIDGE_PUBLIC_URL``, else where ``serve`` listens
     (``$PORT``'s port, as ``serve`` takes it)."""
-    port = os.environ.get("PORT", "").strip()
-    default = f"http://{DEFAULT_HOST}:{port}" if port.isdigit() else DEFAULT_BASE_URL
-    return base_url or settings.public_url or default
+    chosen = base_url or settings.public_url
+    if chosen:
+        return chosen
+    try:
+        return f"http://{DEFAULT_HOST}:{platform_port()}"
+    except ConfigError as exc:
+        raise OneLineUsageError(str(exc)) from None
 
 
 def _bridge(app: Flask) -> Bridge:
@@ -582,10 +587,15 @@ def serve(host: str, port: int, workers: int | None) -> None:
     """Serve the feeds over HTTP."""
     settings = load_settings(quiet=workers is not None)  # gunicorn's process says it
     app = build_app(settings)  # a bad setting stops here, with one line, in either case
-    click.echo(f"feedbridge {__version__} on http://{host}:{port}/ (site: {settings.upstream_url})")
+    click.echo(
+        f"feedbridge {__version__} on http://{host}:{port}/ (site: {masked(settings.upstream_url)})"
+    )
     if workers is not None:
         # exec, so that gunicorn's master gets the signals (SIGTERM stops the workers).
         argv = [sys.executable, "-m", "gunicorn", *gunicorn_args(host, port, workers)]
+        # gunicorn reads both itself (WEB_CONCURRENCY as it is imported): what they say
+        # here, not a value of the environment that the options overrode.
+        os.environ.update(PORT=str(port), WEB_CONCURRENCY=str(workers))
         sys.stdout.flush()
         sys.stderr.flush()
         os.execv(sys.executable, argv)
