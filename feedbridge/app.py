@@ -65,6 +65,7 @@ def create_app(
         store=store,
         fulltext=fulltext,
         ttl=settings.cache_ttl,
+        min_refresh=settings.min_refresh,
         feed_size=settings.feed_size,
         retention=Retention(settings.keep_days, settings.keep_stories),
         refresh_on_request=not settings.refresh,
@@ -108,7 +109,7 @@ def open_store(settings: Settings, clock: Callable[[], float]) -> Store:
         )
     from feedbridge.sqlite_store import SQLiteStore
 
-    return SQLiteStore(settings.db, clock=clock)
+    return SQLiteStore(settings.db, clock=clock, site=settings.upstream_url)
 
 
 def start_refresher(app: Flask) -> None:

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 from cachetools import LRUCache
 
-from feedbridge import observe
+from feedbridge import observe, schedule
 from feedbridge.categories import Category, Registry
 from feedbridge.errors import (
     BackingOff,
@@ -71,7 +71,6 @@ T = TypeVar("T")
 # Feeds are rendered with this root in their self links, put in place when served, so
 # that what is rendered and kept never depends on a request's Host header.
 ROOT_MARKER = "https://feedbridge.invalid/"
-GAP_FLOOR = 60.0  # seconds: how often a category in a gap is refreshed at the most
 FETCH_LEASE = 6.0  # seconds a category's fetch lease lasts unless renewed (its holder died)
 SELECTION_BYTES = 8 * 1024 * 1024  # renderings of ?limit= / ?q= kept in memory
 SERVED_BYTES = 16 * 1024 * 1024  # bodies with a request's root put in, kept in memory
@@ -163,6 +162,7 @@ class Bridge:
         store: Store,
         fulltext: FullText,
         ttl: float,
+        min_refresh: float = 60.0,
         feed_size: int = 50,
         retention: Retention | None = None,
         refresh_on_request: bool = True,
@@ -176,6 +176,7 @@ class Bridge:
         self.store = store
         self.fulltext = fulltext
         self.ttl = ttl
+        self.policy = schedule.Policy(ttl, min_refresh)
         self.feed_size = feed_size
         self.retention = retention or Retention()
         self.refresh_on_request = refresh_on_request
@@ -490,6 +491,7 @@ class Bridge:
                     f"backing off after: {state.failure.error}",
                     retry_after=state.failure.retry_at - self.clock(),
                     upstream_status=state.failure.error.upstream_status,
+                    cause=state.failure.error,
                 )
             if self.refresh(category) is not Outcome.BUSY:
                 continue
@@ -545,10 +547,8 @@ class Bridge:
 
     def next_due(self, category: Category) -> float:
         """Seconds until the category's refresh is due (0 when it is), back-off included."""
-        state = self.store.state(category.slug)
         now = self.clock()
-        retry_in = state.failure.retry_at - now if state.failure else 0.0
-        return max(0.0, self._due_in(state, now), retry_in)
+        return max(0.0, self._next(self.store.state(category.slug), now).at - now)
 
     def refresh(
         self, category: Category, *, force: bool = False, full_text_after: bool = False
@@ -588,6 +588,7 @@ class Bridge:
                 self._merged(category, state, merged, len(listing.items))
                 self.store.prune(category.slug, self.retention, now=now)
                 outcome = Outcome.REFRESHED
+            self._reschedule(category, state, listing, now)
         finally:
             lease.release()
         if full_text_after and self.wants_full_text(category):
@@ -719,23 +720,39 @@ class Bridge:
             )
         )  # fmt: skip
 
+    def _reschedule(
+        self, category: Category, before: CategoryState, listing: Listing | None, now: float
+    ) -> None:
+        """Estimate the category's cadence from its history, once per refresh: readers
+        and the refresher only read it back with the category's state. The listing's
+        size is what it held now, or (the site said "not modified") last time."""
+        if listing is not None:
+            listed = len(listing.items)
+        else:
+            listed = before.cadence.listed if before.cadence is not None else 0
+        history = self.store.published_hours(category.slug, since=now - schedule.WINDOW)
+        cadence = schedule.cadence(history, now=now, listed=listed, ttl=self.ttl)
+        self.store.save_cadence(category.slug, cadence)
+
+    def _due(self, state: CategoryState) -> schedule.Due:
+        """When the category's next refresh is due, back-off aside."""
+        gaps = state.gap.in_a_row if state.gap is not None else 0
+        return schedule.due(state.refreshed_at, state.cadence, gaps, self.policy)
+
+    def _next(self, state: CategoryState, now: float) -> schedule.Due:
+        """When the category's next refresh is due, back-off included."""
+        failure = state.failure
+        retry_at, count = (failure.retry_at, failure.count) if failure else (None, 0)
+        return schedule.next_refresh(self._due(state), retry_at, count, now)
+
     def _due_in(self, state: CategoryState, now: float) -> float:
         """Seconds until the category's next refresh is due; 0 or less when it is (a
         category never read is due)."""
-        if state.refreshed_at is None:
-            return 0.0
-        return state.refreshed_at + self._interval(state) - now
-
-    def _interval(self, state: CategoryState) -> float:
-        """The TTL; in a gap, halved for each gap in a row, down to :data:`GAP_FLOOR`."""
-        if not state.in_gap:
-            return self.ttl
-        assert state.gap is not None
-        return max(min(self.ttl, GAP_FLOOR), self.ttl / 2.0**state.gap.in_a_row)
+        return self._due(state).at - now
 
     @staticmethod
     def _backing_off(state: CategoryState, now: float) -> bool:
-        return state.failure is not None and now < state.failure.retry_at
+        return schedule.backing_off(state.failure.retry_at if state.failure else None, now)
 
     # --- the operator's view ---------------------------------------------------------
 
@@ -756,12 +773,15 @@ class Bridge:
         now = self.clock()
         newest = self.store.newest(category.slug, 1)
         failure, gap = state.failure, state.gap
+        following = self._next(state, now)
         return {
             "last_refresh": _when(state.refreshed_at),
             "stories": state.stories,
             "newest_item": newest[0].published.isoformat() if newest else None,
             "stale": state.seen and self._due_in(state, now) <= 0,
-            "next_refresh_in_s": round(self.next_due(category)),
+            "next_refresh_at": _when(max(now, following.at)),
+            "next_refresh_in_s": round(max(0.0, following.at - now)),
+            "next_refresh_why": following.why,
             "last_error": (
                 {
                     "kind": failure.error.kind,

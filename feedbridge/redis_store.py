@@ -27,6 +27,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from feedbridge import observe
+from feedbridge.config import site_address
 from feedbridge.history import (
     Versions,
     is_due,
@@ -38,6 +39,7 @@ from feedbridge.history import (
     with_full_text,
 )
 from feedbridge.model import ArticleKey, Item
+from feedbridge.schedule import Cadence, by_hour
 from feedbridge.store import (
     DUPLICATE_MARGIN,
     CategoryState,
@@ -48,6 +50,8 @@ from feedbridge.store import (
     Pending,
     Retention,
     StoreError,
+    cadence_from_json,
+    cadence_to_json,
     checked_lately,
     dedupe_window,
     failure_from_json,
@@ -142,8 +146,10 @@ return 0
 
 
 def namespace(upstream_url: str) -> str:
-    """The key prefix of one site's state: instances of different sites never meet."""
-    return "feedbridge:" + hashlib.sha256(upstream_url.encode()).hexdigest()[:12] + ":"
+    """The key prefix of one site's state: instances of different sites never meet, and
+    every spelling of one address (``HTTP://Host/``, ``http://host``) is one site."""
+    address = site_address(upstream_url)
+    return "feedbridge:" + hashlib.sha256(address.encode()).hexdigest()[:12] + ":"
 
 
 class RedisStore:
@@ -304,6 +310,18 @@ class RedisStore:
     def save_failure(self, category: str, failure: Failure) -> None:
         raw = failure_to_json(failure)
         self._attempt(lambda r: r.hset(self._key("category", category), "failure", raw or ""))
+
+    def save_cadence(self, category: str, cadence: Cadence) -> None:
+        raw = cadence_to_json(cadence)
+        self._attempt(lambda r: r.hset(self._key("category", category), "cadence", raw))
+
+    def published_hours(self, category: str, *, since: float) -> dict[int, int]:
+        def read(r: redis.Redis) -> dict[int, int]:
+            # At most KEEP_STORIES members: the scores are their publication times.
+            found = r.zrangebyscore(self._key("members", category), since, "+inf", withscores=True)
+            return by_hour(float(pair[1]) for pair in found)
+
+        return self._attempt(read)
 
     def newest(self, category: str, limit: int, words: Sequence[str] = ()) -> list[Item]:
         """Without words, the newest members; with words, a script in Redis picks the
@@ -594,6 +612,7 @@ def _state_of(fields: dict[bytes, bytes], stories: int) -> CategoryState:
         source_path=text.get("source_path", ""),
         failure=failure_from_json(text.get("failure")),
         gap=gap_from_json(text.get("gap")),
+        cadence=cadence_from_json(text.get("cadence")),
     )
 
 

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from feedbridge.config import site_address
 from feedbridge.errors import ConfigError
 from feedbridge.history import (
     Versions,
@@ -37,6 +38,7 @@ from feedbridge.history import (
     with_full_text,
 )
 from feedbridge.model import ArticleKey, Item
+from feedbridge.schedule import Cadence
 from feedbridge.store import (
     DUPLICATE_MARGIN,
     CategoryState,
@@ -47,6 +49,8 @@ from feedbridge.store import (
     Pending,
     Retention,
     StoreError,
+    cadence_from_json,
+    cadence_to_json,
     checked_lately,
     dedupe_window,
     failure_from_json,
@@ -134,6 +138,15 @@ MIGRATIONS: tuple[str, ...] = (
         DELETE FROM stories_search WHERE key = old.key;
     END;
     """,
+    # 4: the site whose stories the file holds (config.site_address), set when the file
+    # is first opened for a site; an older file takes the first site it is opened with.
+    """
+    CREATE TABLE site_address (address TEXT NOT NULL);
+    """,
+    # 6: each category's cadence, as its last refresh estimated it (feedbridge.schedule).
+    """
+    ALTER TABLE categories ADD COLUMN cadence TEXT;
+    """,
 )
 VERSION = len(MIGRATIONS)
 
@@ -141,7 +154,14 @@ VERSION = len(MIGRATIONS)
 class SQLiteStore:
     """A :class:`~feedbridge.store.Store` in the SQLite file at ``path``."""
 
-    def __init__(self, path: Path | str, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        clock: Callable[[], float] = time.time,
+        site: str | None = None,
+    ) -> None:
+        """``site``: the upstream URL; the file then holds that site's stories only."""
         self.path = Path(path)
         self._clock = clock
         self._turn = threading.RLock()  # one statement sequence on the connection at a time
@@ -151,7 +171,7 @@ class SQLiteStore:
         self._states: dict[str, tuple[tuple[int, int], CategoryState]] = {}
         self._data_version = (0, float("-inf"))  # the file's last data_version, and when
         self.health = Health("sqlite", down_event="store_degraded", up_event="store_ok")
-        self._open()
+        self._open(site)
 
     # --- the contract -----------------------------------------------------------------
 
@@ -180,7 +200,7 @@ class SQLiteStore:
                 return known[1]
             row = db.execute(
                 "SELECT refreshed_at, version, etag, last_modified, source_path, failure, gap,"
-                " stories FROM categories WHERE slug = ?",
+                " stories, cadence FROM categories WHERE slug = ?",
                 (category,),
             ).fetchone()
             state = _state_of(row)
@@ -264,6 +284,22 @@ class SQLiteStore:
                 " ON CONFLICT (slug) DO UPDATE SET failure = excluded.failure",
                 (category, failure_to_json(failure)),
             )
+
+    def save_cadence(self, category: str, cadence: Cadence) -> None:
+        with self._writing() as db:
+            db.execute(
+                "UPDATE categories SET cadence = ? WHERE slug = ?",
+                (cadence_to_json(cadence), category),
+            )
+
+    def published_hours(self, category: str, *, since: float) -> dict[int, int]:
+        with self._reading() as db:
+            rows = db.execute(
+                "SELECT CAST(published / 3600 AS INTEGER) AS hour, count(*) FROM memberships"
+                " WHERE category = ? AND published >= ? GROUP BY hour",
+                (category, since),
+            ).fetchall()
+        return dict(rows)
 
     def newest(self, category: str, limit: int, words: Sequence[str] = ()) -> list[Item]:
         wanted = limit + DUPLICATE_MARGIN
@@ -373,8 +409,9 @@ class SQLiteStore:
 
     # --- internals ----------------------------------------------------------------------
 
-    def _open(self) -> None:
-        """Open (creating or migrating) the file now: a bad one stops start-up."""
+    def _open(self, site: str | None) -> None:
+        """Open (creating or migrating) the file now: a bad one stops start-up, and so
+        does a file that holds another site's stories."""
         where = f"FEEDBRIDGE_DB: {self.path}"
         try:
             if self.path.parent and not self.path.parent.is_dir():
@@ -391,6 +428,8 @@ class SQLiteStore:
                     f"reads up to {VERSION})"
                 )
             self._migrate(db)
+            if site is not None:
+                self._hold(db, site_address(site))
         except sqlite3.DatabaseError as exc:
             raise ConfigError(f"{where}: {_reason(exc)}") from exc
         except OSError as exc:
@@ -408,6 +447,20 @@ class SQLiteStore:
                 for statement in _statements(MIGRATIONS[version]):
                     db.execute(statement)
                 db.execute(f"PRAGMA user_version = {version + 1}")
+
+    def _hold(self, db: sqlite3.Connection, address: str) -> None:
+        """Record the site the file holds, or refuse another one: its stories, ids and
+        failures are that site's, and would be served as the other's."""
+        db.execute("BEGIN IMMEDIATE")
+        with self._transaction(db, begun=True):
+            row = db.execute("SELECT address FROM site_address").fetchone()
+            if row is None:
+                db.execute("INSERT INTO site_address (address) VALUES (?)", (address,))
+        if row is not None and row[0] != address:
+            raise ConfigError(
+                f"FEEDBRIDGE_UPSTREAM_URL: {address} is not the site whose stories "
+                f"FEEDBRIDGE_DB ({self.path}) holds, {row[0]}; give another site another file"
+            )
 
     def _connection(self) -> sqlite3.Connection:
         """This process's connection (callers hold ``_turn`` while they use it)."""
@@ -587,4 +640,5 @@ def _state_of(row: tuple[Any, ...] | None) -> CategoryState:
         source_path=row[4],
         failure=failure_from_json(row[5]),
         gap=gap_from_json(row[6]),
+        cadence=cadence_from_json(row[8]),
     )

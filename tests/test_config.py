@@ -34,6 +34,7 @@ def test_every_setting_is_read_and_described(tmp_path: Path) -> None:
     env = {
         "FEEDBRIDGE_UPSTREAM_URL": "http://127.0.0.1:9000/",
         "FEEDBRIDGE_CACHE_TTL": "60",
+        "FEEDBRIDGE_MIN_REFRESH": "30",
         "FEEDBRIDGE_CATEGORIES_FILE": str(categories),
         "FEEDBRIDGE_DB": str(tmp_path / "stories.db"),
         "FEEDBRIDGE_REDIS_URL": "redis://127.0.0.1:6379/0",
@@ -59,6 +60,7 @@ def test_every_setting_is_read_and_described(tmp_path: Path) -> None:
     assert settings == Settings(
         upstream_url="http://127.0.0.1:9000",
         cache_ttl=60,
+        min_refresh=30,
         categories_file=categories,
         db=tmp_path / "stories.db",
         redis_url="redis://127.0.0.1:6379/0",
@@ -96,6 +98,8 @@ def test_every_setting_is_read_and_described(tmp_path: Path) -> None:
         ("KEEP_DAYS", "0", "from 1 to"),
         ("KEEP_DAYS", "9" * 401, "from 1 to 36500"),
         ("KEEP_STORIES", "9" * 20, "from 1 to 1000000"),
+        ("MIN_REFRESH", "0", "from 1 to 3600"),
+        ("MIN_REFRESH", "3601", "from 1 to 3600"),
         ("KEEP_STORIES", "many", "whole number"),
         ("REFRESH", "sometimes", "1 or 0"),
         ("WEBSUB_HUB", "hub.example.org", "http:// or https://"),

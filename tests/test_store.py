@@ -38,6 +38,7 @@ from feedbridge.errors import (
 )
 from feedbridge.model import ArticleKey, Item
 from feedbridge.redis_store import RedisStore, namespace
+from feedbridge.schedule import Cadence, by_hour
 from feedbridge.scrape import parse_home, parse_listing
 from feedbridge.sqlite_store import MIGRATIONS, VERSION, SQLiteStore
 from feedbridge.store import (
@@ -563,6 +564,32 @@ def test_a_redis_lease_expires_on_redis_s_clock(redis_url: str) -> None:
     store = RedisStore(redis_url, upstream_url=BASE)
     assert store.try_lease("fetch:vok-en", "one", 0.2)
     wait_until(lambda: store.try_lease("fetch:vok-en", "two", 60), "the lease's expiry", 5)
+
+
+# --- what the schedule reads and keeps ----------------------------------------------------
+
+
+def test_published_hours_count_the_stories_of_each_hour_since_a_time(
+    store: Store, clock: Clock
+) -> None:
+    store.merge("vok-en", listing(*range(1, 21)), now=clock.now)  # one every 10 minutes
+    store.merge("all", listing(1, 2), now=clock.now)
+    since = story(6).published.timestamp()
+    expected = by_hour(story(n).published.timestamp() for n in range(6, 21))
+    assert store.published_hours("vok-en", since=since) == expected
+    assert sum(expected.values()) == 15 and max(expected.values()) <= 6
+    assert store.published_hours("vok-en", since=clock.now + DAY) == {}
+    assert store.published_hours("naenara-en", since=0) == {}
+
+
+def test_a_cadence_is_kept_with_the_category_state(store: Store, clock: Clock) -> None:
+    store.merge("vok-en", listing(1, 2), now=clock.now)
+    assert store.state("vok-en").cadence is None
+    store.save_cadence("vok-en", Cadence(11, 420.5, 3.1))
+    assert store.state("vok-en").cadence == Cadence(11, 420.5, 3.1)
+    store.save_cadence("vok-en", Cadence(11))
+    assert store.state("vok-en").cadence == Cadence(11)
+    assert store.state("vok-en").stories == 2, "the rest of the state stays"
 
 
 # --- layering ---------------------------------------------------------------------------
