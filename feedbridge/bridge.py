@@ -33,6 +33,7 @@ from typing import Any
 from cachetools import LRUCache
 
 from feedbridge import observe
+from feedbridge.archive import Archive, Walked
 from feedbridge.categories import Category, Registry
 from feedbridge.errors import (
     BackingOff,
@@ -133,7 +134,11 @@ class Bridge:
         clock: Callable[[], float] = time.time,
         backoff: Backoff | None = None,
         hub: str | None = None,
+        repair_pages: int = 10,
+        repair_after_gap: bool = True,
     ) -> None:
+        """``repair_after_gap``: repair gaps from the archive in the background after the
+        refresh that found them (else only when :meth:`repair` is called)."""
         self.registry = registry
         self.upstream = upstream
         self.store = store
@@ -146,6 +151,11 @@ class Bridge:
         self.clock = clock
         self.backoff = backoff or Backoff()
         self.hub = hub
+        self.repair_after_gap = repair_after_gap
+        self.archive = Archive(
+            registry, upstream=upstream, store=store, retention=self.retention,
+            pages=repair_pages, clock=clock, backoff=self.backoff,
+        )  # fmt: skip
         self.notify: Callable[[Category, Merged], None] = lambda _category, _merged: None
         upstream.pause = SharedPause(store, clock)
         self._lock = threading.Lock()
@@ -166,6 +176,8 @@ class Bridge:
         self._refreshing: set[str] = set()  # categories refreshed in the background
         self._cold = threading.BoundedSemaphore(COLD_WAITERS)
         self._pool = ThreadPoolExecutor(2, thread_name_prefix="feedbridge-refresh")
+        self._repairs = ThreadPoolExecutor(1, thread_name_prefix="feedbridge-repair")
+        self._repairing = False
         self._background: set[Future[None]] = set()
 
     # --- serving --------------------------------------------------------------------
@@ -459,15 +471,51 @@ class Bridge:
                 self.store.touch(category.slug, now=now)
                 outcome = Outcome.UNCHANGED
             else:
+                kept = self.store.newest(category.slug, 1) if state.stories else []
                 merged = self.store.merge(category.slug, listing, now=now)
                 self._merged(category, state, merged, len(listing.items))
+                if merged.gap is not None and kept:
+                    self.archive.open_gap(category.slug, kept[0].key)
                 self.store.prune(category.slug, self.retention, now=now)
                 outcome = Outcome.REFRESHED
         finally:
             lease.release()
         if full_text_after and self.wants_full_text(category):
             self._in_background(lambda: self._fill_quietly(category))
+        if self.repair_after_gap and self.archive.due():
+            self._repair_in_background()
         return outcome
+
+    def repair(self) -> Walked | None:
+        """Repair every open gap the archive can close, now, in this thread (see
+        :meth:`feedbridge.archive.Archive.repair`); None when there was nothing to do,
+        or another process repairs."""
+        try:
+            return self.archive.repair()
+        except StoreError as exc:
+            log.warning(logfmt(event="store_error", action="repair", error=str(exc)))
+            return None
+
+    def _repair_in_background(self) -> None:
+        """One repair at a time in this process (and in every process: a lease)."""
+        with self._lock:
+            if self._repairing:
+                return
+            self._repairing = True
+
+        def run() -> None:
+            try:
+                self.repair()
+            except Exception:
+                log.exception("a repair failed unexpectedly")
+            finally:
+                with self._lock:
+                    self._repairing = False
+
+        flight = self._repairs.submit(run)
+        with self._lock:
+            self._background.add(flight)
+        flight.add_done_callback(self._background.discard)
 
     def read_listing(
         self, category: Category, state: CategoryState | None = None
@@ -625,7 +673,18 @@ class Bridge:
                 categories[category.slug] = {"store": "unavailable"}
         paused = self.upstream.pause.paused_for()
         site = {"paused_until": _when(self.clock() + paused) if paused > 0 else None}
-        return {"store": self.store.describe(), "site": site, "categories": categories}
+        try:
+            gaps: object = [
+                {"category": gap.category, "since": _when(gap.since), "why": gap.why,
+                 "found": gap.found}
+                for gap in self.archive.gaps()
+            ]  # fmt: skip
+        except StoreError:
+            gaps = "unavailable"
+        return {
+            "store": self.store.describe(), "site": site, "open_gaps": gaps,
+            "categories": categories,
+        }  # fmt: skip
 
     def _category_status(self, category: Category) -> dict[str, object]:
         state = self.store.state(category.slug)

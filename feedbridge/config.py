@@ -18,6 +18,7 @@ from feedbridge.errors import ConfigError
 
 PREFIX = "FEEDBRIDGE_"
 MAX_FEED_SIZE = 500  # stories a feed or a ?limit= selection may hold
+MAX_REPAIR_PAGES = 100  # archive pages one repair may read: ~a few days of the site
 # Read by gunicorn itself, and in the same way by every other server of the app.
 FORWARDED_ALLOW_IPS = "FORWARDED_ALLOW_IPS"
 LOG_FORMATS = ("logfmt", "json")
@@ -51,6 +52,7 @@ class Settings:
     fulltext: bool = True
     fulltext_concurrency: int = 2
     fulltext_budget: float = 10.0
+    repair_pages: int = 10
     log_level: str = "INFO"
     log_format: str = "logfmt"
     forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1", "::1")
@@ -147,6 +149,13 @@ def _feed_size(raw: str) -> int:
     value = _positive_int(raw)
     if value > MAX_FEED_SIZE:
         raise ValueError(f"must be at most {MAX_FEED_SIZE}")
+    return value
+
+
+def _repair_pages(raw: str) -> int:
+    value = _positive_int(raw)
+    if value > MAX_REPAIR_PAGES:
+        raise ValueError(f"must be at most {MAX_REPAIR_PAGES}")
     return value
 
 
@@ -277,6 +286,9 @@ SETTINGS: tuple[Setting, ...] = (
          "article pages fetched at once", None),
         ("FULLTEXT_BUDGET", "fulltext_budget", _positive_float,
          "seconds a round of full text may spend on article pages", None),
+        ("REPAIR_PAGES", "repair_pages", _repair_pages,
+         f"archive pages a repair of a gap reads at the most ({MAX_REPAIR_PAGES} at most)",
+         None),
         ("LOG_LEVEL", "log_level", _log_level, "DEBUG, INFO, WARNING or ERROR", None),
         ("LOG_FORMAT", "log_format", _log_format, "logfmt or json: the form of every log line",
          None),

@@ -35,6 +35,7 @@ from feedbridge.store import (
     Failure,
     Listing,
     Merged,
+    MergePlan,
     Pending,
     Retention,
     StoreError,
@@ -72,6 +73,13 @@ return 0
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
+"""
+# Replace a note (ARGV[3], or drop it when absent) only if it still reads ARGV[2].
+_SWAP = """
+if redis.call('hget', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+if ARGV[3] then redis.call('hset', KEYS[1], ARGV[1], ARGV[3])
+else redis.call('hdel', KEYS[1], ARGV[1]) end
+return 1
 """
 # Close the site for ARGV[1] ms unless it already is for longer.
 _CLOSE = """
@@ -115,6 +123,7 @@ class RedisStore:
         self._lease = self._redis.register_script(_LEASE)
         self._release = self._redis.register_script(_RELEASE)
         self._close = self._redis.register_script(_CLOSE)
+        self._swap = self._redis.register_script(_SWAP)
         self._state = threading.Lock()
         self._down_until = 0.0  # time.monotonic(): skip Redis until then
         self._problem: tuple[str, float] | None = None  # the kind of error, and since when
@@ -156,40 +165,12 @@ class RedisStore:
 
     def merge(self, category: str, listing: Listing, *, now: float) -> Merged:
         previous = self.state(category)
-        keys = [str(item.key) for item in listing.items]
 
         def write(r: redis.Redis) -> Merged:
-            members_key = self._key("members", category)
-            with r.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    pipe.hget(self._key("story", key), "data")
-                    pipe.zscore(members_key, key)
-                found = pipe.execute()
-            stored = {
-                item.key: item
-                for raw in found[0::2]
-                if raw is not None
-                for item in [item_from_dict(json.loads(raw))]
-            }
-            members = {
-                item.key for item, score in zip(listing.items, found[1::2], strict=True) if score
-            }
-            plan = plan_merge(listing.items, stored, members, datetime.fromtimestamp(now, UTC))
+            plan, stored, members = self._plan(r, category, listing.items, now)
             gap = next_gap(previous, overlap=bool(members), now=now)
             with r.pipeline(transaction=True) as pipe:
-                for item in plan.writes:
-                    story = self._key("story", str(item.key))
-                    pipe.hset(story, "data", json.dumps(item_to_dict(item)))
-                    pipe.hsetnx(story, "first_seen", now)
-                    if item.content_html is None:
-                        pipe.hsetnx(story, "full_text_retry_at", 0)
-                for key in keys:
-                    pipe.hset(self._key("story", key), "last_seen", now)
-                pipe.zadd(
-                    members_key,
-                    {str(item.key): item.published.timestamp() for item in listing.items},
-                )
-                pipe.zadd(self._key("seen", category), dict.fromkeys(keys, now))
+                self._file(pipe, category, listing.items, plan, now)
                 state = self._key("category", category)
                 pipe.hset(
                     state,
@@ -210,6 +191,83 @@ class RedisStore:
             return merged(plan, gap, now)
 
         return self._attempt(write)
+
+    def add(self, category: str, items: Sequence[Item], *, now: float) -> tuple[ArticleKey, ...]:
+        def write(r: redis.Redis) -> tuple[ArticleKey, ...]:
+            plan, stored, _ = self._plan(r, category, items, now)
+            with r.pipeline(transaction=True) as pipe:
+                self._file(pipe, category, items, plan, now)
+                pipe.hincrby(self._key("category", category), "version", 1 if plan.added else 0)
+                pipe.execute()
+            if plan.updated:
+                self._bump(r, [item.key for item in plan.writes if item.key in stored])
+            return tuple(plan.added)
+
+        return self._attempt(write)
+
+    def stored(self, keys: Sequence[ArticleKey]) -> dict[ArticleKey, Item]:
+        def read(r: redis.Redis) -> dict[ArticleKey, Item]:
+            return {item.key: item for item in self._stories(r, [str(key) for key in keys])}
+
+        return self._attempt(read)
+
+    def notes(self, kind: str) -> dict[str, str]:
+        def read(r: redis.Redis) -> dict[str, str]:
+            found = r.hgetall(self._key("notes", kind))
+            return {_text(name): _text(value) for name, value in found.items()}
+
+        return self._attempt(read)
+
+    def put_note(self, kind: str, name: str, value: str) -> None:
+        self._attempt(lambda r: r.hset(self._key("notes", kind), name, value))
+
+    def swap_note(self, kind: str, name: str, old: str, new: str | None) -> bool:
+        args = [name, old] if new is None else [name, old, new]
+        return bool(
+            self._attempt(lambda _r: self._swap(keys=[self._key("notes", kind)], args=args))
+        )
+
+    def _plan(
+        self, r: redis.Redis, category: str, items: Sequence[Item], now: float
+    ) -> tuple[MergePlan, dict[ArticleKey, Item], set[ArticleKey]]:
+        """How ``items`` merge into the stored stories and ``category``'s members; the
+        stored versions of them, and which of them the category had before."""
+        members_key = self._key("members", category)
+        with r.pipeline(transaction=False) as pipe:
+            for item in items:
+                pipe.hget(self._key("story", str(item.key)), "data")
+                pipe.zscore(members_key, str(item.key))
+            found = pipe.execute()
+        stored = {
+            item.key: item
+            for raw in found[0::2]
+            if raw is not None
+            for item in [item_from_dict(json.loads(raw))]
+        }
+        members = {item.key for item, score in zip(items, found[1::2], strict=True) if score}
+        plan = plan_merge(items, stored, members, datetime.fromtimestamp(now, UTC))
+        return plan, stored, members
+
+    def _file(
+        self, pipe: Any, category: str, items: Sequence[Item], plan: MergePlan, now: float
+    ) -> None:
+        """Write ``items`` as stories and members of ``category``: what a refresh and a
+        repair share."""
+        keys = [str(item.key) for item in items]
+        for item in plan.writes:
+            story = self._key("story", str(item.key))
+            pipe.hset(story, "data", json.dumps(item_to_dict(item)))
+            pipe.hsetnx(story, "first_seen", now)
+            if item.content_html is None:
+                pipe.hsetnx(story, "full_text_retry_at", 0)
+        for key in keys:
+            pipe.hset(self._key("story", key), "last_seen", now)
+        if items:
+            pipe.zadd(
+                self._key("members", category),
+                {str(item.key): item.published.timestamp() for item in items},
+            )
+            pipe.zadd(self._key("seen", category), dict.fromkeys(keys, now))
 
     def touch(self, category: str, *, now: float) -> None:
         previous = self.state(category)

@@ -33,6 +33,7 @@ from feedbridge.store import (
     Failure,
     Listing,
     Merged,
+    MergePlan,
     Pending,
     Retention,
     StoreError,
@@ -104,6 +105,12 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE categories SET stories =
         (SELECT count(*) FROM memberships WHERE memberships.category = categories.slug);
     """,
+    # 4: notes of the archive's walks (open gaps, where a walk stopped).
+    """
+    CREATE TABLE notes (
+        kind TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (kind, name)
+    );
+    """,
 )
 VERSION = len(MIGRATIONS)
 
@@ -151,49 +158,9 @@ class SQLiteStore:
 
     def merge(self, category: str, listing: Listing, *, now: float) -> Merged:
         previous = self.state(category)
-        keys = [str(item.key) for item in listing.items]
         with self._writing(stories=True) as db:
-            marks = ",".join("?" * len(keys))
-            stored = {
-                item.key: item
-                for (data,) in db.execute(f"SELECT data FROM stories WHERE key IN ({marks})", keys)
-                for item in [item_from_dict(json.loads(data))]
-            }
-            members = {
-                ArticleKey(ts, article_id)
-                for ts, article_id in db.execute(
-                    "SELECT ts, article_id FROM memberships"
-                    f" WHERE category = ? AND story IN ({marks})",
-                    [category, *keys],
-                )
-            }
-            plan = plan_merge(listing.items, stored, members, datetime.fromtimestamp(now, UTC))
-            for item in plan.writes:
-                db.execute(
-                    "INSERT INTO stories (key, published, ts, article_id, data, search, first_seen,"
-                    " last_seen, full_text) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                    " ON CONFLICT (key) DO UPDATE SET data = excluded.data,"
-                    " search = excluded.search, published = excluded.published",
-                    (
-                        str(item.key), item.published.timestamp(), item.key.ts, item.key.id,
-                        json.dumps(item_to_dict(item)), search_text(item), now, now,
-                        item.content_html is not None,
-                    ),
-                )  # fmt: skip
-            db.executemany(
-                "UPDATE stories SET last_seen = ? WHERE key = ?", [(now, key) for key in keys]
-            )
-            db.executemany(
-                "INSERT OR IGNORE INTO memberships (category, story, published, ts, article_id)"
-                " VALUES (?, ?, ?, ?, ?)",
-                [
-                    (category, str(item.key), item.published.timestamp(), item.key.ts, item.key.id)
-                    for item in listing.items
-                ],
-            )
+            plan, members = self._file(db, category, listing.items, now)
             gap = next_gap(previous, overlap=len(members) > 0, now=now)
-            if plan.updated:
-                self._bump(db, [str(item.key) for item in plan.writes if item.key in stored])
             db.execute(
                 "INSERT INTO categories (slug, refreshed_at, etag, last_modified, source_path, gap)"
                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (slug) DO UPDATE SET"
@@ -213,6 +180,94 @@ class SQLiteStore:
                 )
             _resolve_failure(db, category, previous.failure)
         return merged(plan, gap, now)
+
+    def add(self, category: str, items: Sequence[Item], *, now: float) -> tuple[ArticleKey, ...]:
+        with self._writing(stories=True) as db:
+            plan, _ = self._file(db, category, items, now)
+            db.execute("INSERT OR IGNORE INTO categories (slug) VALUES (?)", (category,))
+            if plan.added:
+                db.execute(
+                    "UPDATE categories SET version = version + 1, stories = stories + ?"
+                    " WHERE slug = ?",
+                    (len(plan.added), category),
+                )
+        return tuple(plan.added)
+
+    def stored(self, keys: Sequence[ArticleKey]) -> dict[ArticleKey, Item]:
+        names = [str(key) for key in keys]
+        marks = ",".join("?" * len(names))
+        with self._reading() as db:
+            rows = db.execute(f"SELECT data FROM stories WHERE key IN ({marks})", names)
+            found = [item_from_dict(json.loads(data)) for (data,) in rows]
+        return {item.key: item for item in found}
+
+    def notes(self, kind: str) -> dict[str, str]:
+        with self._reading() as db:
+            rows = db.execute("SELECT name, value FROM notes WHERE kind = ?", (kind,)).fetchall()
+        return dict(rows)
+
+    def put_note(self, kind: str, name: str, value: str) -> None:
+        with self._writing() as db:
+            db.execute(
+                "INSERT INTO notes (kind, name, value) VALUES (?, ?, ?)"
+                " ON CONFLICT (kind, name) DO UPDATE SET value = excluded.value",
+                (kind, name, value),
+            )
+
+    def swap_note(self, kind: str, name: str, old: str, new: str | None) -> bool:
+        with self._writing() as db:
+            if new is None:
+                sql = "DELETE FROM notes WHERE kind = ? AND name = ? AND value = ?"
+                return db.execute(sql, (kind, name, old)).rowcount == 1
+            sql = "UPDATE notes SET value = ? WHERE kind = ? AND name = ? AND value = ?"
+            return db.execute(sql, (new, kind, name, old)).rowcount == 1
+
+    def _file(
+        self, db: sqlite3.Connection, category: str, items: Sequence[Item], now: float
+    ) -> tuple[MergePlan, set[ArticleKey]]:
+        """Write ``items`` as stories and members of ``category``: what a refresh and a
+        repair share. Returns the plan, and which of them the category had before."""
+        keys = [str(item.key) for item in items]
+        marks = ",".join("?" * len(keys))
+        stored = {
+            item.key: item
+            for (data,) in db.execute(f"SELECT data FROM stories WHERE key IN ({marks})", keys)
+            for item in [item_from_dict(json.loads(data))]
+        }
+        members = {
+            ArticleKey(ts, article_id)
+            for ts, article_id in db.execute(
+                f"SELECT ts, article_id FROM memberships WHERE category = ? AND story IN ({marks})",
+                [category, *keys],
+            )
+        }
+        plan = plan_merge(items, stored, members, datetime.fromtimestamp(now, UTC))
+        for item in plan.writes:
+            db.execute(
+                "INSERT INTO stories (key, published, ts, article_id, data, search, first_seen,"
+                " last_seen, full_text) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET data = excluded.data,"
+                " search = excluded.search, published = excluded.published",
+                (
+                    str(item.key), item.published.timestamp(), item.key.ts, item.key.id,
+                    json.dumps(item_to_dict(item)), search_text(item), now, now,
+                    item.content_html is not None,
+                ),
+            )  # fmt: skip
+        db.executemany(
+            "UPDATE stories SET last_seen = ? WHERE key = ?", [(now, key) for key in keys]
+        )
+        db.executemany(
+            "INSERT OR IGNORE INTO memberships (category, story, published, ts, article_id)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [
+                (category, str(item.key), item.published.timestamp(), item.key.ts, item.key.id)
+                for item in items
+            ],
+        )
+        if plan.updated:
+            self._bump(db, [str(item.key) for item in plan.writes if item.key in stored])
+        return plan, members
 
     def touch(self, category: str, *, now: float) -> None:
         previous = self.state(category)
