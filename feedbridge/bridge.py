@@ -72,6 +72,7 @@ SELECTION_BYTES = 8 * 1024 * 1024  # renderings of ?limit= / ?q= kept in memory
 SERVED_BYTES = 16 * 1024 * 1024  # bodies with a request's root put in, kept in memory
 COLD_WAITERS = 16  # requests of one process waiting at once for a never-seen category
 FULL_TEXT_RETRY = (300.0, 86_400.0)  # seconds: first retry of a failed article, cap
+REPAIRS_IN_A_ROW = 3  # walks of the archive one background repair makes at the most
 FULL_TEXT_BATCH = 100  # stories asked for at most per fill; what the budget leaves waits
 
 
@@ -505,7 +506,12 @@ class Bridge:
 
         def run() -> None:
             try:
-                self.repair()
+                # Again while a gap found during the walk is left: at most a few walks,
+                # each of which stops at its first failure (its back-off ends the loop).
+                for _ in range(REPAIRS_IN_A_ROW):
+                    walked = self.repair()
+                    if walked is None or not walked.complete or not self.archive.due():
+                        break
             except Exception:
                 log.exception("a repair failed unexpectedly")
             finally:
