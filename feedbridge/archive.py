@@ -37,7 +37,7 @@ from feedbridge.errors import Blocked, HTTPStatusError, LayoutChanged, UpstreamE
 from feedbridge.fulltext import with_article
 from feedbridge.model import ArticleKey, Item
 from feedbridge.politeness import Backoff
-from feedbridge.scrape import archive_path, label_key, parse_archive
+from feedbridge.scrape import ArchivePage, archive_path, label_key, parse_archive
 from feedbridge.store import Lease, Retention, Store
 from feedbridge.text import logfmt
 from feedbridge.upstream import Upstream
@@ -58,6 +58,7 @@ WALL = "wall"  # a sign-up wall or a challenge instead of an archive page
 EMPTY = "empty"  # an archive page that lists no story (its layout changed)
 SITE_FAILED = "site-failed"  # the site failed meanwhile (timeout, 5xx, 429): resumed
 LEASE_LOST = "lease-lost"  # another process took the walk over
+BUSY = "busy"  # another process walks the archive: this one did not start
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +189,14 @@ class Archive:
         raw = self.store.notes(WALKS).get("repair")
         return raw is None or Walk.from_json(raw).retry_at <= self.clock()
 
+    def probe(self) -> ArchivePage:
+        """Archive page 1, read now: a canary of the archive's address and layout."""
+        with observe.fetching_for(ARCHIVE):
+            page = self.upstream.fetch(archive_path(1))
+        return parse_archive(
+            page.body, page=1, base_url=self.upstream.base_url, encoding=page.encoding
+        )
+
     # --- walks --------------------------------------------------------------------------
 
     def repair(self) -> Walked | None:
@@ -223,10 +232,10 @@ class Archive:
     ) -> Walked:
         """Walk the archive from page 1 (or where the last backfill stopped, unless
         ``restart``) to page ``pages``, to the day ``since``, to the end of what is kept
-        or of the archive. ``why`` is ``"busy"`` when another process walks it."""
+        or of the archive. ``why`` is :data:`BUSY` when another process walks it."""
         lease = Lease(self.store, LEASE, LEASE_TTL)
         if not lease.acquire():
-            return Walked(why="busy")
+            return Walked(why=BUSY)
         try:
             raw = None if restart else self.store.notes(WALKS).get("backfill")
             walk = Walk("backfill", started=self.clock(), pages=pages, since=since)
