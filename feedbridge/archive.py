@@ -120,7 +120,7 @@ class Step:
 
     page: int
     pages: int | None  # the last page it will read, when known
-    recovered: int  # stories new to a category, so far
+    stories: int  # stories new to the store, so far
 
 
 @dataclass(slots=True)
@@ -128,6 +128,7 @@ class Walked:
     """What a walk did; ``why`` says why it stopped short (None: it got where it went)."""
 
     pages: int = 0  # pages read
+    stories: int = 0  # stories new to the store
     recovered: dict[str, int] = field(default_factory=dict)  # new stories by category
     closed: list[str] = field(default_factory=list)  # categories whose gap it closed
     why: str | None = None
@@ -289,7 +290,7 @@ class Archive:
             self.store.put_note(WALKS, walk.name, walk.to_json())
             walked.pages += 1
             if progress is not None:
-                progress(Step(page, walk.pages, sum(walked.recovered.values())))
+                progress(Step(page, walk.pages, walked.stories))
             log.info(
                 logfmt(event="archive_page", walk=walk.name, page=page,
                        stories=len(listed.items), filed=len(wanted))
@@ -311,6 +312,7 @@ class Archive:
         for item in items:
             story = known.get(item.key)
             if story is None or story.source is None:
+                walked.stories += story is None
                 story = self._read(item)
             slug = self._by_label.get(label_key(story.source)) if story.source else None
             for where in (slug, self._all):

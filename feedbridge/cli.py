@@ -529,24 +529,23 @@ def backfill(pages: int | None, since: date | None, restart: bool) -> None:
         bridge.drain()
     if sys.stderr.isatty():
         click.echo(err=True)
-    recovered = sum(walked.recovered.values())
     if walked.why == BUSY:
         click.echo("Another process is walking the archive: try again later.", err=True)
         sys.exit(1)
     if walked.error is not None:
         click.echo(
             f"Stopped at page {walked.pages + 1} ({walked.why}: {walked.error}); "
-            f"{recovered} stories filed. Run it again to resume.",
+            f"{walked.stories} stories filed. Run it again to resume.",
             err=True,
         )
         sys.exit(1)
-    click.echo(f"Read {walked.pages} archive pages; {recovered} stories filed.")
+    click.echo(f"Read {walked.pages} archive pages; {walked.stories} stories filed.")
 
 
 def _page_line(step: Step) -> None:
     """Not a terminal: one line per page."""
     of = f" of {step.pages}" if step.pages else ""
-    click.echo(f"page {step.page}{of}: {step.recovered} stories filed", err=True)
+    click.echo(f"page {step.page}{of}: {step.stories} stories filed", err=True)
 
 
 def _bar(step: Step) -> None:
@@ -557,7 +556,7 @@ def _bar(step: Step) -> None:
         bar = "[" + "#" * done + "-" * (width - done) + f"] {step.page}/{step.pages} pages"
     else:
         bar = f"{step.page} pages"
-    click.echo(f"\r{bar}, {step.recovered} stories filed", nl=False, err=True)
+    click.echo(f"\r{bar}, {step.stories} stories filed", nl=False, err=True)
 
 
 # --- refresh ----------------------------------------------------------------------------

@@ -8,11 +8,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
+from click.testing import CliRunner
 from flask import Flask
 from prometheus_client import REGISTRY as METRICS
 from pytest_httpserver import HTTPServer
@@ -21,16 +28,19 @@ from feedbridge import create_app
 from feedbridge.archive import EMPTY, MISSING, PAGE_LIMIT, SITE_FAILED, WALL, Walk
 from feedbridge.article import parse_article
 from feedbridge.bridge import Bridge
-from feedbridge.config import Settings
+from feedbridge.cli import main
+from feedbridge.config import PREFIX, Settings
 from feedbridge.errors import Blocked, LayoutChanged
 from feedbridge.model import ArticleKey
 from feedbridge.politeness import Backoff
 from feedbridge.scrape import archive_path, parse_archive
+from feedbridge.sqlite_store import SQLiteStore
 from tests.conftest import SITE, Clock
 from tests.fixtures import build
 from tests.storysite import StorySite, page, status
 
 BASE = "https://kcnawatch.org"
+ROOT = Path(__file__).resolve().parent.parent
 VOK, KP = "vok-en", "kcna-kp-en"
 
 # --- pure: the archive page and the article's source ------------------------------------
@@ -365,3 +375,119 @@ def test_a_walk_note_survives_json() -> None:
     walk = Walk("backfill", 1.5, page=3, stop=ArticleKey(1, "2"), since=build.RENDERED,
                 pages=9, reached=ArticleKey(0, ""), failures=2, retry_at=4.0)  # fmt: skip
     assert Walk.from_json(walk.to_json()) == walk
+
+
+# --- the command: feedbridge backfill ----------------------------------------------------
+
+
+def backfill_command(
+    world: World, *args: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """``feedbridge backfill ARGS`` as a process of its own, on the world's site and store."""
+    settings = world.app.config["FEEDBRIDGE"]
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(PREFIX)}
+    environ |= {
+        f"{PREFIX}UPSTREAM_URL": world.site.url,
+        f"{PREFIX}DB": str(settings.db),
+        f"{PREFIX}MIN_INTERVAL": "0",
+        f"{PREFIX}FULLTEXT": "0",
+        "PYTHONPATH": str(ROOT),
+    }
+    if settings.redis_url:
+        environ[f"{PREFIX}REDIS_URL"] = settings.redis_url
+    environ |= env or {}
+    return subprocess.Popen(
+        [sys.executable, "-m", "feedbridge", "backfill", *args],
+        env=environ, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def expire_leases(world: World) -> None:
+    """What the passing of a dead process's lease time does (without waiting for it)."""
+    store = world.bridge.store
+    if isinstance(store, SQLiteStore):
+        with sqlite3.connect(store.path) as db:
+            db.execute("UPDATE leases SET expires = 0")
+    else:
+        with redis.Redis.from_url(world.app.config["FEEDBRIDGE"].redis_url) as client:
+            client.delete(*client.keys("feedbridge:*:lease:*"))
+
+
+@pytest.mark.slow
+def test_backfill_killed_mid_walk_resumes_and_loses_nothing(
+    world_of: Callable[..., World],
+) -> None:
+    world = world_of()
+    for n, source in enumerate((VOK, KP, "pyongyang-times")):
+        world.site.publish(source, 20, at=world.clock.now - 3600 + n * 600)
+    gate = world.site.gate(archive_path(4))
+    first = backfill_command(world, "--pages", "6")
+    try:
+        assert world.site.waiting.wait(60), "the backfill reads pages 1 to 3, then waits"
+        first.kill()  # SIGKILL: no clean-up of any kind
+        first.communicate(timeout=10)  # and its pipes closed
+    finally:
+        gate.set()
+    assert first.returncode == -signal.SIGKILL
+    assert world.stored("all") == world.expected()[:30]
+    expire_leases(world)
+    second = backfill_command(world, "--pages", "6")
+    out, err = second.communicate(timeout=60)
+    assert second.returncode == 0, err
+    assert err.splitlines() == [f"page {n} of 6: {10 * (n - 3)} stories filed" for n in (4, 5, 6)]
+    assert out == "Read 3 archive pages; 30 stories filed.\n"
+    assert [world.site.hits(archive_path(n)) for n in range(1, 7)] == [1, 1, 1, 2, 1, 1]
+    assert world.stored("all") == world.expected()
+    for source in (VOK, KP, "pyongyang-times"):
+        assert world.stored(source) == world.expected(source)
+
+
+@pytest.mark.slow
+def test_backfill_while_another_process_walks_exits_1(world_of: Callable[..., World]) -> None:
+    world = world_of()
+    world.site.publish(VOK, 12, at=world.clock.now - 600)
+    gate = world.site.gate(archive_path(1))
+    # The first waits for page 1 as long as the test holds it (a minute at the most).
+    walking = backfill_command(world, env={f"{PREFIX}TIMEOUT": "60"})
+    try:
+        assert world.site.waiting.wait(60)
+        other = backfill_command(world, "--since", "2026-03-01")
+        out, err = other.communicate(timeout=60)
+    finally:
+        gate.set()
+        walking.communicate(timeout=60)
+    assert (other.returncode, out) == (1, "")
+    assert err == "Another process is walking the archive: try again later.\n"
+    assert world.site.hits(archive_path(1)) == 1
+    assert walking.returncode == 0
+    assert world.stored(VOK) == world.expected(VOK)
+
+
+@pytest.mark.slow
+def test_backfill_says_when_the_site_fails_and_exits_1(world_of: Callable[..., World]) -> None:
+    world = world_of()
+    world.site.publish(VOK, 25, at=world.clock.now - 600)
+    world.site.faults[archive_path(2)] = status(500)
+    failed = backfill_command(world)
+    out, err = failed.communicate(timeout=60)
+    assert (failed.returncode, out) == (1, "")
+    assert err.splitlines()[-1].startswith("Stopped at page 2 (site-failed: the site answered 500")
+    assert err.splitlines()[-1].endswith("; 10 stories filed. Run it again to resume.")
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("--pages", "2", "--since", "2026-03-01"), "--pages and --since: give one of them"),
+        (("--since", "yesterday"), "'yesterday' is no day of the form YYYY-MM-DD"),
+        (("--pages", "0"), "0 is not in the range"),
+    ],
+)
+def test_backfill_with_bad_arguments_is_one_line_and_status_2(
+    args: tuple[str, ...], says: str
+) -> None:
+    result = CliRunner().invoke(main, ["backfill", *args])
+    assert result.exit_code == 2
+    [line] = result.output.splitlines()
+    assert line.startswith("Error: ") and says in line, line
