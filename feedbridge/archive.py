@@ -35,7 +35,7 @@ from feedbridge.article import parse_article
 from feedbridge.categories import Registry
 from feedbridge.errors import Blocked, HTTPStatusError, LayoutChanged, UpstreamError
 from feedbridge.fulltext import with_article
-from feedbridge.model import ArticleKey, Item
+from feedbridge.model import PYONGYANG, ArticleKey, Item
 from feedbridge.politeness import Backoff
 from feedbridge.scrape import ArchivePage, archive_path, label_key, parse_archive
 from feedbridge.store import Lease, Retention, Store
@@ -272,12 +272,7 @@ class Archive:
                     fetched.body, page=page, base_url=self.upstream.base_url,
                     encoding=fetched.encoding,
                 )  # fmt: skip
-                wanted = [
-                    item
-                    for item in listed.items
-                    if item.published >= horizon
-                    and (walk.since is None or item.published.date() >= walk.since)
-                ]
+                wanted = [item for item in listed.items if _within(item, horizon, walk.since)]
                 self._file(wanted, walked)
             except UpstreamError as exc:
                 walked.why, walked.error = _why(exc), exc
@@ -298,7 +293,8 @@ class Archive:
             if (
                 not listed.has_next
                 or (walk.stop is not None and oldest <= walk.stop)
-                or len(wanted) < len(listed.items)  # past the day asked for, or what is kept
+                # The page ends past the day asked for, or what is kept.
+                or not _within(listed.items[-1], horizon, walk.since)
             ):
                 return walked, walk
             page += 1
@@ -380,6 +376,15 @@ class Archive:
                    recovered=sum(walked.recovered.values()), closed=",".join(walked.closed),
                    stopped=walked.why or "done")
         )  # fmt: skip
+
+
+def _within(item: Item, horizon: datetime, since: date | None) -> bool:
+    """Whether a walk keeps ``item``: published within what is kept, and on or after
+    ``since`` (a day in Pyongyang, as the site dates its stories)."""
+    published = item.published
+    return published >= horizon and (
+        since is None or published.astimezone(PYONGYANG).date() >= since
+    )
 
 
 def _why(error: UpstreamError) -> str:

@@ -197,6 +197,7 @@ class RedisStore:
             plan, stored, _ = self._plan(r, category, items, now)
             with r.pipeline(transaction=True) as pipe:
                 self._file(pipe, category, items, plan, now)
+                # By 0 too: the category's state exists, so that prune and _bump see it.
                 pipe.hincrby(self._key("category", category), "version", 1 if plan.added else 0)
                 pipe.execute()
             if plan.updated:

@@ -9,13 +9,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pty
 import signal
 import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -33,11 +36,12 @@ from feedbridge.config import PREFIX, Settings
 from feedbridge.errors import Blocked, LayoutChanged
 from feedbridge.model import ArticleKey
 from feedbridge.politeness import Backoff
-from feedbridge.scrape import archive_path, parse_archive
+from feedbridge.scrape import archive_path, parse_archive, parse_listing
 from feedbridge.sqlite_store import SQLiteStore
 from tests.conftest import SITE, Clock
 from tests.fixtures import build
 from tests.storysite import StorySite, page, status
+from tests.test_cli import read_until_closed
 
 BASE = "https://kcnawatch.org"
 ROOT = Path(__file__).resolve().parent.parent
@@ -231,6 +235,47 @@ def test_a_repair_reads_only_what_it_needs(world_of: Callable[..., World]) -> No
     assert world.bridge.repair() is None, "nothing left to repair"
 
 
+def test_a_recovered_story_is_the_story_a_listing_would_have_given(
+    world_of: Callable[..., World],
+) -> None:
+    world = world_of(repair_after_gap=False)
+    three_bursts(world)
+    world.refresh(VOK)
+    world.bridge.repair()
+    story = world.site.published(VOK)[20]  # never in a listing the bridge read
+    [recovered] = [s for s in world.bridge.store.newest(VOK, 100) if str(s.key) == story.tsid]
+    # What the listing of its time showed: the source's anchor page, with it in "More From".
+    anchor = build.render_article(build.ANCHORS[VOK][0], "a", [story]).encode()
+    [listed] = parse_listing(anchor, label="Voice of Korea (EN)", base_url=world.site.url)
+    article = parse_article(
+        build.render_article(story, "a", []).encode(), page_url=world.site.url + story.path
+    )
+    expected = dataclasses.replace(
+        listed, content_html=article.content_html, original_url=article.original_url
+    )
+    assert recovered == expected
+    assert recovered.key.tag_uri == world.expected(VOK)[20]
+
+
+def test_a_story_of_no_category_is_kept_in_all(world_of: Callable[..., World]) -> None:
+    world = world_of(repair_after_gap=False)
+    world.site.publish(VOK, 5)
+    world.clock.advance(60)
+    world.refresh(VOK)
+    world.site.publish(VOK, 12)
+    korean = world.site.publish("rodong-sinmun-kor", 3, at=world.clock.now + 20)
+    world.clock.advance(60)
+    world.refresh(VOK)
+    walked = world.bridge.repair()
+    assert walked is not None and walked.closed == [VOK]
+    assert set(walked.recovered) == {VOK, "all"}
+    keys = {ArticleKey(a.ts, a.tsid.split("-")[1]).tag_uri for a in korean}
+    assert keys <= set(world.stored("all"))
+    assert all(
+        not keys & set(world.stored(slug)) for slug in world.bridge.registry if slug != "all"
+    )
+
+
 @pytest.mark.parametrize(
     ("fault", "why"),
     [
@@ -381,7 +426,7 @@ def test_a_walk_note_survives_json() -> None:
 
 
 def backfill_command(
-    world: World, *args: str, env: dict[str, str] | None = None
+    world: World, *args: str, env: dict[str, str] | None = None, **popen: Any
 ) -> subprocess.Popen[str]:
     """``feedbridge backfill ARGS`` as a process of its own, on the world's site and store."""
     settings = world.app.config["FEEDBRIDGE"]
@@ -396,10 +441,10 @@ def backfill_command(
     if settings.redis_url:
         environ[f"{PREFIX}REDIS_URL"] = settings.redis_url
     environ |= env or {}
+    streams = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE} | popen
     return subprocess.Popen(
         [sys.executable, "-m", "feedbridge", "backfill", *args],
-        env=environ, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
+        env=environ, cwd=ROOT, stdin=subprocess.DEVNULL, text=True, **streams,
     )  # fmt: skip
 
 
@@ -474,6 +519,23 @@ def test_backfill_says_when_the_site_fails_and_exits_1(world_of: Callable[..., W
     assert (failed.returncode, out) == (1, "")
     assert err.splitlines()[-1].startswith("Stopped at page 2 (site-failed: the site answered 500")
     assert err.splitlines()[-1].endswith("; 10 stories filed. Run it again to resume.")
+
+
+@pytest.mark.slow
+def test_backfill_on_a_terminal_draws_a_bar(world_of: Callable[..., World]) -> None:
+    world = world_of()
+    world.site.publish(VOK, 30, at=world.clock.now - 600)
+    controller, terminal = pty.openpty()
+    try:
+        process = backfill_command(world, "--pages", "3", stdout=terminal, stderr=terminal)
+        os.close(terminal)
+        shown = read_until_closed(controller, deadline=time.monotonic() + 60)
+        assert process.wait(timeout=10) == 0, shown
+    finally:
+        os.close(controller)
+    assert "\r[##########--------------------] 1/3 pages, 10 stories filed" in shown
+    assert "\r[##############################] 3/3 pages, 30 stories filed" in shown
+    assert "Read 3 archive pages; 30 stories filed." in shown
 
 
 @pytest.mark.parametrize(
