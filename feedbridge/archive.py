@@ -174,18 +174,24 @@ class Archive:
     def open_gap(self, category: str, after: ArticleKey) -> None:
         """A refresh of ``category`` found a gap after the story ``after``. An open gap of
         the category grows to cover both: it is closed when a walk passes its start."""
-        raw = self.store.notes(GAPS).get(category)
-        if raw is None:
-            self.store.put_note(GAPS, category, OpenGap(category, self.clock(), after).to_json())
-        else:
+        while True:  # a walk may close or mark the gap meanwhile: read it again then
+            raw = self.store.notes(GAPS).get(category)
+            if raw is None:
+                # Only a refresh of the category makes its gap, under the category's lease.
+                new = OpenGap(category, self.clock(), after)
+                self.store.put_note(GAPS, category, new.to_json())
+                break
             old = OpenGap.from_json(raw)
             grown = replace(old, after=min(old.after, after), found=old.found + 1, why=REPAIRING)
-            self.store.swap_note(GAPS, category, raw, grown.to_json())
+            if self.store.swap_note(GAPS, category, raw, grown.to_json()):
+                break
         observe.gaps_open(len(self.store.notes(GAPS)))
 
     def due(self) -> bool:
         """Whether a repair has work now: a gap it may close, and no back-off."""
-        if not any(gap.why != PAGE_LIMIT for gap in self.gaps()):
+        gaps = self.gaps()
+        observe.gaps_open(len(gaps))
+        if not any(gap.why != PAGE_LIMIT for gap in gaps):
             return False
         raw = self.store.notes(WALKS).get("repair")
         return raw is None or Walk.from_json(raw).retry_at <= self.clock()
@@ -213,10 +219,12 @@ class Archive:
             gaps = [gap for gap in self.gaps() if gap.why != PAGE_LIMIT]
             raw = self.store.notes(WALKS).get("repair")
             stop = min(gap.after for gap in gaps)
-            if raw is None:
-                walk = Walk("repair", started=self.clock(), stop=stop, pages=self.pages)
-            else:
-                walk = replace(Walk.from_json(raw), stop=stop, pages=self.pages)
+            walk = Walk("repair", started=self.clock(), stop=stop, pages=self.pages)
+            if raw is not None:
+                resumed = Walk.from_json(raw)
+                # Resumed only for a gap it can close: one found before its page 1.
+                if any(gap.since <= resumed.started for gap in gaps):
+                    walk = replace(resumed, stop=stop, pages=self.pages)
             walked, walk = self._walk(walk, lease, None)
             self._settle(walk, gaps, walked)
             return walked
@@ -242,7 +250,9 @@ class Archive:
             walk = Walk("backfill", started=self.clock(), pages=pages, since=since)
             if raw is not None:
                 resumed = Walk.from_json(raw)
-                walk = replace(walk, started=resumed.started, page=resumed.page)
+                walk = replace(
+                    walk, started=resumed.started, page=resumed.page, reached=resumed.reached
+                )
             gaps = self.gaps()
             walked, walk = self._walk(walk, lease, progress)
             self._settle(walk, gaps, walked)
