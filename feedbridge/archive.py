@@ -373,8 +373,8 @@ class Archive:
             if walk.reached is not None and walk.reached <= gap.after and gap.since <= walk.started:
                 if self.store.swap_note(GAPS, gap.category, gap.to_json(), None):
                     walked.closed.append(gap.category)
-            elif walk.name == "repair" and walked.why not in (None, LEASE_LOST):
-                why = replace(gap, why=walked.why or REPAIRING)
+            elif walk.name == "repair" and walked.why is not None and walked.why != LEASE_LOST:
+                why = replace(gap, why=walked.why)
                 self.store.swap_note(GAPS, gap.category, gap.to_json(), why.to_json())
         if walked.why in (None, PAGE_LIMIT):
             raw = self.store.notes(WALKS).get(walk.name)
