@@ -101,11 +101,12 @@ def open_store(settings: Settings, clock: Callable[[], float]) -> Store:
             settings.redis_url,
             upstream_url=settings.upstream_url,
             clock=clock,
+            search_depth=settings.keep_stories,
             options=redis_client_options(settings.redis_url, verify=settings.redis_tls_verify),
         )
     from feedbridge.sqlite_store import SQLiteStore
 
-    return SQLiteStore(settings.db, clock=clock)
+    return SQLiteStore(settings.db, clock=clock, site=settings.upstream_url)
 
 
 def start_refresher(app: Flask) -> None:

@@ -34,6 +34,7 @@ monkey.patch_all()  # first: before anything makes a lock or a socket
 import gc  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
+import sys  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -41,7 +42,9 @@ from typing import Any  # noqa: E402
 import gevent  # noqa: E402
 from gunicorn.glogging import Logger  # noqa: E402
 
-from feedbridge.config import Settings  # noqa: E402
+# Not `from feedbridge import config`: gunicorn would take a module variable `config`
+# for its own setting of that name.
+from feedbridge.config import Settings, port, web_concurrency  # noqa: E402
 from feedbridge.errors import ConfigError  # noqa: E402
 from feedbridge.logs import Formatter  # noqa: E402
 from feedbridge.text import logfmt  # noqa: E402
@@ -50,8 +53,12 @@ from feedbridge.text import logfmt  # noqa: E402
 # the app only; `feedbridge serve --workers N` adds the workers and the address.
 worker_class = "gevent"
 worker_connections = 1000  # per worker: open connections, slow ones included
-workers = int(os.environ.get("WEB_CONCURRENCY") or 2)  # a platform sets it by memory
-bind = [f"0.0.0.0:{os.environ.get('PORT') or 8000}"]  # the platform's port
+try:
+    workers = web_concurrency()  # a platform sets it by memory
+    bind = [f"0.0.0.0:{port()}"]  # the platform's port
+except ConfigError as exc:  # one line, not gunicorn's traceback or a server of no workers
+    print(f"feedbridge: {exc}", file=sys.stderr)
+    raise SystemExit(2) from None
 preload_app = True  # a bad setting stops the whole server with one line, not each worker
 accesslog = "-"
 control_socket_disable = True  # a platform's home directory may be read-only
@@ -87,13 +94,13 @@ class FeedbridgeLogger(Logger):  # type: ignore[misc]  # gunicorn has no annotat
             return
         atoms = self.atoms(resp, req, environ, request_time)
         path = atoms["U"] + (f"?{atoms['q']}" if atoms["q"] else "")
-        self.access_log.info(
-            logfmt(
-                event="access", client=atoms["h"], method=atoms["m"], path=path,
-                status=atoms["s"], bytes=atoms["B"] or 0, duration_ms=atoms["M"],
-                agent=atoms["a"],
-            )
-        )  # fmt: skip
+        fields = {
+            "event": "access", "client": atoms["h"], "method": atoms["m"], "path": path,
+            "status": int(atoms["s"]), "bytes": atoms["B"] or 0, "duration_ms": atoms["M"],
+            "agent": atoms["a"],
+        }  # fmt: skip
+        # The fields themselves too: a JSON log keeps status and bytes as numbers.
+        self.access_log.info(logfmt(**fields), extra={"fields": fields})
 
 
 logger_class = FeedbridgeLogger

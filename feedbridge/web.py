@@ -14,12 +14,13 @@ from werkzeug.http import http_date, parse_date
 from werkzeug.sansio.utils import get_current_url
 
 from feedbridge import observe
-from feedbridge.bridge import Bridge, Freshness, Served
+from feedbridge.bridge import Bridge, Freshness, Served, Unavailable
 from feedbridge.categories import Category
 from feedbridge.config import MAX_FEED_SIZE
 from feedbridge.errors import UpstreamError
 from feedbridge.feeds import OPML_MEDIA_TYPE, Format, render_opml
 from feedbridge.model import PYONGYANG
+from feedbridge.store import StoreError
 
 log = logging.getLogger(__name__)
 bp = Blueprint("feeds", __name__)
@@ -55,9 +56,20 @@ def index() -> str:
     return render_template(
         "index.html",
         sections=sections,
+        failures={category.slug: _failure(category) for category, items in sections if not items},
+        keep_days=current_app.config["FEEDBRIDGE"].keep_days,
         site_url=bridge().upstream.base_url,
         opml_url=public_root() + "feeds.opml",
     )
+
+
+def _failure(category: Category) -> str | None:
+    """Why a category has nothing to show yet, in its failure's public sentence."""
+    try:
+        failure = bridge().store.state(category.slug).failure
+    except StoreError:
+        return None
+    return failure.error.public if failure is not None and failure.count else None
 
 
 @bp.app_template_filter("day")
@@ -129,6 +141,14 @@ def upstream_failed(exc: UpstreamError) -> Response:
     return response
 
 
+@bp.app_errorhandler(Unavailable)
+def unavailable(exc: Unavailable) -> Response:
+    """No right answer now (the store fails, or selections are too many at once)."""
+    response = _plain(503, str(exc))
+    response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    return response
+
+
 @bp.app_errorhandler(HTTPException)
 def http_error(exc: HTTPException) -> Response:
     response = _plain(exc.code or 500, exc.description or exc.name)
@@ -166,7 +186,10 @@ def _selection_parameters() -> tuple[int | None, list[str]]:
     limit = None
     raw_limit = request.args.get("limit")
     if raw_limit is not None:
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_FEED_SIZE:
+        # ASCII digits only: str.isdigit() takes "²", which int() refuses.
+        if not (raw_limit.isascii() and raw_limit.isdigit() and len(raw_limit) <= 3) or not (
+            1 <= int(raw_limit) <= MAX_FEED_SIZE
+        ):
             raise BadParameter(f"limit: must be a whole number from 1 to {MAX_FEED_SIZE}")
         limit = int(raw_limit)
     words: list[str] = []
@@ -238,7 +261,12 @@ def _format(name: str) -> Format | None:
 
 def category_feeds(category: Category) -> dict[str, str]:
     """The category's feed URLs by format, for pages and listings."""
-    return {fmt.value: f"{public_root()}feeds/{category.slug}.{fmt.value}" for fmt in Format}
+    return feed_urls(public_root(), category)
+
+
+def feed_urls(root: str, category: Category) -> dict[str, str]:
+    """The category's feed URLs by format under ``root`` (ending in a slash)."""
+    return {fmt.value: f"{root}feeds/{category.slug}.{fmt.value}" for fmt in Format}
 
 
 # --- for crawlers and browsers ------------------------------------------------------------
