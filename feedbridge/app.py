@@ -73,6 +73,7 @@ def create_app(
         clock=clock,
         backoff=backoff,
         hub=settings.websub_hub,
+        repair_pages=settings.repair_pages,
     )
     publisher = None
     if settings.websub_hub and settings.public_url:

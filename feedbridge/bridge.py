@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 from cachetools import LRUCache
 
 from feedbridge import observe, schedule
+from feedbridge.archive import Archive, Walked
 from feedbridge.categories import Category, Registry
 from feedbridge.errors import (
     BackingOff,
@@ -86,6 +87,7 @@ SELECTIONS = 2
 SELECTION_WAIT = 2.0
 SELECTION_RETRY_AFTER = 5.0
 OFF_THE_LOOP = 256 * 1024  # bytes of a body compressed in a real thread under gevent
+REPAIRS_IN_A_ROW = 3  # walks of the archive one background repair makes at the most
 FULL_TEXT_BATCH = 100  # stories asked for at most per fill; what the budget leaves waits
 
 
@@ -170,7 +172,11 @@ class Bridge:
         clock: Callable[[], float] = time.time,
         backoff: Backoff | None = None,
         hub: str | None = None,
+        repair_pages: int = 10,
+        repair_after_gap: bool = True,
     ) -> None:
+        """``repair_after_gap``: repair gaps from the archive in the background after the
+        refresh that found them (else only when :meth:`repair` is called)."""
         self.registry = registry
         self.upstream = upstream
         self.store = store
@@ -184,6 +190,11 @@ class Bridge:
         self.clock = clock
         self.backoff = backoff or Backoff()
         self.hub = hub
+        self.repair_after_gap = repair_after_gap
+        self.archive = Archive(
+            registry, upstream=upstream, store=store, retention=self.retention,
+            pages=repair_pages, clock=clock, backoff=self.backoff,
+        )  # fmt: skip
         self.notify: Callable[[Category, Merged], None] = lambda _category, _merged: None
         upstream.pause = SharedPause(store, clock)
         self._lock = threading.Lock()
@@ -205,6 +216,8 @@ class Bridge:
         self._cold = threading.BoundedSemaphore(COLD_WAITERS)
         self._selecting = threading.BoundedSemaphore(SELECTIONS)
         self._pool = ThreadPoolExecutor(2, thread_name_prefix="feedbridge-refresh")
+        self._repairs = ThreadPoolExecutor(1, thread_name_prefix="feedbridge-repair")
+        self._repairing = False
         self._background: set[Future[None]] = set()
 
     # --- serving --------------------------------------------------------------------
@@ -584,8 +597,11 @@ class Bridge:
                 self.store.touch(category.slug, now=now)
                 outcome = Outcome.UNCHANGED
             else:
+                kept = self.store.newest(category.slug, 1) if state.stories else []
                 merged = self.store.merge(category.slug, listing, now=now)
                 self._merged(category, state, merged, len(listing.items))
+                if merged.gap is not None and kept:
+                    self.archive.open_gap(category.slug, kept[0].key)
                 self.store.prune(category.slug, self.retention, now=now)
                 outcome = Outcome.REFRESHED
             self._reschedule(category, state, listing, now)
@@ -593,7 +609,45 @@ class Bridge:
             lease.release()
         if full_text_after and self.wants_full_text(category):
             self._in_background(lambda: self._fill_quietly(category))
+        if self.repair_after_gap and self.archive.due():
+            self._repair_in_background()
         return outcome
+
+    def repair(self) -> Walked | None:
+        """Repair every open gap the archive can close, now, in this thread (see
+        :meth:`feedbridge.archive.Archive.repair`); None when there was nothing to do,
+        or another process repairs."""
+        try:
+            return self.archive.repair()
+        except StoreError as exc:
+            log.warning(logfmt(event="store_error", action="repair", error=str(exc)))
+            return None
+
+    def _repair_in_background(self) -> None:
+        """One repair at a time in this process (and in every process: a lease)."""
+        with self._lock:
+            if self._repairing:
+                return
+            self._repairing = True
+
+        def run() -> None:
+            try:
+                # Again while a gap found during the walk is left: at most a few walks,
+                # each of which stops at its first failure (its back-off ends the loop).
+                for _ in range(REPAIRS_IN_A_ROW):
+                    walked = self.repair()
+                    if walked is None or not walked.complete or not self.archive.due():
+                        break
+            except Exception:
+                log.exception("a repair failed unexpectedly")
+            finally:
+                with self._lock:
+                    self._repairing = False
+
+        flight = self._repairs.submit(run)
+        with self._lock:
+            self._background.add(flight)
+        flight.add_done_callback(self._background.discard)
 
     def read_listing(
         self, category: Category, state: CategoryState | None = None
@@ -766,7 +820,18 @@ class Bridge:
                 categories[category.slug] = {"store": "unavailable"}
         paused = self.upstream.pause.paused_for()
         site = {"paused_until": _when(self.clock() + paused) if paused > 0 else None}
-        return {"store": self.store.describe(), "site": site, "categories": categories}
+        try:
+            gaps: object = [
+                {"category": gap.category, "since": _when(gap.since), "why": gap.why,
+                 "found": gap.found}
+                for gap in self.archive.gaps()
+            ]  # fmt: skip
+        except StoreError:
+            gaps = "unavailable"
+        return {
+            "store": self.store.describe(), "site": site, "open_gaps": gaps,
+            "categories": categories,
+        }  # fmt: skip
 
     def _category_status(self, category: Category) -> dict[str, object]:
         state = self.store.state(category.slug)

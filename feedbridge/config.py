@@ -23,6 +23,7 @@ from feedbridge.errors import ConfigError
 PREFIX = "FEEDBRIDGE_"
 MAX_FEED_SIZE = 500  # stories a feed or a ?limit= selection may hold
 MAX_MIN_REFRESH = 3600  # seconds: a floor above an hour would starve a busy category
+MAX_REPAIR_PAGES = 100  # archive pages one repair may read: ~a few days of the site
 # Read by gunicorn itself, and in the same way by every other server of the app.
 FORWARDED_ALLOW_IPS = "FORWARDED_ALLOW_IPS"
 LOG_FORMATS = ("logfmt", "json")
@@ -57,6 +58,7 @@ class Settings:
     fulltext: bool = True
     fulltext_concurrency: int = 2
     fulltext_budget: float = 10.0
+    repair_pages: int = 10
     log_level: str = "INFO"
     log_format: str = "logfmt"
     forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1", "::1")
@@ -399,6 +401,8 @@ SETTINGS: tuple[Setting, ...] = (
          "article pages fetched at once", None),
         ("FULLTEXT_BUDGET", "fulltext_budget", Number(0.1, 3600, whole=False),
          "seconds a round of full text may spend on article pages", None),
+        ("REPAIR_PAGES", "repair_pages", Number(1, MAX_REPAIR_PAGES),
+         "archive pages a repair of a gap reads at the most", None),
         ("LOG_LEVEL", "log_level", _log_level, "DEBUG, INFO, WARNING or ERROR", None),
         ("LOG_FORMAT", "log_format", _log_format, "logfmt or json: the form of every log line",
          None),

@@ -155,6 +155,26 @@ class Store(Protocol):
         """A refresh that found the listing unchanged (a 304)."""
         ...
 
+    def add(self, category: str, items: Sequence[Item], *, now: float) -> tuple[ArticleKey, ...]:
+        """File stories found elsewhere than the category's listing (the archive) in
+        ``category``, merged as a refresh merges them; the category's refresh record
+        (when, validators, failure, gap) is left as it is. Returns the keys new to it."""
+        ...
+
+    def stored(self, keys: Sequence[ArticleKey]) -> dict[ArticleKey, Item]:
+        """The stories of ``keys`` that the store has."""
+        ...
+
+    def notes(self, kind: str) -> dict[str, str]:
+        """Every note of ``kind`` by name: small records of the archive's walks."""
+        ...
+
+    def put_note(self, kind: str, name: str, value: str) -> None: ...
+
+    def swap_note(self, kind: str, name: str, old: str, new: str | None) -> bool:
+        """Replace the note by ``new`` (None drops it) only if it still reads ``old``."""
+        ...
+
     def save_failure(self, category: str, failure: Failure) -> None: ...
 
     def save_cadence(self, category: str, cadence: Cadence) -> None:

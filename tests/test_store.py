@@ -199,6 +199,42 @@ def test_a_refresh_that_shares_nothing_with_what_is_kept_is_a_gap(
     assert not state.in_gap and state.gap is not None, "the last gap is remembered"
 
 
+def test_stories_added_from_elsewhere_are_merged_but_the_category_is_not_refreshed(
+    store: Store, clock: Clock
+) -> None:
+    store.merge("vok-en", listing(10, 11), now=clock.now)
+    before = store.state("vok-en")
+    clock.advance(600)
+    recovered = story(5, content_html="<p>Full text.</p>")
+    added = store.add("vok-en", [recovered, story(10)], now=clock.now)
+    assert added == (recovered.key,), "a story the category has is not added twice"
+    after = store.state("vok-en")
+    assert (after.refreshed_at, after.etag, after.gap) == (
+        before.refreshed_at, before.etag, before.gap,
+    )  # fmt: skip
+    assert after.version != before.version and after.stories == 3
+    assert titles(store.newest("vok-en", 10)) == ["Story 11", "Story 10", "Story 5"]
+    assert store.newest("vok-en", 10)[2].content_html == "<p>Full text.</p>"
+    assert store.pending("vok-en", now=clock.now, limit=10) != [], "the listed ones lack it"
+    assert store.add("all", [recovered], now=clock.now) == (recovered.key,)
+    assert not store.state("all").seen, "filing a story is no refresh of the category"
+    assert store.add("vok-en", [recovered], now=clock.now) == ()
+    assert set(store.stored([recovered.key, story(99).key])) == {recovered.key}
+
+
+def test_notes_are_kept_and_swapped_only_from_what_they_read(store: Store) -> None:
+    assert store.notes("gap") == {}
+    store.put_note("gap", "vok-en", "first")
+    store.put_note("walk", "repair", "page 3")
+    assert store.notes("gap") == {"vok-en": "first"}
+    assert not store.swap_note("gap", "vok-en", "stale", "second")
+    assert store.swap_note("gap", "vok-en", "first", "second")
+    assert store.notes("gap") == {"vok-en": "second"}
+    assert not store.swap_note("gap", "vok-en", "first", None)
+    assert store.swap_note("gap", "vok-en", "second", None)
+    assert store.notes("gap") == {} and store.notes("walk") == {"repair": "page 3"}
+
+
 def test_retention_by_count_and_by_days_since_last_listed(store: Store, clock: Clock) -> None:
     store.merge("all", listing(1), now=clock.now)
     store.merge("vok-en", listing(1, 2, 3, 4, 5), now=clock.now)
