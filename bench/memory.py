@@ -19,7 +19,7 @@ from pytest_httpserver import HTTPServer
 from feedbridge.categories import load_registry
 from feedbridge.feeds import Format
 from tests.conftest import FakeSite
-from tests.servers import Gunicorn
+from tests.servers import WebServer
 
 
 def memory(pid: int) -> tuple[int, int]:
@@ -40,7 +40,7 @@ def main() -> None:
     site = FakeSite(site_server)
     env = {"FEEDBRIDGE_UPSTREAM_URL": site.url, "FEEDBRIDGE_MIN_INTERVAL": "0"}
     try:
-        with Gunicorn(env, workers=workers) as server:
+        with WebServer(env, workers=workers) as server:
             for _ in range(3):
                 for slug in load_registry():
                     for fmt in Format:

@@ -3,9 +3,10 @@
     python3 -m bench.run [--seconds 10] [--rounds 3]    (from the repository root,
                                                         after pip install -e '.[test]')
 
-1. Cached feed under gunicorn (the Procfile's settings) against the ceiling: a minimal
-   Flask endpoint with a constant body of the same size under the same settings
-   (bench/ceiling.py); with the SQLite store, and with Redis when redis-server is here.
+1. Cached feed under the Procfile's server against the ceiling: a minimal Flask endpoint
+   with a constant body of the same size (bench/ceiling.py) under gunicorn with 2 gevent
+   workers, the Procfile's server before granian; with the SQLite store, and with Redis
+   when redis-server is here.
 2. Cold refresh of each category, parse + render (network excluded), against a bare
    ``lxml.html.fromstring`` of the same page.
 3. Conditional polls (``If-None-Match`` → 304) against full responses.
@@ -35,6 +36,7 @@ import re
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -60,7 +62,7 @@ from feedbridge.sqlite_store import SQLiteStore
 from feedbridge.store import Listing
 from feedbridge.upstream import Upstream
 from tests.conftest import ARTICLE, SITE, FakeSite
-from tests.servers import ROOT, Gunicorn, RedisServer
+from tests.servers import ROOT, RedisServer, WebServer
 
 RESULTS = ROOT / "bench" / "results"
 FEED = "/feeds/vok-en.atom"
@@ -132,11 +134,9 @@ def main() -> None:
             "FEEDBRIDGE_FULLTEXT": "0",
             "FEEDBRIDGE_LOG_LEVEL": "WARNING",
         }
-        bridge = servers.enter_context(Gunicorn(env))
+        bridge = servers.enter_context(WebServer(env))
         size, etag = _warm(bridge)
-        ceiling = servers.enter_context(
-            Gunicorn({"CEILING_BYTES": str(size)}, app="bench.ceiling:app")
-        )
+        ceiling = servers.enter_context(ceiling_server(size))
         # Every server is up and idle while another is measured; the kinds of run take
         # turns, so that whatever else the machine does slows all of them alike.
         runs: dict[str, Run] = {
@@ -146,18 +146,18 @@ def main() -> None:
         }
         if shutil.which("redis-server"):
             redis_url = servers.enter_context(RedisServer()).url
-            on_redis = servers.enter_context(Gunicorn({**env, "FEEDBRIDGE_REDIS_URL": redis_url}))
+            on_redis = servers.enter_context(WebServer({**env, "FEEDBRIDGE_REDIS_URL": redis_url}))
             _warm(on_redis)
             runs["redis_store"] = Run(on_redis, FEED)
         # Part 6: stores filled beforehand; nothing refreshes, so nothing is fetched.
         stores = Path(servers.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
-        kept: dict[int, Gunicorn] = {}
+        kept: dict[int, WebServer] = {}
         for count in HISTORY:
             print(f"6. filling a store with {count} stories per category …", flush=True)
             db = stores / f"kept-{count}.db"
             fill_store(db, count)
             kept[count] = servers.enter_context(
-                Gunicorn(
+                WebServer(
                     {
                         **env,
                         "FEEDBRIDGE_DB": str(db),
@@ -167,43 +167,41 @@ def main() -> None:
                 )
             )
         history_size = {count: _warm(server)[0] for count, server in kept.items()}
-        ceiling_history = servers.enter_context(
-            Gunicorn({"CEILING_BYTES": str(history_size[HISTORY[-1]])}, app="bench.ceiling:app")
-        )
+        ceiling_history = servers.enter_context(ceiling_server(history_size[HISTORY[-1]]))
         runs["ceiling_history"] = Run(ceiling_history, "/feed")
         runs.update({f"kept_{count}": Run(server, FEED) for count, server in kept.items()})
 
         print(f"1, 3, 6. {args.rounds} rounds of {', '.join(runs)} …", flush=True)
         load = Loader(args.seconds, args.connections)
-        best = load.rounds(runs, args.rounds)
+        median = load.rounds(runs, args.rounds)
         print("4. memory after distinct query strings …", flush=True)
         results["memory"] = _memory(bridge, load)
         print("7. memory with 50 and 5,000 kept stories …", flush=True)
         results["history_memory"] = _history_memory(kept, load)
 
-    ceiling_rps = best["ceiling"].requests_per_s
+    ceiling_rps = median["ceiling"].requests_per_s
     results["throughput"] = {
         "body_bytes": size,
-        **{name: asdict(found) for name, found in best.items()},
-        "ratio": best["sqlite_store"].requests_per_s / ceiling_rps,
+        **{name: asdict(found) for name, found in median.items()},
+        "ratio": median["sqlite_store"].requests_per_s / ceiling_rps,
     }
-    if "redis_store" in best:
+    if "redis_store" in median:
         results["throughput"]["redis_ratio"] = (  # type: ignore[index]
-            best["redis_store"].requests_per_s / ceiling_rps
+            median["redis_store"].requests_per_s / ceiling_rps
         )
     results["conditional"] = {
-        "full": asdict(best["sqlite_store"]),
-        "not_modified": asdict(best["not_modified"]),
-        "ratio": best["not_modified"].requests_per_s / best["sqlite_store"].requests_per_s,
+        "full": asdict(median["sqlite_store"]),
+        "not_modified": asdict(median["not_modified"]),
+        "ratio": median["not_modified"].requests_per_s / median["sqlite_store"].requests_per_s,
     }
     results["history"] = {
         "body_bytes": history_size,
-        "ceiling": asdict(best["ceiling_history"]),
+        "ceiling": asdict(median["ceiling_history"]),
         **{
             str(count): {
-                **asdict(best[f"kept_{count}"]),
-                "ratio": best[f"kept_{count}"].requests_per_s
-                / best["ceiling_history"].requests_per_s,
+                **asdict(median[f"kept_{count}"]),
+                "ratio": median[f"kept_{count}"].requests_per_s
+                / median["ceiling_history"].requests_per_s,
             }
             for count in HISTORY
         },
@@ -211,7 +209,31 @@ def main() -> None:
     _report(results)
 
 
-def _warm(server: Gunicorn) -> tuple[int, str]:
+def gunicorn(worker: str, app: str = "feedbridge.wsgi:app") -> Callable[[int | None], list[str]]:
+    """gunicorn with ``bench/gunicorn_conf.py`` and ``worker`` (its class, which
+    ``GUNICORN_WORKER`` must name too); on loopback at ``port``, or on ``$PORT`` when it
+    is None."""
+
+    def argv(port: int | None) -> list[str]:
+        bind = ["--bind", f"127.0.0.1:{port}"] if port else []
+        return [
+            sys.executable, "-m", "gunicorn", "--config", "python:bench.gunicorn_conf",
+            "--worker-class", worker, *bind, app,
+        ]  # fmt: skip
+
+    return argv
+
+
+def ceiling_server(size: int) -> WebServer:
+    """The ceiling: bench/ceiling.py with a body of ``size`` bytes, under gunicorn with 2
+    gevent workers (the Procfile's server before granian)."""
+    return WebServer(
+        {"CEILING_BYTES": str(size), "GUNICORN_WORKER": "gevent"},
+        argv=gunicorn("gevent", "bench.ceiling:app"),
+    )
+
+
+def _warm(server: WebServer) -> tuple[int, str]:
     """Ask for the feed once (every worker shares the store): its size and ETag."""
     response = requests.get(server.url + FEED, timeout=30)
     response.raise_for_status()
@@ -220,7 +242,7 @@ def _warm(server: Gunicorn) -> tuple[int, str]:
 
 @dataclass(frozen=True)
 class Run:
-    server: Gunicorn
+    server: WebServer
     path: str
     script: str | None = None  # wrk's Lua
 
@@ -233,13 +255,14 @@ class Loader:
         self.connections = connections
 
     def rounds(self, runs: dict[str, Run], rounds: int) -> dict[str, Load]:
-        """The best run of each kind: the machine's other work only ever slows one down."""
+        """The median run of each kind (by rate), the kinds taking turns in each round."""
         found: dict[str, list[Load]] = {name: [] for name in runs}
         for _ in range(rounds):
             for name, run in runs.items():
                 found[name].append(self.run(run))
         return {
-            name: max(loads, key=lambda load: load.requests_per_s) for name, loads in found.items()
+            name: sorted(loads, key=lambda load: load.requests_per_s)[len(loads) // 2]
+            for name, loads in found.items()
         }
 
     def run(self, run: Run) -> Load:
@@ -398,7 +421,7 @@ def first_request(fresh: int, latency: float = 0.0) -> dict[str, object]:
         }
         for _ in range(fresh):
             release.clear()
-            with Gunicorn(env) as server:  # a store file of its own
+            with WebServer(env) as server:  # a store file of its own
                 started = time.perf_counter()
                 requests.get(site.url + anchor, timeout=30).raise_for_status()
                 bare_s.append(time.perf_counter() - started)
@@ -450,7 +473,7 @@ def _story(category: int, n: int, source: str | None) -> Item:
     )
 
 
-def _memory(server: Gunicorn, load: Loader) -> dict[str, object]:
+def _memory(server: WebServer, load: Loader) -> dict[str, object]:
     """The workers' peak RSS after warm-up (the throughput runs), then after a flood."""
     requests.get(server.url + "/feeds/all.atom?limit=5&q=korea", timeout=30).raise_for_status()
     before = {pid: _peak_kib(pid) for pid in server.workers()}
@@ -467,7 +490,7 @@ def _memory(server: Gunicorn, load: Loader) -> dict[str, object]:
     }
 
 
-def _history_memory(kept: dict[int, Gunicorn], load: Loader) -> dict[str, object]:
+def _history_memory(kept: dict[int, WebServer], load: Loader) -> dict[str, object]:
     """Peak RSS of the workers of each kept-history server after the same work: the
     throughput rounds (the full feed), then distinct query strings whose answers do not
     depend on the history's length (one of their words is in every story, the other in
@@ -487,7 +510,7 @@ def _history_memory(kept: dict[int, Gunicorn], load: Loader) -> dict[str, object
     }
 
 
-def _flood(server: Gunicorn, path: str, words: tuple[str, ...], load: Loader) -> Load:
+def _flood(server: WebServer, path: str, words: tuple[str, ...], load: Loader) -> Load:
     """Distinct query strings to ``path``, searching for ``words`` in turn."""
     quoted = ", ".join(f'"{word}"' for word in words)
     script = DISTINCT_QUERIES.replace("FEED_PATH", path).replace("{WORDS}", "{" + quoted + "}")

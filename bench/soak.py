@@ -46,7 +46,7 @@ from feedbridge.feeds import Format
 from feedbridge.politeness import Backoff
 from feedbridge.redis_store import RETRY_INTERVAL
 from tests.conftest import ARTICLE, FIXTURES, SITE, FakeSite
-from tests.servers import ROOT, Gunicorn, RedisServer
+from tests.servers import ROOT, RedisServer, WebServer
 
 RESULTS = ROOT / "bench" / "results"
 Figures = dict[str, Any]  # JSON-shaped, as saved
@@ -186,7 +186,7 @@ class Cluster:
 
     name: str
     site: StandIn
-    servers: list[Gunicorn]
+    servers: list[WebServer]
     settings: Settings  # what the soak reads the store with
     answers: list[Answer] = field(default_factory=list)
     healthz: list[float] = field(default_factory=list)  # seconds; inf when not 200
@@ -597,8 +597,8 @@ def _redis_cluster(
     return Cluster("redis", site, servers, Settings(upstream_url=site.url, redis_url=redis_url))
 
 
-def _gunicorn(stack: ExitStack, env: dict[str, str]) -> Gunicorn:
-    server = Gunicorn(env)
+def _gunicorn(stack: ExitStack, env: dict[str, str]) -> WebServer:
+    server = WebServer(env)
     stack.callback(server.stop)
     return server
 

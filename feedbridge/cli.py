@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import logging
 import os
 import signal
 import sys
@@ -28,7 +27,7 @@ from click.exceptions import NoArgsIsHelpError
 from flask import Flask
 from werkzeug.serving import WSGIRequestHandler, run_simple
 
-from feedbridge import __version__, logs
+from feedbridge import __version__, logs, server
 from feedbridge.app import create_app, start_refresher
 from feedbridge.bridge import Bridge
 from feedbridge.bridge import Outcome as Refreshed
@@ -37,7 +36,6 @@ from feedbridge.config import PREFIX, Settings, http_url, setting_descriptions
 from feedbridge.errors import ConfigError, UpstreamError
 from feedbridge.feeds import Format
 from feedbridge.refresher import Refresher
-from feedbridge.text import logfmt
 from feedbridge.web import ERROR_SINK, category_feeds
 
 SETTINGS_HELP = "\b\n" + "\n".join(
@@ -47,10 +45,6 @@ EPILOG = f"Settings (environment variables):\n\n{SETTINGS_HELP}"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 DEFAULT_BASE_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
-# One source of truth for how gunicorn runs the app: `serve --workers` and the Procfile
-# (a test checks that the Procfile says the same); the worker class is in GUNICORN_CONFIG.
-WSGI_APP = "feedbridge.wsgi:app"
-GUNICORN_CONFIG = "python:feedbridge.gunicorn_conf"  # shared metrics of all the workers
 
 
 class OneLineUsageError(click.UsageError):
@@ -523,20 +517,6 @@ def _refresh_loop(refresher: Refresher) -> None:
 # --- serve ------------------------------------------------------------------------------
 
 
-def gunicorn_args(host: str, port: int, workers: int) -> list[str]:
-    """gunicorn's arguments, after the program name: the ``Procfile``'s (the settings
-    module and the app), with this address and number of workers."""
-    return [
-        "--config",
-        GUNICORN_CONFIG,
-        "--workers",
-        str(workers),
-        "--bind",
-        f"{host}:{port}",
-        WSGI_APP,
-    ]
-
-
 @main.command(epilog=EPILOG)
 @click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to listen on.")
 @click.option(
@@ -550,8 +530,8 @@ def gunicorn_args(host: str, port: int, workers: int) -> list[str]:
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
-    help="Run gunicorn with N processes, as the Procfile does (default: one threaded "
-    "development server).",
+    help="Run the production server with N processes, as the Procfile does (default: one "
+    "threaded development server).",
 )
 def serve(host: str, port: int, workers: int | None) -> None:
     """Serve the feeds over HTTP."""
@@ -559,23 +539,18 @@ def serve(host: str, port: int, workers: int | None) -> None:
     app = build_app(settings)  # a bad setting stops here, with one line, in either case
     click.echo(f"feedbridge {__version__} on http://{host}:{port}/ (site: {settings.upstream_url})")
     if workers is not None:
-        # exec, so that gunicorn's master gets the signals (SIGTERM stops the workers).
-        argv = [sys.executable, "-m", "gunicorn", *gunicorn_args(host, port, workers)]
+        # exec, so that the server's master gets the signals (SIGTERM stops the workers).
+        argv = [sys.executable, *server.command(host, port, workers)]
         sys.stdout.flush()
         sys.stderr.flush()
         os.execv(sys.executable, argv)
     start_refresher(app)
-    run_simple(host, port, app, threaded=True, request_handler=AccessLog)
+    run_simple(host, port, server.AccessLog(app), threaded=True, request_handler=Quiet)
 
 
-class AccessLog(WSGIRequestHandler):
-    """The development server's access lines, in the form of gunicorn's."""
+class Quiet(WSGIRequestHandler):
+    """The development server's handler, without werkzeug's request lines: the app's
+    access lines are written as under the production server (:class:`server.AccessLog`)."""
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        logging.getLogger("feedbridge.access").info(
-            logfmt(
-                event="access", client=self.address_string(),
-                method=getattr(self, "command", "-"), path=getattr(self, "path", "-"),
-                status=code, bytes=size,
-            )
-        )  # fmt: skip
+        pass

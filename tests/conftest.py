@@ -26,7 +26,7 @@ SITE = FIXTURES / "site"
 ARTICLE = re.compile(r"^/newstream/(\d+-\d+)(?:/|$)")
 Handler = Callable[[Request], Response]
 
-# Tests that start a process (redis-server, Chromium, a feed reader, gunicorn) are slow:
+# Tests that start a process (redis-server, Chromium, a feed reader, the server) are slow:
 # those through these fixtures are marked here, the others where they are written.
 _PROCESS_FIXTURES = frozenset({"redis_server", "redis_url", "tls_redis", "chromium"})
 

@@ -1,0 +1,101 @@
+"""The production server's launcher (feedbridge/server.py): what it refuses before any
+worker starts, and the access lines the app writes under it."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+
+import pytest
+from flask import Flask
+from werkzeug.test import Client
+
+from feedbridge.server import AccessLog
+from feedbridge.text import parse_logfmt
+from tests.servers import ROOT
+
+
+def launch(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "feedbridge.server", "--host", "127.0.0.1"],
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **env},
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("env", "line"),
+    [
+        ({"PORT": "http"}, "feedbridge: PORT: a whole number from 1 to 65535 (got 'http')\n"),
+        ({"PORT": "70000"}, "feedbridge: PORT: a whole number from 1 to 65535 (got '70000')\n"),
+        (
+            {"WEB_CONCURRENCY": "0"},
+            "feedbridge: WEB_CONCURRENCY: a whole number from 1 to 64 (got '0')\n",
+        ),
+        (
+            {"FEEDBRIDGE_CACHE_TTL": "abc"},
+            "feedbridge: FEEDBRIDGE_CACHE_TTL: must be a whole number (got 'abc')\n",
+        ),
+    ],
+)
+def test_a_bad_variable_stops_the_server_with_one_line(env: dict[str, str], line: str) -> None:
+    result = launch(env)
+    assert (result.returncode, result.stderr) == (2, line)
+
+
+@pytest.mark.slow
+def test_a_store_that_cannot_open_stops_the_server_before_any_worker() -> None:
+    result = launch({"FEEDBRIDGE_DB": "/proc/no/such/dir/feedbridge.db", "PORT": "1"})
+    assert result.returncode == 2
+    assert result.stderr.startswith("feedbridge: ") and result.stderr.count("\n") == 1
+    assert "granian" not in result.stderr  # no server started
+
+
+@pytest.fixture
+def access_lines(caplog: pytest.LogCaptureFixture) -> Iterator[Callable[[], list[dict[str, str]]]]:
+    """The access lines written so far, read back."""
+    with caplog.at_level(logging.INFO, logger="feedbridge.access"):
+        yield lambda: [parse_logfmt(record.getMessage()) or {} for record in caplog.records]
+
+
+def test_an_access_line_per_request(access_lines: Callable[[], list[dict[str, str]]]) -> None:
+    app = Flask(__name__)
+    app.add_url_rule("/feed", "feed", lambda: "abc")
+    client = Client(AccessLog(app))
+    client.get("/feed?limit=5", headers={"User-Agent": "NetNewsWire"})
+    client.get("/nonesuch", environ_base={"REMOTE_ADDR": "203.0.113.7"})
+    first, second = access_lines()
+    assert {k: first[k] for k in ("event", "method", "path", "status", "bytes", "agent")} == {
+        "event": "access",
+        "method": "GET",
+        "path": "/feed?limit=5",
+        "status": "200",
+        "bytes": "3",
+        "agent": "NetNewsWire",
+    }
+    assert float(first["duration_ms"]) >= 0
+    assert (second["client"], second["path"], second["status"]) == (
+        "203.0.113.7",
+        "/nonesuch",
+        "404",
+    )
+
+
+def test_the_access_line_shows_the_client_the_app_believed(
+    access_lines: Callable[[], list[dict[str, str]]],
+) -> None:
+    """The app rewrites ``REMOTE_ADDR`` for a trusted proxy (feedbridge/proxy.py); the
+    line is written after the app ran, so it shows the reader, not the proxy."""
+
+    def app(environ: dict[str, object], start_response: object) -> list[bytes]:
+        environ["REMOTE_ADDR"] = "198.51.100.4"
+        start_response("204 No Content", [])  # type: ignore[operator]
+        return []
+
+    Client(AccessLog(app)).get("/", environ_base={"REMOTE_ADDR": "10.0.0.1"})
+    assert [(line["client"], line["status"], line["bytes"]) for line in access_lines()] == [
+        ("198.51.100.4", "204", "-")
+    ]
