@@ -10,7 +10,9 @@ requests taken in at once (``--threads``, ``--backpressure``). Each runs 2 worke
 
 The qualifying round, each check pass or fail with what it saw:
 
-- ``boot``: start to the first ``/healthz`` answer, median of 3, at most 1 s;
+- ``boot``: start to the first ``/healthz`` answer, median of 3 (the candidates taking
+  turns), at most 1 s, or, on a machine so busy that the baseline's is slower, at most
+  the baseline's;
 - ``slow_clients``: /healthz under 2 s while 100 clients trickle header lines;
 - ``dripping_site``: /healthz under 2 s while 16 cold requests wait on a site that
   drips its answer (tests/servers.py ``Dripper``);
@@ -131,9 +133,12 @@ def main() -> None:
             "FEEDBRIDGE_MIN_INTERVAL": "0",
             "FEEDBRIDGE_FULLTEXT": "0",
         }
+        print("boot, the candidates taking turns …", flush=True)
+        boots = check_boot(chosen, env)
         for candidate in chosen:
             print(f"qualifying {candidate.name} …", flush=True)
-            results[candidate.name] = qualify(candidate, env, site)
+            results[candidate.name] = {"boot": boots[candidate.name]}
+            results[candidate.name].update(qualify(candidate, env, site))
         baseline_pss = int(results[BASELINE]["memory"].saw.split("PSS ")[1].split()[0])
         for checks in results.values():
             pss = int(checks["memory"].saw.split("PSS ")[1].split()[0])
@@ -162,7 +167,6 @@ def _against_baseline(results: dict[str, dict[str, Check]]) -> None:
 
 def qualify(candidate: Candidate, env: dict[str, str], site: FakeSite) -> dict[str, Check]:
     checks: dict[str, Callable[[], Check]] = {
-        "boot": lambda: check_boot(candidate, env),
         "slow_clients": lambda: check_slow_clients(candidate, env),
         "dripping_site": lambda: check_dripping_site(candidate),
         "sigterm": lambda: check_sigterm(candidate, env),
@@ -186,13 +190,19 @@ def qualify(candidate: Candidate, env: dict[str, str], site: FakeSite) -> dict[s
     return found
 
 
-def check_boot(candidate: Candidate, env: dict[str, str]) -> Check:
-    boots = []
-    for _ in range(3):
-        with candidate.server(env) as server:
-            boots.append(server.boot_s)
-    boot = statistics.median(boots)
-    return Check(boot <= BOOT_LIMIT, f"{boot:.2f} s", boot)
+def check_boot(chosen: list[Candidate], env: dict[str, str], rounds: int = 3) -> dict[str, Check]:
+    """Start to the first /healthz of each candidate, the candidates taking turns; the
+    median of ``rounds``."""
+    boots: dict[str, list[float]] = {candidate.name: [] for candidate in chosen}
+    for _ in range(rounds):
+        for candidate in chosen:
+            with candidate.server(env) as server:
+                boots[candidate.name].append(server.boot_s)
+    found = {}
+    for name, times in boots.items():
+        boot = statistics.median(times)
+        found[name] = Check(boot <= BOOT_LIMIT, f"{boot:.2f} s", boot)
+    return found
 
 
 def healthz_seconds(url: str) -> float:

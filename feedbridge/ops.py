@@ -26,7 +26,7 @@ def status() -> Response:
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    """Prometheus text; under gunicorn, the sum over every worker of the server."""
+    """Prometheus text; under the Procfile's server, the sum over all its workers."""
     registry = REGISTRY
     if os.environ.get(MULTIPROC_DIR):
         registry = CollectorRegistry()
