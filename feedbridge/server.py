@@ -26,9 +26,11 @@ table is in docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -51,6 +53,7 @@ MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 # /healthz). Both chosen by bench/qualify.py.
 THREADS = 32
 BACKPRESSURE = 1000
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent ends
 STOP_TIMEOUT = 30  # seconds a worker gets to finish its requests after SIGTERM
 DEFAULT_PORT = 8000
 DEFAULT_WORKERS = 2
@@ -99,10 +102,26 @@ class AccessLog:
 def app() -> WSGIApplication:
     """The app of one worker (granian calls this in each worker, after the fork)."""
     from feedbridge.app import start_refresher
+
+    _stop_with_the_master()
     from feedbridge.wsgi import app as flask_app
 
     start_refresher(flask_app)
     return AccessLog(flask_app)
+
+
+def _stop_with_the_master() -> None:
+    """Ask Linux for SIGTERM when this worker's master is gone, however it went.
+
+    granian's workers do not watch their master (gunicorn's do): a master killed, or
+    stopped while it was starting a worker, left workers serving the port on their own.
+    """
+    if sys.platform != "linux":
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() == 1:  # the master went before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def command(host: str, port: int, workers: int) -> list[str]:
