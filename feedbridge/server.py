@@ -59,6 +59,7 @@ DEFAULT_PORT = 8000
 DEFAULT_WORKERS = 2
 
 access_log = logging.getLogger("feedbridge.access")
+_master = os.getpid()  # imported by the master (see the end), so a worker's is its master's
 
 
 class AccessLog:
@@ -111,17 +112,20 @@ def app() -> WSGIApplication:
 
 
 def _stop_with_the_master() -> None:
-    """Ask Linux for SIGTERM when this worker's master is gone, however it went.
+    """Ask Linux to kill this worker when its master is gone, however it went.
 
     granian's workers do not watch their master (gunicorn's do): a master killed, or
     stopped while it was starting a worker, left workers serving the port on their own.
+    SIGKILL, as a worker still loading the app ignores SIGTERM (the master's handler,
+    inherited through the fork, is still in place); a master that stops as it should
+    has stopped its workers gracefully before it ends.
     """
     if sys.platform != "linux":
         return
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() == 1:  # the master went before the request took effect
-        os.kill(os.getpid(), signal.SIGTERM)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != _master:  # the master went before the request took effect
+        os._exit(1)
 
 
 def command(host: str, port: int, workers: int) -> list[str]:
@@ -212,4 +216,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # The module itself, not this __main__ copy: the workers' loader finds it imported,
+    # its _master this process.
+    from feedbridge import server
+
+    server.main()

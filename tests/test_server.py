@@ -7,6 +7,7 @@ import logging
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -14,7 +15,7 @@ from werkzeug.test import Client
 
 from feedbridge.server import AccessLog
 from feedbridge.text import parse_logfmt
-from tests.servers import ROOT
+from tests.servers import ROOT, WebServer, wait_until
 
 
 def launch(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -99,3 +100,17 @@ def test_the_access_line_shows_the_client_the_app_believed(
     assert [(line["client"], line["status"], line["bytes"]) for line in access_lines()] == [
         ("198.51.100.4", "204", "-")
     ]
+
+
+@pytest.mark.slow
+def test_workers_stop_when_their_master_is_killed() -> None:
+    with WebServer({"FEEDBRIDGE_UPSTREAM_URL": "http://127.0.0.1:9"}, workers=2) as server:
+        wait_until(lambda: len(server.workers()) == 2, "both workers")
+        workers = server.workers()
+        server.process.kill()
+        server.process.wait(10)
+        wait_until(
+            lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers),
+            "the workers of a killed master to stop",
+            timeout=15,
+        )
