@@ -2,10 +2,11 @@
 
     python3 -m bench.memory [--workers 2]    (from the repository root)
 
-gunicorn serves the saved pages of ``tests/fixtures`` (full text on); every feed and
-the front page are asked for three times, then each process's resident memory (RSS)
-and its proportional share (PSS: shared pages, from ``--preload``, split between the
-processes that share them) are printed in MiB. The sum of PSS is what the server costs.
+The Procfile's server serves the saved pages of ``tests/fixtures`` (full text on);
+every feed and the front page are asked for three times, then each process's resident
+memory (RSS) and its proportional share (PSS: shared pages, the modules the master
+imported before it forked, split between the processes that share them) are printed in
+MiB. The sum of PSS is what the server costs.
 """
 
 from __future__ import annotations
