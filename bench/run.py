@@ -250,9 +250,10 @@ class Run:
 class Loader:
     """wrk runs of one length and concurrency."""
 
-    def __init__(self, seconds: int, connections: int) -> None:
+    def __init__(self, seconds: int, connections: int, timeout: int = 2) -> None:
         self.seconds = seconds
         self.connections = connections
+        self.timeout = timeout  # seconds after which wrk counts a request as failed
 
     def rounds(self, runs: dict[str, Run], rounds: int) -> dict[str, Load]:
         """The median run of each kind (by rate), the kinds taking turns in each round."""
@@ -272,7 +273,10 @@ class Loader:
         with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
             lua.write(run.script or "")
             lua.flush()
-            argv = ["wrk", "-t2", f"-c{self.connections}", f"-d{self.seconds}s", "--latency"]
+            argv = [
+                "wrk", "-t2", f"-c{self.connections}", f"-d{self.seconds}s",
+                f"--timeout={self.timeout}s", "--latency",
+            ]  # fmt: skip
             output = subprocess.run(
                 [*argv, "-s", lua.name, url],
                 capture_output=True,
