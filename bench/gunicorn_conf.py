@@ -30,13 +30,16 @@ if WORKER == "gevent":
 
 import gc  # noqa: E402
 import shutil  # noqa: E402
+import sys  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 from gunicorn.glogging import Logger  # noqa: E402
 
-from feedbridge.config import Settings  # noqa: E402
+# Not `from feedbridge import config`: gunicorn would take a module variable `config`
+# for its own setting of that name.
+from feedbridge.config import Settings, port, web_concurrency  # noqa: E402
 from feedbridge.errors import ConfigError  # noqa: E402
 from feedbridge.logs import Formatter  # noqa: E402
 from feedbridge.text import logfmt  # noqa: E402
@@ -45,8 +48,12 @@ THREADS = 32  # gthread's, as many as granian's blocking threads (feedbridge/ser
 worker_class = WORKER
 worker_connections = 1000  # gevent's, per worker: open connections, slow ones included
 threads = THREADS
-workers = int(os.environ.get("WEB_CONCURRENCY") or 2)  # a platform sets it by memory
-bind = [f"0.0.0.0:{os.environ.get('PORT') or 8000}"]  # the platform's port
+try:
+    workers = web_concurrency()  # a platform sets it by memory
+    bind = [f"0.0.0.0:{port()}"]  # the platform's port
+except ConfigError as exc:  # one line, not gunicorn's traceback or a server of no workers
+    print(f"feedbridge: {exc}", file=sys.stderr)
+    raise SystemExit(2) from None
 preload_app = True  # a bad setting stops the whole server with one line, not each worker
 accesslog = "-"
 control_socket_disable = True  # a platform's home directory may be read-only

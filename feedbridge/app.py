@@ -100,6 +100,7 @@ def open_store(settings: Settings, clock: Callable[[], float]) -> Store:
             settings.redis_url,
             upstream_url=settings.upstream_url,
             clock=clock,
+            search_depth=settings.keep_stories,
             options=redis_client_options(settings.redis_url, verify=settings.redis_tls_verify),
         )
     from feedbridge.sqlite_store import SQLiteStore

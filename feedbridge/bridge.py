@@ -21,6 +21,7 @@ import enum
 import gzip
 import hashlib
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -28,7 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from cachetools import LRUCache
 
@@ -43,6 +44,7 @@ from feedbridge.errors import (
 )
 from feedbridge.feeds import FeedInfo, Format, render
 from feedbridge.fulltext import FullText
+from feedbridge.history import next_try
 from feedbridge.model import Item, newest_first
 from feedbridge.politeness import Backoff, SharedPause
 from feedbridge.scrape import parse_home, parse_listing
@@ -56,11 +58,14 @@ from feedbridge.store import (
     Retention,
     Store,
     StoreError,
+    dedupe_window,
+    matches,
 )
 from feedbridge.text import logfmt
 from feedbridge.upstream import Upstream
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Feeds are rendered with this root in their self links, put in place when served, so
 # that what is rendered and kept never depends on a request's Host header.
@@ -69,8 +74,18 @@ GAP_FLOOR = 60.0  # seconds: how often a category in a gap is refreshed at the m
 FETCH_LEASE = 6.0  # seconds a category's fetch lease lasts unless renewed (its holder died)
 SELECTION_BYTES = 8 * 1024 * 1024  # renderings of ?limit= / ?q= kept in memory
 SERVED_BYTES = 16 * 1024 * 1024  # bodies with a request's root put in, kept in memory
-COLD_WAITERS = 16  # requests of one process waiting at once for a never-seen category
-FULL_TEXT_RETRY = (300.0, 86_400.0)  # seconds: first retry of a failed article, cap
+# Requests of one process waiting at once for a never-seen category. Each is a greenlet
+# of a gevent worker (some KiB), so the bound is high enough for a burst of first readers
+# landing unevenly on the workers, and far below a worker's 1000 connections: the others
+# are left for cached feeds and /healthz.
+COLD_WAITERS = 256
+STORE_RETRY_AFTER = 10.0  # seconds: when to ask again for what the store must answer
+# ?limit= / ?q= renderings of one process at once, how long one waits for its turn, and
+# when a reader turned away is told to come back. Each costs as much CPU as a whole feed.
+SELECTIONS = 2
+SELECTION_WAIT = 2.0
+SELECTION_RETRY_AFTER = 5.0
+OFF_THE_LOOP = 256 * 1024  # bytes of a body compressed in a real thread under gevent
 FULL_TEXT_BATCH = 100  # stories asked for at most per fill; what the budget leaves waits
 
 
@@ -108,6 +123,30 @@ class Served:
     freshness: Freshness
     age: float  # seconds since the category was refreshed
     fresh_for: float  # seconds until its next refresh is due; 0 when stale
+
+
+class Unavailable(Exception):
+    """No right answer now: the web layer says ``503`` with ``Retry-After``."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """What ``?limit=`` and ``?q=`` asked for, and their own query string (for self links)."""
+
+    limit: int | None = None
+    words: tuple[str, ...] = ()
+    query: str = ""
+
+    def __bool__(self) -> bool:
+        return self.limit is not None or bool(self.words)
+
+    def path(self, category: Category, fmt: Format) -> str:
+        path = f"feeds/{category.slug}.{fmt.value}"
+        return f"{path}?{self.query}" if self else path
 
 
 class Outcome(enum.Enum):
@@ -165,6 +204,7 @@ class Bridge:
         self._flights: dict[str, Future[CategoryState]] = {}  # first fetches, by category
         self._refreshing: set[str] = set()  # categories refreshed in the background
         self._cold = threading.BoundedSemaphore(COLD_WAITERS)
+        self._selecting = threading.BoundedSemaphore(SELECTIONS)
         self._pool = ThreadPoolExecutor(2, thread_name_prefix="feedbridge-refresh")
         self._background: set[Future[None]] = set()
 
@@ -183,31 +223,37 @@ class Bridge:
         """The category's feed for a reader whose view of the bridge's URL is ``root``.
 
         ``limit`` and ``words`` select from the whole kept history; ``query`` is the
-        selection's own query string, for the feed's self link.
+        selection's own query string, for the feed's self link. While the store fails,
+        what this process holds is served, a selection filtered from it as the store
+        would; :class:`Unavailable` when what it holds cannot answer the selection.
         """
+        selection = Selection(limit, tuple(words), query)
         now = self.clock()
         try:
             state = self.store.state(category.slug)
         except StoreError:
-            return self._last_good(category, fmt, root, now)
+            return self._last_good(category, fmt, root, now, selection)
         freshness = Freshness.HIT
         if not state.seen:
             if (category.slug, fmt) in self._feeds:
                 self._refresh_in_background(category)  # the store lost it: put it back
-                return self._last_good(category, fmt, root, now)
-            state = self._first_fetch(category)
+                return self._last_good(category, fmt, root, now, selection)
+            try:
+                state = self._first_fetch(category)
+            except StoreError:  # a full disk, Redis out of memory: the process reads it
+                return self._last_good(category, fmt, root, now, selection)
             freshness = Freshness.MISS
         elif self._due_in(state, now) <= 0:
             freshness = Freshness.STALE
             if self.refresh_on_request and not self._backing_off(state, now):
                 self._refresh_in_background(category)
         try:
-            if limit is None and not words:
+            if not selection:
                 rendered = self._full_feed(category, fmt, state)
             else:
-                rendered = self._selection(category, fmt, state, limit, words, query)
+                rendered = self._selection(category, fmt, state, selection)
         except StoreError:
-            return self._last_good(category, fmt, root, now)
+            return self._last_good(category, fmt, root, now, selection)
         age = max(0.0, now - (state.refreshed_at or now))
         fresh_for = max(0.0, self._due_in(state, now))
         served = self._served_as(rendered, root, freshness, age, fresh_for)
@@ -254,24 +300,48 @@ class Bridge:
         return rendered
 
     def _selection(
-        self,
-        category: Category,
-        fmt: Format,
-        state: CategoryState,
-        limit: int | None,
-        words: Sequence[str],
-        query: str,
+        self, category: Category, fmt: Format, state: CategoryState, selection: Selection
     ) -> Rendered:
-        key = (category.slug, state.version, fmt, limit, tuple(words))
+        """A ``?limit=``/``?q=`` rendering, made by at most :data:`SELECTIONS` requests
+        of this process at once, off the worker's loop: a flood of distinct selections
+        waits its turn (or is :class:`Unavailable`) while cached feeds are served."""
+        key = (category.slug, state.version, fmt, selection.limit, selection.words)
         with self._lock:
             kept = self._selections.get(key)
         if kept is not None:
             return kept
-        items = self.store.newest(category.slug, limit or self.feed_size, words)
-        rendered = self._render(category, fmt, items, f"feeds/{category.slug}.{fmt.value}?{query}")
+        rendered = self._render_selection(
+            category,
+            fmt,
+            selection,
+            lambda: self.store.newest(
+                category.slug, selection.limit or self.feed_size, selection.words
+            ),
+        )
         with self._lock:
             self._selections[key] = rendered
         return rendered
+
+    def _render_selection(
+        self,
+        category: Category,
+        fmt: Format,
+        selection: Selection,
+        select: Callable[[], list[Item]],
+    ) -> Rendered:
+        """The stories ``select`` gives, rendered in their turn (one of
+        :data:`SELECTIONS`, else :class:`Unavailable` after :data:`SELECTION_WAIT`)."""
+        if not self._selecting.acquire(timeout=SELECTION_WAIT):
+            raise Unavailable(
+                "too many selections (?limit=, ?q=) at once; ask again shortly",
+                retry_after=SELECTION_RETRY_AFTER,
+            )
+        try:
+            items = select()
+            path = selection.path(category, fmt)
+            return off_the_loop(lambda: self._render(category, fmt, items, path))
+        finally:
+            self._selecting.release()
 
     def _render(self, category: Category, fmt: Format, items: list[Item], path: str) -> Rendered:
         info = self.feed_info(category, ROOT_MARKER + path)
@@ -287,7 +357,8 @@ class Bridge:
             pair = self._served.get(key)
         if pair is None:
             body = rendered.body.replace(ROOT_MARKER.encode(), root.encode())
-            pair = (body, gzip.compress(body, 6, mtime=0))
+            compress = partial(gzip.compress, body, 6, mtime=0)
+            pair = (body, off_the_loop(compress) if len(body) > OFF_THE_LOOP else compress())
             with self._lock:
                 self._served[key] = pair
         return Served(
@@ -295,14 +366,22 @@ class Bridge:
             freshness, age, fresh_for,
         )  # fmt: skip
 
-    def _last_good(self, category: Category, fmt: Format, root: str, now: float) -> Served:
+    def _last_good(
+        self, category: Category, fmt: Format, root: str, now: float, selection: Selection
+    ) -> Served:
         """What this process has, when the store has nothing or fails: the feed it
         rendered last, else one rendered from the stories it last served in another
         format, else (it never served the category) its listing, read at most once a TTL
-        by this process, kept here and not in the store."""
+        by this process, kept here and not in the store.
+
+        A selection is made from those stories as the store would make it, never
+        answered with the whole feed: ``?q=`` finds what they hold (``?limit=`` caps
+        it); a ``?limit=`` alone past them is :class:`Unavailable` (the store holds more
+        than this process knows).
+        """
         with self._lock:
             kept = self._feeds.get((category.slug, fmt))
-        if kept is not None:
+        if kept is not None and not selection:
             age = max(0.0, now - kept[1])
             return self._served_as(kept[2], root, Freshness.STALE, age, 0.0)
         with self._direct[category.slug]:  # one read of the site for every such request
@@ -316,9 +395,26 @@ class Bridge:
                 with self._lock:
                     self._stories[category.slug] = known
                 freshness = Freshness.MISS
-        rendered = self._render(category, fmt, known[2], f"feeds/{category.slug}.{fmt.value}")
-        with self._lock:
-            self._feeds[(category.slug, fmt)] = (known[0], known[1], rendered)
+        items = known[2]
+        if selection:
+            if not selection.words and (selection.limit or 0) > len(items):
+                raise Unavailable(
+                    "the store is unavailable, and this process holds fewer stories than asked for",
+                    retry_after=STORE_RETRY_AFTER,
+                )
+            rendered = self._render_selection(
+                category,
+                fmt,
+                selection,
+                lambda: dedupe_window(
+                    [item for item in items if matches(item, selection.words)],
+                    selection.limit or self.feed_size,
+                ),
+            )
+        else:
+            rendered = self._render(category, fmt, items, selection.path(category, fmt))
+            with self._lock:
+                self._feeds[(category.slug, fmt)] = (known[0], known[1], rendered)
         return self._served_as(rendered, root, freshness, max(0.0, now - known[1]), 0.0)
 
     # --- fetching on a request ------------------------------------------------------
@@ -554,9 +650,8 @@ class Bridge:
                 modified = datetime.fromtimestamp(now, UTC)  # readers see it updated
                 self.store.save_full_text(replace(item, modified=modified))
                 return
-            first, cap = FULL_TEXT_RETRY
-            delay = min(cap, first * 2**pending.attempts)
-            self.store.postpone_full_text(pending.item.key, retry_at=now + delay)
+            retry_at = next_try(pending.attempts, now)
+            self.store.postpone_full_text(pending.item.key, retry_at=retry_at)
         except StoreError as exc:
             log.warning(logfmt(event="store_error", story=pending.item.key, error=str(exc)))
 
@@ -672,6 +767,20 @@ class Bridge:
                 break
             wait(pending, timeout=min(deadline - time.monotonic(), 3600))
         self.fulltext.drain(max(0.0, deadline - time.monotonic()) if timeout else None)
+
+
+def off_the_loop(work: Callable[[], T]) -> T:
+    """``work()``, in a real thread when gevent runs this process (its workers): a long
+    render on the loop would hold every other connection of the worker for as long.
+    The loop then takes the interpreter back at each switch interval (5 ms)."""
+    if "gevent.monkey" in sys.modules:
+        from gevent import get_hub
+        from gevent.monkey import is_module_patched
+
+        if is_module_patched("threading"):
+            result: T = get_hub().threadpool.apply(work)
+            return result
+    return work()
 
 
 def _when(timestamp: float | None) -> str | None:

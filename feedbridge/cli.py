@@ -32,7 +32,7 @@ from feedbridge.app import create_app, start_refresher
 from feedbridge.bridge import Bridge
 from feedbridge.bridge import Outcome as Refreshed
 from feedbridge.categories import Category
-from feedbridge.config import PREFIX, Settings, http_url, setting_descriptions
+from feedbridge.config import PREFIX, Settings, http_url, masked, setting_descriptions
 from feedbridge.errors import ConfigError, UpstreamError
 from feedbridge.feeds import Format
 from feedbridge.refresher import Refresher
@@ -537,7 +537,9 @@ def serve(host: str, port: int, workers: int | None) -> None:
     """Serve the feeds over HTTP."""
     settings = load_settings()
     app = build_app(settings)  # a bad setting stops here, with one line, in either case
-    click.echo(f"feedbridge {__version__} on http://{host}:{port}/ (site: {settings.upstream_url})")
+    click.echo(
+        f"feedbridge {__version__} on http://{host}:{port}/ (site: {masked(settings.upstream_url)})"
+    )
     if workers is not None:
         # exec, so that the server's master gets the signals (SIGTERM stops the workers).
         argv = [sys.executable, *server.command(host, port, workers)]

@@ -6,13 +6,15 @@ so start-up can stop with one clear line.
 
 from __future__ import annotations
 
+import inspect
 import ipaddress
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from feedbridge.errors import ConfigError
 
@@ -93,14 +95,18 @@ class Setting:
                 try:
                     return self.parse(raw)
                 except ValueError as exc:
-                    raise ConfigError(f"{name}: {exc} (got {raw!r})") from None
+                    raise ConfigError(f"{name}: {exc} (got {masked(raw)!r})") from None
         return None
 
     @property
     def description(self) -> str:
-        """What it means, with its default as one would write it (for --help and docs)."""
+        """What it means, with its default and range as one would write them (for --help
+        and docs)."""
         default = _shown(getattr(Settings(), self.field))
-        return f"{self.meaning} (default {default})" if default else self.meaning
+        shown = [f"default {default}"] if default else []
+        if isinstance(self.parse, Number):
+            shown.append(self.parse.range)
+        return f"{self.meaning} ({'; '.join(shown)})" if shown else self.meaning
 
 
 def _shown(value: object) -> str:
@@ -133,56 +139,97 @@ def redis_client_options(url: str, *, verify: bool) -> dict[str, str]:
     return {}
 
 
-def _positive_int(raw: str) -> int:
+@dataclass(frozen=True)
+class Number:
+    """A number setting's parser: ASCII digits (whole) or a decimal number (seconds), from
+    ``low`` to ``high`` both included. The bounds keep every sum and date the bridge
+    makes of it finite: ``1e308`` seconds or a 400-digit TTL would overflow later."""
+
+    low: float
+    high: float
+    whole: bool = True
+
+    def __call__(self, raw: str) -> Any:  # an int when whole, else a float
+        value: float | None = None
+        if self.whole:
+            digits = raw.lstrip("0") or "0"  # as many as the bound has, at most
+            if raw.isascii() and raw.isdigit() and len(digits) <= len(_shown(self.high)):
+                value = int(raw)
+        elif raw.isascii() and re.fullmatch(r"\d+(\.\d*)?|\.\d+", raw):
+            value = float(raw)
+        if value is None or not self.low <= value <= self.high:
+            kind = "a whole number" if self.whole else "a number of seconds"
+            raise ValueError(f"must be {kind} from {self.range}")
+        return value
+
+    @property
+    def range(self) -> str:
+        return f"{_shown(self.low)} to {_shown(self.high)}"
+
+
+@dataclass(frozen=True)
+class Timeouts(Number):
+    """``TOTAL`` or ``CONNECT,TOTAL`` seconds, each within the bounds."""
+
+    whole: bool = False
+
+    def __call__(self, raw: str) -> Timeout:
+        parts = [p.strip() for p in raw.split(",")]
+        if len(parts) == 1:
+            total = super().__call__(parts[0])
+            return Timeout(connect=min(Timeout.connect, total), total=total)
+        if len(parts) == 2:
+            connect, total = super().__call__(parts[0]), super().__call__(parts[1])
+            if connect > total:
+                raise ValueError("the time to connect must be within the total")
+            return Timeout(connect=connect, total=total)
+        raise ValueError(f"must be TOTAL or CONNECT,TOTAL seconds, each from {self.range}")
+
+
+YEAR = 365 * 86_400
+MAX_PORT = 65_535
+MAX_WORKERS = 64
+REDIS_TIMEOUT_MAX = 60  # seconds a Redis URL's socket_timeout may give a call at most
+
+
+# A URL's user information (``user:password@`` or a lone token, up to the last ``@`` of
+# the authority, as URL parsers read it), and a password given as a query option: what
+# no message shows.
+_USERINFO = re.compile(r"(?<=//)([^/?#\s]*)@")
+_PASSWORD_OPTION = re.compile(r"(?i)(?<=[?&])(password|ssl_password)=[^&#\s]*")
+
+
+def masked(text: str) -> str:
+    """``text`` with the secrets of the URLs in it replaced by ``***``, even when the
+    URL cannot be parsed (``redis://:secret@[::1/0``)."""
+
+    def userinfo(match: re.Match[str]) -> str:
+        user, colon, _password = match.group(1).partition(":")
+        return f"{user}:***@" if colon else "***@"
+
+    text = _USERINFO.sub(userinfo, text)
+    return _PASSWORD_OPTION.sub(lambda m: f"{m.group(1)}=***", text)
+
+
+def _split(raw: str) -> SplitResult:
+    """The URL's parts, its port read (a number from 1 to 65535) so that a bad one is
+    refused now, not at the first connection."""
     try:
-        value = int(raw)
+        parts = urlsplit(raw)
+        port = parts.port
     except ValueError:
-        raise ValueError("must be a whole number") from None
-    if value <= 0:
-        raise ValueError("must be greater than 0")
-    return value
-
-
-def _feed_size(raw: str) -> int:
-    value = _positive_int(raw)
-    if value > MAX_FEED_SIZE:
-        raise ValueError(f"must be at most {MAX_FEED_SIZE}")
-    return value
-
-
-def _non_negative_float(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError("must be a number of seconds") from None
-    if not value >= 0 or value == float("inf"):
-        raise ValueError("must be 0 or more seconds")
-    return value
-
-
-def _positive_float(raw: str) -> float:
-    value = _non_negative_float(raw)
-    if value == 0:
-        raise ValueError("must be greater than 0")
-    return value
-
-
-def _timeout(raw: str) -> Timeout:
-    parts = [p.strip() for p in raw.split(",")]
-    if len(parts) == 1:
-        total = _positive_float(parts[0])
-        return Timeout(connect=min(Timeout.connect, total), total=total)
-    if len(parts) == 2:
-        connect, total = _positive_float(parts[0]), _positive_float(parts[1])
-        if connect > total:
-            raise ValueError("the time to connect must be within the total")
-        return Timeout(connect=connect, total=total)
-    raise ValueError("must be TOTAL or CONNECT,TOTAL seconds")
+        raise ValueError(
+            f"must be a URL whose host is a name or an [IPv6] address, with a port from 1 to "
+            f"{MAX_PORT} if any"
+        ) from None
+    if port == 0:
+        raise ValueError(f"the port must be from 1 to {MAX_PORT}")
+    return parts
 
 
 def http_url(raw: str) -> str:
     """An http(s) base URL without query or fragment, with no trailing slash."""
-    parts = urlsplit(raw)
+    parts = _split(raw)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an http:// or https:// URL")
     if parts.query or parts.fragment:
@@ -190,10 +237,56 @@ def http_url(raw: str) -> str:
     return raw.rstrip("/")
 
 
+# Query options of a Redis URL whose value is text (redis-py parses the others itself).
+_REDIS_TEXT_OPTIONS = frozenset(
+    {"client_name", "username", "password", "ssl_cert_reqs", "ssl_ca_certs", "ssl_ca_path",
+     "ssl_certfile", "ssl_keyfile", "ssl_ciphers", "ssl_password"}
+)  # fmt: skip
+
+
 def _redis_url(raw: str) -> str:
-    if urlsplit(raw).scheme not in ("redis", "rediss", "unix"):
+    """A URL redis-py reads whole, as ``redis.Redis.from_url`` will: its port, its
+    database number and every query option (known to the connection it makes, of the
+    right type), so that no bad part waits for the first command to fail."""
+    parts = _split(raw)
+    if parts.scheme not in ("redis", "rediss", "unix"):
         raise ValueError("must be a redis://, rediss:// or unix:// URL")
+    database = unquote(parts.path).replace("/", "")
+    if parts.scheme != "unix" and database and not (database.isascii() and database.isdigit()):
+        raise ValueError("the path must be a database number, like /0")
+    from redis.connection import (
+        URL_QUERY_ARGUMENT_PARSERS,
+        Connection,
+        ConnectionPool,
+        parse_url,
+    )
+
+    try:
+        options = parse_url(raw)  # type: ignore[no-untyped-call]  # redis-py has none
+    except ValueError as exc:
+        raise ValueError(masked(str(exc))) from None
+    connection = options.get("connection_class", Connection)
+    accepted = _init_parameters(connection) | _init_parameters(ConnectionPool)
+    readable = (set(URL_QUERY_ARGUMENT_PARSERS) - {"retry_on_error"}) | _REDIS_TEXT_OPTIONS
+    unknown = sorted(set(options) - {"connection_class", "host", "port", "path", "db"}
+                     - (accepted & readable))  # fmt: skip
+    if unknown:
+        raise ValueError(f"{unknown[0]!r} is no option of a {parts.scheme}:// connection")
+    if options.get("ssl_cert_reqs", "none") not in ("none", "optional", "required"):
+        raise ValueError("ssl_cert_reqs must be none, optional or required")
+    for name in ("socket_timeout", "socket_connect_timeout"):  # every call keeps a deadline
+        if name in options and not 0 < options[name] <= REDIS_TIMEOUT_MAX:
+            raise ValueError(f"{name} must be more than 0 and at most {REDIS_TIMEOUT_MAX} s")
     return raw
+
+
+def _init_parameters(cls: type) -> set[str]:
+    """The keyword arguments a class's ``__init__`` (and its bases') take."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass):
+            names |= set(inspect.signature(vars(klass)["__init__"]).parameters)
+    return names
 
 
 def _existing_file(raw: str) -> Path:
@@ -245,7 +338,7 @@ SETTINGS: tuple[Setting, ...] = (
     for name, field, parse, meaning, also in (
         ("UPSTREAM_URL", "upstream_url", http_url,
          "base URL of the site; every fetched URL is built on it", None),
-        ("CACHE_TTL", "cache_ttl", _positive_int,
+        ("CACHE_TTL", "cache_ttl", Number(1, 10 * YEAR),
          "seconds between two refreshes of a category's listing", None),
         ("CATEGORIES_FILE", "categories_file", _existing_file,
          "a TOML file of categories that add to or replace the built-in ones", None),
@@ -255,11 +348,11 @@ SETTINGS: tuple[Setting, ...] = (
          "(REDIS_URL, a Redis add-on's, when this is not set)", "REDIS_URL"),
         ("REDIS_TLS_VERIFY", "redis_tls_verify", _boolean,
          "1/0: check the certificate of a rediss:// server", None),
-        ("FEED_SIZE", "feed_size", _feed_size,
+        ("FEED_SIZE", "feed_size", Number(1, MAX_FEED_SIZE),
          f"stories in a feed, newest first; ?limit= reaches up to {MAX_FEED_SIZE}", None),
-        ("KEEP_DAYS", "keep_days", _positive_int,
+        ("KEEP_DAYS", "keep_days", Number(1, 36_500),
          "days a story is kept after it was last listed", None),
-        ("KEEP_STORIES", "keep_stories", _positive_int,
+        ("KEEP_STORIES", "keep_stories", Number(1, 1_000_000),
          "stories kept per category at the most", None),
         ("REFRESH", "refresh", _boolean,
          "1/0: refresh every category in the background; 0: when a reader asks", None),
@@ -267,15 +360,16 @@ SETTINGS: tuple[Setting, ...] = (
          "a WebSub hub URL to announce in feeds and notify of new stories", None),
         ("PUBLIC_URL", "public_url", http_url,
          "the bridge's public base URL, for self links (else: from the request)", None),
-        ("TIMEOUT", "timeout", _timeout,
+        ("TIMEOUT", "timeout", Timeouts(0.1, 600),
          "upstream time limits: TOTAL or CONNECT,TOTAL seconds", None),
-        ("MIN_INTERVAL", "min_interval", _non_negative_float,
+        ("MIN_INTERVAL", "min_interval", Number(0, 3600, whole=False),
          "minimum seconds between two requests to the site", None),
-        ("MAX_BYTES", "max_bytes", _positive_int, "largest upstream body read, in bytes", None),
+        ("MAX_BYTES", "max_bytes", Number(1, 1024**3), "largest upstream body read, in bytes",
+         None),
         ("FULLTEXT", "fulltext", _boolean, "1/0: fetch each article's full text", None),
-        ("FULLTEXT_CONCURRENCY", "fulltext_concurrency", _positive_int,
+        ("FULLTEXT_CONCURRENCY", "fulltext_concurrency", Number(1, 16),
          "article pages fetched at once", None),
-        ("FULLTEXT_BUDGET", "fulltext_budget", _positive_float,
+        ("FULLTEXT_BUDGET", "fulltext_budget", Number(0.1, 3600, whole=False),
          "seconds a round of full text may spend on article pages", None),
         ("LOG_LEVEL", "log_level", _log_level, "DEBUG, INFO, WARNING or ERROR", None),
         ("LOG_FORMAT", "log_format", _log_format, "logfmt or json: the form of every log line",
@@ -287,11 +381,36 @@ SETTINGS: tuple[Setting, ...] = (
             "addresses or networks whose X-Forwarded-Proto, -Host and -For are trusted, "
             "or * for any"),
 )  # fmt: skip
-# Variables a platform sets that the servers read, not the settings.
+# Variables a platform sets that the servers read, not the settings: their parsers,
+# defaults and meanings. A server launcher reads them with port() and web_concurrency().
+PORT = Number(1, MAX_PORT)
+WEB_CONCURRENCY = Number(1, MAX_WORKERS)
 PLATFORM_VARIABLES: dict[str, str] = {
-    "PORT": "port to listen on (default 8000)",
-    "WEB_CONCURRENCY": "gunicorn worker processes of the Procfile (default 2)",
+    "PORT": f"port to listen on (default 8000; {PORT.range})",
+    "WEB_CONCURRENCY": f"worker processes of the Procfile's server (default 2; "
+    f"{WEB_CONCURRENCY.range})",
 }
+
+
+def port(environ: Mapping[str, str] | None = None) -> int:
+    """``PORT``, the port a platform tells the server to listen on (default 8000)."""
+    return _platform("PORT", PORT, 8000, environ)
+
+
+def web_concurrency(environ: Mapping[str, str] | None = None) -> int:
+    """``WEB_CONCURRENCY``, the server's worker processes (default 2)."""
+    return _platform("WEB_CONCURRENCY", WEB_CONCURRENCY, 2, environ)
+
+
+def _platform(name: str, parse: Number, default: int, environ: Mapping[str, str] | None) -> int:
+    raw = (os.environ if environ is None else environ).get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value: int = parse(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc} (got {raw!r})") from None
+    return value
 
 
 def setting_descriptions() -> dict[str, str]:

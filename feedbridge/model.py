@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, timezone
 
@@ -70,3 +71,28 @@ class Item:
 
 def newest_first(items: list[Item]) -> list[Item]:
     return sorted(items, key=lambda item: (item.published, item.key), reverse=True)
+
+
+def merge_duplicates(items: Iterable[Item]) -> list[Item]:
+    """One item per story, in first-seen order.
+
+    Links to the same ``<ts>-<id>`` are one story. The site sometimes ingests a story
+    twice under two ids a day apart: same source, title and listed date are one story
+    too, and the earliest ingestion (the smaller timestamp) is kept, so its id never
+    changes when the later copy appears or disappears.
+    """
+    kept: dict[tuple[object, ...], Item] = {}
+    for item in items:
+        identity: tuple[object, ...] = (item.source, item.title.casefold(), item.listed)
+        if item.listed is None:
+            identity = (item.key,)
+        previous = kept.get(identity)
+        if previous is None or item.key < previous.key:
+            kept[identity] = item
+    seen: set[ArticleKey] = set()
+    unique: list[Item] = []
+    for item in kept.values():
+        if item.key not in seen:
+            seen.add(item.key)
+            unique.append(item)
+    return unique

@@ -57,9 +57,16 @@ LISTING_GAPS = Counter(
     "have been missed between two refreshes.",
     ["category"],
 )
+STORIES_LOST = Counter(
+    "feedbridge_stories_lost",
+    "Stories of the category the bridge wrote to the store and later found gone from it "
+    "(a Redis that evicts keys, or lost its data).",
+    ["category"],
+)
 HUB_NOTICES = Counter(
     "feedbridge_websub_notices",
-    "Notices sent to the WebSub hub, by outcome (ok, failed).",
+    "Notices for the WebSub hub, by outcome (ok, failed; coalesced with one already "
+    "waiting, dropped past the bound of the backlog).",
     ["category", "outcome"],
 )
 PARSE_FAILURES = Counter(
@@ -80,6 +87,11 @@ def refreshed(category: str, added: int, listed: int) -> None:
 
 def gap(category: str) -> None:
     LISTING_GAPS.labels(category).inc()
+
+
+def stories_lost(category: str, count: int) -> None:
+    STORIES_LOST.labels(category).inc(count)
+    log.warning(logfmt(event="stories_lost", category=category, count=count))
 
 
 def hub_notified(category: str, outcome: str) -> None:

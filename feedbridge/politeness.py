@@ -36,8 +36,9 @@ def retry_after(value: str | None, *, now: Callable[[], float] = time.time) -> f
     None when absent or unreadable."""
     if not value:
         return None
-    if value.strip().isdigit():
-        seconds = float(value.strip())
+    seconds_text = value.strip()
+    if seconds_text.isascii() and seconds_text.isdigit():  # not "²", which float() refuses
+        seconds = float(seconds_text)
     else:
         try:
             moment = parsedate_to_datetime(value)

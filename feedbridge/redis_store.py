@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -28,11 +26,23 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from feedbridge import observe
+from feedbridge.history import (
+    Versions,
+    is_due,
+    merged,
+    next_gap,
+    plan_merge,
+    resolution,
+    wants_full_text,
+    with_full_text,
+)
 from feedbridge.model import ArticleKey, Item
 from feedbridge.store import (
     DUPLICATE_MARGIN,
     CategoryState,
     Failure,
+    Health,
     Listing,
     Merged,
     Pending,
@@ -46,18 +56,15 @@ from feedbridge.store import (
     item_from_dict,
     item_to_dict,
     matches,
-    merged,
-    next_gap,
-    plan_merge,
+    search_text,
 )
-from feedbridge.text import logfmt
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
-LOG_EVERY = 60.0  # seconds between two log lines about Redis being unreachable
 RETRY_INTERVAL = 5.0  # seconds a process leaves Redis alone after it failed
-PENDING_SCAN = 200  # newest members looked at for stories without full text
-SEARCH_BATCH = 500
+SETUP_CHECK = 60.0  # seconds between two reads of Redis's eviction policy (INFO)
+WATCH_TRIES = 8  # a merge or a save read again after another process wrote meanwhile
+SEARCH_BATCH = 500  # members a search script looks at per call
+SCHEMA = "2"  # 2: the index of stories wanting full text ("index:wanting")
 
 # Take or extend a lease: ARGV[1] the token, ARGV[2] milliseconds.
 _LEASE = """
@@ -80,6 +87,57 @@ if redis.call('pttl', KEYS[1]) < tonumber(ARGV[1]) then
 end
 return 0
 """
+# The stories the category (KEYS[2] its members) holds that want full text and are due
+# (KEYS[1], scored by their next try, at most ARGV[1]): newest first, ARGV[2] at most.
+_PENDING = """
+local found = {}
+for _, key in ipairs(redis.call('zrangebyscore', KEYS[1], '-inf', ARGV[1])) do
+  local published = redis.call('zscore', KEYS[2], key)
+  if published then found[#found + 1] = {tonumber(published), key} end
+end
+table.sort(found, function(a, b)
+  if a[1] ~= b[1] then return a[1] > b[1] end
+  return a[2] > b[2]
+end)
+local keys = {}
+for i = 1, math.min(#found, tonumber(ARGV[2])) do keys[i] = found[i][2] end
+return keys
+"""
+# ?q= over the members (KEYS[1]) ranked ARGV[1] to ARGV[2], newest first: the keys of
+# stories whose search text (ARGV[3] the prefix of story hashes) holds every word
+# (ARGV[5]...), ARGV[4] of them at most. A story stored without its search text is
+# returned too, for the caller to check. Returns the rank to go on from, then the keys.
+_SEARCH = """
+local wanted = tonumber(ARGV[4])
+local keys, rank = {}, tonumber(ARGV[1])
+for _, key in ipairs(redis.call('zrevrange', KEYS[1], ARGV[1], ARGV[2])) do
+  rank = rank + 1
+  local text = redis.call('hget', ARGV[3] .. key, 'search')
+  local hit = true
+  if text then
+    for i = 5, #ARGV do
+      if not string.find(text, ARGV[i], 1, true) then hit = false break end
+    end
+  end
+  if hit then
+    keys[#keys + 1] = key
+    if #keys >= wanted then break end
+  end
+end
+table.insert(keys, 1, rank)
+return keys
+"""
+# Stories the category's state counts (KEYS[1]) and its members (KEYS[2]) no longer
+# hold: the count set to what is there; returns how many went.
+_LOST = """
+local kept = tonumber(redis.call('hget', KEYS[1], 'stories') or '0')
+local there = redis.call('zcard', KEYS[2])
+if kept > there then
+  redis.call('hset', KEYS[1], 'stories', there)
+  return kept - there
+end
+return 0
+"""
 
 
 def namespace(upstream_url: str) -> str:
@@ -97,9 +155,12 @@ class RedisStore:
         upstream_url: str,
         clock: Callable[[], float] = time.time,
         retry_interval: float = RETRY_INTERVAL,
+        search_depth: int = Retention().stories,
+        setup_check: float = SETUP_CHECK,
         options: dict[str, str] | None = None,
     ) -> None:
-        """``options``: more of ``redis.Redis.from_url``'s (see
+        """``search_depth``: the newest members ``?q=`` looks at (``KEEP_STORIES``).
+        ``options``: more of ``redis.Redis.from_url``'s (see
         :func:`feedbridge.config.redis_client_options`)."""
         self._redis = redis.Redis.from_url(
             url,
@@ -112,59 +173,61 @@ class RedisStore:
         self._clock = clock
         self._prefix = namespace(upstream_url)
         self._retry_interval = retry_interval
+        self._search_depth = search_depth
+        self._setup_check = setup_check
         self._lease = self._redis.register_script(_LEASE)
         self._release = self._redis.register_script(_RELEASE)
         self._close = self._redis.register_script(_CLOSE)
-        self._state = threading.Lock()
+        self._pending = self._redis.register_script(_PENDING)
+        self._search = self._redis.register_script(_SEARCH)
+        self._lost = self._redis.register_script(_LOST)
+        self.health = Health("redis", down_event="redis_unavailable", up_event="redis_available")
         self._down_until = 0.0  # time.monotonic(): skip Redis until then
-        self._problem: tuple[str, float] | None = None  # the kind of error, and since when
-        self._logged_at = float("-inf")
+        self._checked_at = float("-inf")  # time.monotonic() of the last read of INFO
+        self._evicted = 0
+        self._upgraded = False
 
     def describe(self) -> dict[str, object]:
-        if self._problem is None:
-            return {"backend": "redis", "state": "ok"}
-        kind, since = self._problem
-        return {
-            "backend": "redis",
-            "state": "degraded",
-            "problem": kind,
-            "since": datetime.fromtimestamp(since, UTC).isoformat(timespec="seconds"),
-        }
+        described = self.health.describe()
+        if self._evicted:
+            described["evicted_keys"] = self._evicted
+        return described
 
     def state(self, category: str) -> CategoryState:
+        """The category's state; a count of stories greater than its members are is
+        stories lost (Redis evicted them): counted, and the count set right."""
+
         def read(r: redis.Redis) -> CategoryState:
+            state_key, members_key = self._key("category", category), self._key("members", category)
             with r.pipeline(transaction=False) as pipe:
-                pipe.hgetall(self._key("category", category))
-                pipe.zcard(self._key("members", category))
+                pipe.hgetall(state_key)
+                pipe.zcard(members_key)
                 fields, stories = pipe.execute()
-            if not fields:
-                return CategoryState(stories=stories)
-            text = {k.decode(): v.decode() for k, v in fields.items()}
-            refreshed = text.get("refreshed_at")
-            return CategoryState(
-                refreshed_at=float(refreshed) if refreshed else None,
-                version=text.get("version", "0"),
-                stories=stories,
-                etag=text.get("etag") or None,
-                last_modified=text.get("last_modified") or None,
-                source_path=text.get("source_path", ""),
-                failure=failure_from_json(text.get("failure")),
-                gap=gap_from_json(text.get("gap")),
-            )
+            if int(fields.get(b"stories", 0)) > stories:
+                lost = int(self._lost(keys=[state_key, members_key]))
+                if lost:
+                    observe.stories_lost(category, lost)
+            return _state_of(fields, stories)
 
         return self._attempt(read)
 
     def merge(self, category: str, listing: Listing, *, now: float) -> Merged:
-        previous = self.state(category)
+        """Read and written under WATCH: another process's write between the two makes
+        this merge read again (up to :data:`WATCH_TRIES` times)."""
         keys = [str(item.key) for item in listing.items]
+        state_key, members_key = self._key("category", category), self._key("members", category)
+        story_keys = [self._key("story", key) for key in keys]
 
-        def write(r: redis.Redis) -> Merged:
-            members_key = self._key("members", category)
-            with r.pipeline(transaction=False) as pipe:
+        def attempt(r: redis.Redis, pipe: Any) -> Merged:
+            pipe.watch(state_key, members_key, *story_keys)
+            with r.pipeline(transaction=False) as read:
+                read.hgetall(state_key)
+                read.zcard(members_key)
                 for key in keys:
-                    pipe.hget(self._key("story", key), "data")
-                    pipe.zscore(members_key, key)
-                found = pipe.execute()
+                    read.hget(self._key("story", key), "data")
+                    read.zscore(members_key, key)
+                fields, count, *found = read.execute()
+            previous = _state_of(fields, count)
             stored = {
                 item.key: item
                 for raw in found[0::2]
@@ -176,40 +239,41 @@ class RedisStore:
             }
             plan = plan_merge(listing.items, stored, members, datetime.fromtimestamp(now, UTC))
             gap = next_gap(previous, overlap=bool(members), now=now)
-            with r.pipeline(transaction=True) as pipe:
-                for item in plan.writes:
-                    story = self._key("story", str(item.key))
-                    pipe.hset(story, "data", json.dumps(item_to_dict(item)))
-                    pipe.hsetnx(story, "first_seen", now)
-                    if item.content_html is None:
-                        pipe.hsetnx(story, "full_text_retry_at", 0)
-                for key in keys:
-                    pipe.hset(self._key("story", key), "last_seen", now)
-                pipe.zadd(
-                    members_key,
-                    {str(item.key): item.published.timestamp() for item in listing.items},
-                )
-                pipe.zadd(self._key("seen", category), dict.fromkeys(keys, now))
-                state = self._key("category", category)
-                pipe.hset(
-                    state,
-                    mapping={
-                        "refreshed_at": now,
-                        "etag": listing.etag or "",
-                        "last_modified": listing.last_modified or "",
-                        "source_path": listing.source_path,
-                        "gap": gap_to_json(gap) or "",
-                    },
-                )
-                if plan.added:
-                    pipe.hincrby(state, "version", 1)
-                self._resolve_failure(pipe, category, previous.failure)
-                pipe.execute()
-            if plan.updated:
-                self._bump(r, [item.key for item in plan.writes if item.key in stored])
+            versions = Versions.of_merge(plan, stored)
+            listers = self._listers(r, versions.stories)
+            pipe.multi()
+            for item in plan.writes:
+                story = self._key("story", str(item.key))
+                pipe.hset(story, mapping={"data": json.dumps(item_to_dict(item)),
+                                          "search": search_text(item)})  # fmt: skip
+                pipe.hsetnx(story, "first_seen", now)
+                if wants_full_text(item):
+                    pipe.zadd(self._key("index", "wanting"), {str(item.key): 0}, nx=True)
+            for key in keys:
+                pipe.hset(self._key("story", key), "last_seen", now)
+            pipe.zadd(
+                members_key, {str(item.key): item.published.timestamp() for item in listing.items}
+            )
+            pipe.zadd(self._key("seen", category), dict.fromkeys(keys, now))
+            pipe.hset(
+                state_key,
+                mapping={
+                    "refreshed_at": now,
+                    "etag": listing.etag or "",
+                    "last_modified": listing.last_modified or "",
+                    "source_path": listing.source_path,
+                    "gap": gap_to_json(gap) or "",
+                    # What was counted (not what is there: a loss stays visible to state()).
+                    "stories": int(fields.get(b"stories", count)) + len(plan.added),
+                },
+            )
+            self._bump(pipe, [state_key] if versions.category else [])
+            self._bump(pipe, listers)
+            self._resolve_failure(pipe, category, previous.failure)
+            pipe.execute()
             return merged(plan, gap, now)
 
-        return self._attempt(write)
+        return self._attempt(lambda r: self._watching(r, attempt), writing=True)
 
     def touch(self, category: str, *, now: float) -> None:
         previous = self.state(category)
@@ -227,67 +291,88 @@ class RedisStore:
         self._attempt(lambda r: r.hset(self._key("category", category), "failure", raw or ""))
 
     def newest(self, category: str, limit: int, words: Sequence[str] = ()) -> list[Item]:
+        """Without words, the newest members; with words, a script in Redis picks the
+        matching ones among the newest ``search_depth`` members (nothing else leaves
+        Redis), and each is checked here again (:func:`~feedbridge.store.matches`)."""
+        wanted = limit + DUPLICATE_MARGIN
+        members_key = self._key("members", category)
+
         def read(r: redis.Redis) -> list[Item]:
+            if not words:
+                keys = [_text(key) for key in r.zrevrange(members_key, 0, wanted - 1)]
+                return dedupe_window(self._stories(r, keys, members_key), limit)
             found: list[Item] = []
-            start = 0
-            batch = limit + DUPLICATE_MARGIN if not words else SEARCH_BATCH
-            while len(found) < limit + DUPLICATE_MARGIN:
-                keys = r.zrevrange(self._key("members", category), start, start + batch - 1)
-                if not keys:
-                    break
-                start += len(keys)
-                items = self._stories(r, [_text(key) for key in keys])
-                found += [item for item in items if matches(item, words)]
-                if len(keys) < batch:
-                    break
+            rank = 0
+            while len(found) < wanted and rank < self._search_depth:
+                last = min(rank + SEARCH_BATCH, self._search_depth) - 1
+                asked = wanted - len(found)
+                rank_after, *keys = self._search(
+                    keys=[members_key], args=[rank, last, self._key("story", ""), asked, *words]
+                )
+                found += [
+                    item for item in self._stories(r, [_text(k) for k in keys], members_key)
+                    if matches(item, words)
+                ]  # fmt: skip
+                if int(rank_after) <= last and len(keys) < asked:
+                    break  # the members ran out
+                rank = int(rank_after)
             return dedupe_window(found, limit)
 
         return self._attempt(read)
 
     def pending(self, category: str, *, now: float, limit: int) -> list[Pending]:
         def read(r: redis.Redis) -> list[Pending]:
+            self._upgrade(r)
             keys = [
                 _text(key)
-                for key in r.zrevrange(self._key("members", category), 0, PENDING_SCAN - 1)
+                for key in self._pending(
+                    keys=[self._key("index", "wanting"), self._key("members", category)],
+                    args=[now, limit],
+                )
             ]
             with r.pipeline(transaction=False) as pipe:
                 for key in keys:
-                    pipe.hmget(
-                        self._key("story", key),
-                        ["data", "full_text_retry_at", "full_text_attempts"],
-                    )
+                    pipe.hmget(self._key("story", key), ["data", "full_text_attempts"])
+                    pipe.zscore(self._key("index", "wanting"), key)
                 rows = pipe.execute()
-            due = []
-            for data, retry_at, attempts in rows:
-                if data is None or retry_at is None or float(retry_at) > now:
-                    continue  # gone, has its full text already, or not due yet
-                due.append(Pending(item_from_dict(json.loads(data)), int(attempts or 0)))
-                if len(due) == limit:
-                    break
-            return due
+            return [
+                Pending(item_from_dict(json.loads(data)), int(attempts or 0))
+                for (data, attempts), retry_at in zip(rows[0::2], rows[1::2], strict=True)
+                if data is not None and retry_at is not None and is_due(retry_at, now)
+            ]
 
         return self._attempt(read)
 
     def save_full_text(self, item: Item) -> None:
-        def write(r: redis.Redis) -> None:
-            story = self._key("story", str(item.key))
-            with r.pipeline(transaction=True) as pipe:
-                pipe.hset(story, "data", json.dumps(item_to_dict(item)))
-                pipe.hdel(story, "full_text_retry_at", "full_text_attempts")
-                pipe.execute()
-            self._bump(r, [item.key])
+        """A patch of the story as stored when it is written (:func:`with_full_text`),
+        read and written under WATCH."""
+        story = self._key("story", str(item.key))
 
-        self._attempt(write)
+        def attempt(r: redis.Redis, pipe: Any) -> None:
+            pipe.watch(story)
+            raw = r.hget(story, "data")
+            if raw is None:
+                return  # pruned while its article was read
+            patched = with_full_text(item_from_dict(json.loads(raw)), item)
+            listers = self._listers(r, Versions.of_full_text(item.key).stories)
+            pipe.multi()
+            pipe.hset(story, "data", json.dumps(item_to_dict(patched)))
+            pipe.hdel(story, "full_text_attempts", "full_text_retry_at")
+            pipe.zrem(self._key("index", "wanting"), str(item.key))
+            self._bump(pipe, listers)
+            pipe.execute()
+
+        self._attempt(lambda r: self._watching(r, attempt), writing=True)
 
     def postpone_full_text(self, key: ArticleKey, *, retry_at: float) -> None:
         def write(r: redis.Redis) -> None:
             story = self._key("story", str(key))
             with r.pipeline(transaction=True) as pipe:
-                pipe.hset(story, "full_text_retry_at", retry_at)
+                pipe.zadd(self._key("index", "wanting"), {str(key): retry_at}, xx=True)
                 pipe.hincrby(story, "full_text_attempts", 1)
                 pipe.execute()
 
-        self._attempt(write)
+        self._attempt(write, writing=True)
 
     def prune(self, category: str, retention: Retention, *, now: float) -> int:
         oldest = now - retention.days * 86_400
@@ -299,8 +384,13 @@ class RedisStore:
             dropped = sorted({key.decode() for key in [*old, *surplus]})
             if not dropped:
                 return 0
-            r.zrem(members, *dropped)
-            r.zrem(seen, *dropped)
+            state_key = self._key("category", category)
+            with r.pipeline(transaction=True) as pipe:
+                pipe.zrem(members, *dropped)
+                pipe.zrem(seen, *dropped)
+                pipe.hincrby(state_key, "stories", -len(dropped))
+                self._bump(pipe, [state_key] if Versions.of_prune(len(dropped)).category else [])
+                pipe.execute()
             # A story goes when no category of the registry lists it any more.
             categories = [
                 key.decode().removeprefix(self._key("category", ""))
@@ -319,10 +409,10 @@ class RedisStore:
             ]
             if orphans:
                 r.delete(*(self._key("story", key) for key in orphans))
-            r.hincrby(self._key("category", category), "version", 1)
+                r.zrem(self._key("index", "wanting"), *orphans)
             return len(dropped)
 
-        return self._attempt(write)
+        return self._attempt(write, writing=True)
 
     def try_lease(self, name: str, token: str, ttl: float) -> bool:
         return bool(
@@ -347,16 +437,23 @@ class RedisStore:
 
     # --- internals ----------------------------------------------------------------------
 
-    def _stories(self, r: redis.Redis, keys: list[str]) -> list[Item]:
-        """The stories under ``keys``, in that order; one evicted meanwhile is left out."""
+    def _stories(self, r: redis.Redis, keys: list[str], members_key: str) -> list[Item]:
+        """The stories under ``keys``, in that order. A member whose story is gone (Redis
+        evicted it: a story leaves its last category before it is deleted) leaves the
+        members, and the next read of the category's state counts it lost."""
         with r.pipeline(transaction=False) as pipe:
             for key in keys:
                 pipe.hget(self._key("story", key), "data")
             found = pipe.execute()
+        gone = [key for key, raw in zip(keys, found, strict=True) if raw is None]
+        if gone:
+            r.zrem(members_key, *gone)
         return [item_from_dict(json.loads(raw)) for raw in found if raw is not None]
 
-    def _bump(self, r: redis.Redis, keys: list[ArticleKey]) -> None:
-        """A new version for every category that lists one of ``keys``."""
+    def _listers(self, r: redis.Redis, keys: Sequence[ArticleKey]) -> list[str]:
+        """The state keys of the categories that list one of ``keys``."""
+        if not keys:
+            return []
         categories = [key.decode() for key in r.scan_iter(self._key("category", "*"), count=100)]
         members = [name.replace(":category:", ":members:", 1) for name in categories]
         with r.pipeline(transaction=False) as pipe:
@@ -365,52 +462,114 @@ class RedisStore:
                     pipe.zscore(name, str(key))
             scores = pipe.execute()
         width = len(keys)
-        with r.pipeline(transaction=False) as pipe:
-            for index, name in enumerate(categories):
-                if any(scores[index * width : (index + 1) * width]):
-                    pipe.hincrby(name, "version", 1)
-            pipe.execute()
+        return [
+            name
+            for index, name in enumerate(categories)
+            if any(scores[index * width : (index + 1) * width])
+        ]
+
+    @staticmethod
+    def _bump(pipe: Any, state_keys: list[str]) -> None:
+        """A new version for each category of ``state_keys`` (in ``pipe``'s transaction)."""
+        for name in state_keys:
+            pipe.hincrby(name, "version", 1)
 
     def _resolve_failure(self, pipe: Any, category: str, failure: Failure | None) -> None:
-        if failure is None or failure.count == 0:
-            return
-        pipe.hset(self._key("category", category), "failure", failure_to_json(failure.resolved()))
+        resolved = resolution(failure)
+        if resolved is not None:
+            pipe.hset(self._key("category", category), "failure", failure_to_json(resolved))
 
-    def _attempt(self, operation: Callable[[redis.Redis], T]) -> T:
-        """``operation`` on Redis; :class:`StoreError` when Redis fails or failed a moment ago."""
+    @staticmethod
+    def _watching(r: redis.Redis, attempt: Callable[[redis.Redis, Any], T]) -> T:
+        """``attempt`` (which WATCHes, reads, then writes in MULTI), again while another
+        client wrote a watched key between its read and its write."""
+        for _ in range(WATCH_TRIES):
+            with r.pipeline(transaction=True) as pipe:
+                try:
+                    return attempt(r, pipe)
+                except redis.WatchError:
+                    continue
+        raise redis.WatchError(f"written by others {WATCH_TRIES} times in a row")
+
+    def _upgrade(self, r: redis.Redis) -> None:
+        """Once per Redis: index the stories an older feedbridge left wanting full text
+        (it marked them with ``full_text_retry_at`` in their hash)."""
+        if self._upgraded:
+            return
+        marker = self._key("schema", "")
+        if r.get(marker) != SCHEMA.encode():
+            stories = [key.decode() for key in r.scan_iter(self._key("story", "*"), count=500)]
+            with r.pipeline(transaction=False) as pipe:
+                for story in stories:
+                    pipe.hget(story, "full_text_retry_at")
+                retry = pipe.execute()
+            wanting = {
+                story.removeprefix(self._key("story", "")): float(at)
+                for story, at in zip(stories, retry, strict=True)
+                if at is not None
+            }
+            if wanting:
+                r.zadd(self._key("index", "wanting"), wanting, nx=True)
+            r.set(marker, SCHEMA)
+        self._upgraded = True
+
+    def _check_setup(self, r: redis.Redis) -> None:
+        """Read Redis's eviction policy and evictions (INFO: hosted plans refuse CONFIG):
+        a Redis that may evict stories under its memory limit is degraded."""
+        now = time.monotonic()
+        if now - self._checked_at < self._setup_check:
+            return
+        self._checked_at = now
+        try:
+            memory, stats = r.info("memory"), r.info("stats")
+        except redis.ResponseError:
+            return  # a Redis that does not tell: nothing to say about it
+        policy = str(memory.get("maxmemory_policy", "noeviction"))
+        self._evicted = int(stats.get("evicted_keys", 0))
+        # Stories have no TTL: volatile-* policies never evict them, allkeys-* ones do.
+        evicting = int(memory.get("maxmemory", 0)) > 0 and policy.startswith("allkeys-")
+        self.health.set_up(
+            ("evicting", f"maxmemory-policy {policy} may evict stories; set noeviction")
+            if evicting
+            else None
+        )
+
+    def _attempt(self, operation: Callable[[redis.Redis], T], *, writing: bool = False) -> T:
+        """``operation`` on Redis; :class:`StoreError` when Redis fails or failed a moment
+        ago. ``writing``: it writes stories, and a failure stays on ``/status`` until
+        such a write succeeds."""
         if time.monotonic() < self._down_until:
             raise StoreError("redis: unavailable, trying again shortly")
         try:
+            self._check_setup(self._redis)
             result = operation(self._redis)
         except (redis.RedisError, ValueError, KeyError, TypeError) as exc:
-            self._went_wrong(exc)
-            raise StoreError(f"redis: {type(exc).__name__}") from exc
-        if self._problem is not None:
-            self._came_back()
-        return result
-
-    def _went_wrong(self, exc: Exception) -> None:
-        with self._state:
-            now = time.monotonic()
             if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
-                self._down_until = now + self._retry_interval
-            if self._problem is None:
-                self._problem = (_kind(exc), time.time())
-            if now - self._logged_at < LOG_EVERY:
-                return
-            self._logged_at = now
-        log.warning(logfmt(event="redis_unavailable", error=f"{type(exc).__name__}: {exc}"))
-
-    def _came_back(self) -> None:
-        with self._state:
-            if self._problem is None:
-                return
-            self._problem = None
-            self._logged_at = float("-inf")
-        log.warning(logfmt(event="redis_available"))
+                self._down_until = time.monotonic() + self._retry_interval
+            self.health.failed(_kind(exc), writing=writing, detail=f"{type(exc).__name__}: {exc}")
+            raise StoreError(f"redis: {type(exc).__name__}") from exc
+        self.health.succeeded(writing=writing)
+        return result
 
     def _key(self, kind: str, name: str) -> str:
         return f"{self._prefix}{kind}:{name}"
+
+
+def _state_of(fields: dict[bytes, bytes], stories: int) -> CategoryState:
+    if not fields:
+        return CategoryState(stories=stories)
+    text = {k.decode(): v.decode() for k, v in fields.items()}
+    refreshed = text.get("refreshed_at")
+    return CategoryState(
+        refreshed_at=float(refreshed) if refreshed else None,
+        version=text.get("version", "0"),
+        stories=stories,
+        etag=text.get("etag") or None,
+        last_modified=text.get("last_modified") or None,
+        source_path=text.get("source_path", ""),
+        failure=failure_from_json(text.get("failure")),
+        gap=gap_from_json(text.get("gap")),
+    )
 
 
 def _kind(exc: Exception) -> str:
@@ -419,6 +578,10 @@ def _kind(exc: Exception) -> str:
         return "unreachable"
     if isinstance(exc, redis.TimeoutError):
         return "timeout"
+    if isinstance(exc, redis.exceptions.OutOfMemoryError):
+        return "out-of-memory"
+    if isinstance(exc, redis.WatchError):
+        return "contention"
     if isinstance(exc, redis.RedisError):
         return "error"
     return "unreadable-value"

@@ -6,6 +6,10 @@ renewed while it lives; when its process dies the lease expires and the refreshe
 another process takes it over. Each round refreshes the categories that are due, one
 after the other (so they are staggered by the site's pace), then reads the full text of
 new stories within the budget.
+
+While the store fails (a full disk, Redis away), rounds are spaced out, from
+:data:`STORE_RETRY`'s first wait doubling to its cap, and the failure is logged once when
+it starts and once when it ends: not a line per category every half second.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ log = logging.getLogger(__name__)
 LEASE = "refresher"
 LEASE_TTL = 15.0  # seconds: how long a dead refresher holds up the others
 TICK = 5.0  # seconds between two looks at what is due
+STORE_RETRY = (1.0, 60.0)  # seconds: the wait after a round the store failed, its cap
 
 
 class Refresher:
@@ -44,6 +49,8 @@ class Refresher:
         self._stop = threading.Event()
         self._pid: int | None = None
         self._starting = threading.Lock()
+        self._store_failures = 0  # rounds in a row in which the store failed
+        self._round_failed = False
 
     def run_once(
         self,
@@ -66,7 +73,7 @@ class Refresher:
             try:
                 self.bridge.fill_full_text(category)
             except StoreError as exc:
-                log.warning(logfmt(event="store_error", category=category.slug, error=str(exc)))
+                self._store_failed(exc, category.slug)
         return outcomes
 
     def _refresh(self, category: Category, force: bool) -> str:
@@ -77,7 +84,7 @@ class Refresher:
         except UpstreamError as exc:
             return exc.kind  # recorded and logged by the bridge
         except StoreError as exc:
-            log.warning(logfmt(event="store_error", category=category.slug, error=str(exc)))
+            self._store_failed(exc, category.slug)
             return "store-error"
         except Exception:
             log.exception("refresh of %s failed unexpectedly", category.slug)
@@ -87,18 +94,38 @@ class Refresher:
         """Work while this process holds the lease, until :meth:`stop`."""
         try:
             while not self._stop.is_set():
-                try:
-                    if self.lease.held or self.lease.acquire():
-                        self.run_once()
-                except StoreError as exc:
-                    log.warning(logfmt(event="store_error", error=str(exc)))
-                except Exception:
-                    # A round that failed is not the refresher's end: its lease would
-                    # be renewed for nothing, and no category refreshed again.
-                    log.exception("a round of the refresher failed unexpectedly")
-                self._stop.wait(self._pause())
+                self._stop.wait(self.round())
         finally:
             self.lease.release()
+
+    def round(self) -> float:
+        """One look at what is due (refreshing it when this process holds the lease);
+        returns the seconds to wait before the next."""
+        self._round_failed = False
+        try:
+            if self.lease.held or self.lease.acquire():
+                self.run_once()
+        except StoreError as exc:
+            self._store_failed(exc)
+        except Exception:
+            # A round that failed is not the refresher's end: its lease would be
+            # renewed for nothing, and no category refreshed again.
+            log.exception("a round of the refresher failed unexpectedly")
+        pause = self._pause()
+        if self._round_failed:
+            self._store_failures += 1
+            first, cap = STORE_RETRY
+            return max(pause, min(cap, first * 2.0 ** min(self._store_failures - 1, 32)))
+        if self._store_failures:
+            log.warning(logfmt(event="store_recovered", failed_rounds=self._store_failures))
+            self._store_failures = 0
+        return pause
+
+    def _store_failed(self, exc: StoreError, category: str = "-") -> None:
+        """The store failed: logged once as the failure starts, then once it ends."""
+        if self._store_failures == 0 and not self._round_failed:
+            log.warning(logfmt(event="store_error", category=category, error=str(exc)))
+        self._round_failed = True
 
     def _pause(self) -> float:
         """Until the next category is due, at most a tick (a holder must stay nimble)."""
@@ -106,7 +133,8 @@ class Refresher:
             return self.tick
         try:
             due = min(self.bridge.next_due(c) for c in self.bridge.registry.values())
-        except StoreError:
+        except StoreError as exc:
+            self._store_failed(exc)
             return self.tick
         return min(self.tick, max(due, 0.5))
 

@@ -15,7 +15,7 @@ about 20x the time of the bare parse (bench/), for nothing the listing needs.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from bs4.dammit import UnicodeDammit
@@ -23,7 +23,7 @@ from lxml import etree
 from lxml.etree import _Element, _ElementUnicodeResult, iterwalk
 
 from feedbridge.errors import Blocked, LayoutChanged
-from feedbridge.model import ArticleKey, Item
+from feedbridge.model import ArticleKey, Item, merge_duplicates
 from feedbridge.site import (
     ARTICLE_PATH,
     CHROME_TAGS,
@@ -122,31 +122,6 @@ def article_link(href: str, *, base_url: str) -> tuple[ArticleKey, str] | None:
     key = ArticleKey(int(ts), ident)
     slug = quote(unquote(slug), safe="-_.~%") if slug else ""
     return key, f"/newstream/{key}/{slug}/" if slug else f"/newstream/{key}/"
-
-
-def merge_duplicates(items: Iterable[Item]) -> list[Item]:
-    """One item per story, in first-seen order.
-
-    Links to the same ``<ts>-<id>`` are one story. The site sometimes ingests a story
-    twice under two ids a day apart: same source, title and listed date are one story
-    too, and the earliest ingestion (the smaller timestamp) is kept, so its id never
-    changes when the later copy appears or disappears.
-    """
-    kept: dict[tuple[object, ...], Item] = {}
-    for item in items:
-        identity: tuple[object, ...] = (item.source, item.title.casefold(), item.listed)
-        if item.listed is None:
-            identity = (item.key,)
-        previous = kept.get(identity)
-        if previous is None or item.key < previous.key:
-            kept[identity] = item
-    seen: set[ArticleKey] = set()
-    unique: list[Item] = []
-    for item in kept.values():
-        if item.key not in seen:
-            seen.add(item.key)
-            unique.append(item)
-    return unique
 
 
 # ---------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from feedbridge import config
 from feedbridge.config import Settings
 from feedbridge.errors import ConfigError
 from feedbridge.text import logfmt
@@ -55,8 +56,6 @@ THREADS = 32
 BACKPRESSURE = 1000
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent ends
 STOP_TIMEOUT = 30  # seconds a worker gets to finish its requests after SIGTERM
-DEFAULT_PORT = 8000
-DEFAULT_WORKERS = 2
 
 access_log = logging.getLogger("feedbridge.access")
 _master = os.getpid()  # imported by the master (see the end), so a worker's is its master's
@@ -137,15 +136,6 @@ def command(host: str, port: int, workers: int) -> list[str]:
     ]  # fmt: skip
 
 
-def _count(name: str, default: int, maximum: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= maximum:
-        raise ConfigError(f"{name}: a whole number from 1 to {maximum} (got {raw!r})")
-    return int(raw)
-
-
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m feedbridge.server", description=__doc__)
     parser.add_argument("--host", default="0.0.0.0", help="address (default: every one)")
@@ -180,8 +170,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _arguments(argv)
     try:
         settings = Settings.from_env()
-        port = args.port or _count("PORT", DEFAULT_PORT, 65_535)
-        workers = args.workers or _count("WEB_CONCURRENCY", DEFAULT_WORKERS, 64)
+        port = args.port or config.port()
+        workers = args.workers or config.web_concurrency()
         made = not os.environ.get(MULTIPROC_DIR)
         if made:  # before prometheus_client is first imported, here and in the workers
             os.environ[MULTIPROC_DIR] = tempfile.mkdtemp(prefix="feedbridge-metrics-")

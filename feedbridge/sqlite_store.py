@@ -26,11 +26,22 @@ from pathlib import Path
 from typing import Any
 
 from feedbridge.errors import ConfigError
+from feedbridge.history import (
+    Versions,
+    is_due,
+    merged,
+    next_gap,
+    plan_merge,
+    resolution,
+    wants_full_text,
+    with_full_text,
+)
 from feedbridge.model import ArticleKey, Item
 from feedbridge.store import (
     DUPLICATE_MARGIN,
     CategoryState,
     Failure,
+    Health,
     Listing,
     Merged,
     Pending,
@@ -43,13 +54,13 @@ from feedbridge.store import (
     gap_to_json,
     item_from_dict,
     item_to_dict,
-    merged,
-    next_gap,
-    plan_merge,
     search_text,
 )
 
 BUSY_TIMEOUT_MS = 5000
+SEARCH_FIRST = 500  # newest members a search checks before it looks further
+SEARCH_RARE = 10  # fewer matches among them than this: the full-text index is asked
+_NEWEST_FIRST = " ORDER BY m.published DESC, m.ts DESC, m.article_id DESC LIMIT ?"
 
 # Each entry brings a store of the version before it to the version it is the index of
 # plus one: MIGRATIONS[0] makes an empty file a version 1 store.
@@ -104,6 +115,24 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE categories SET stories =
         (SELECT count(*) FROM memberships WHERE memberships.category = categories.slug);
     """,
+    # 4: ?q= through an index: the stories' search text (casefolded title and excerpt) in
+    # an FTS5 table of trigrams, so that a word is found as a substring, as before; kept
+    # in step with the stories by triggers, in the transaction that writes them.
+    """
+    CREATE VIRTUAL TABLE stories_search
+        USING fts5 (key UNINDEXED, search, tokenize = 'trigram case_sensitive 1');
+    INSERT INTO stories_search (key, search) SELECT key, search FROM stories;
+    CREATE TRIGGER stories_search_insert AFTER INSERT ON stories BEGIN
+        INSERT INTO stories_search (key, search) VALUES (new.key, new.search);
+    END;
+    CREATE TRIGGER stories_search_update AFTER UPDATE OF search ON stories BEGIN
+        DELETE FROM stories_search WHERE key = old.key;
+        INSERT INTO stories_search (key, search) VALUES (new.key, new.search);
+    END;
+    CREATE TRIGGER stories_search_delete AFTER DELETE ON stories BEGIN
+        DELETE FROM stories_search WHERE key = old.key;
+    END;
+    """,
 )
 VERSION = len(MIGRATIONS)
 
@@ -119,17 +148,13 @@ class SQLiteStore:
         self._pid = 0
         self._commits = 0  # this process's write transactions, for the states it keeps
         self._states: dict[str, tuple[tuple[int, int], CategoryState]] = {}
-        self._problem: tuple[str, float] | None = None
+        self.health = Health("sqlite", down_event="store_degraded", up_event="store_ok")
         self._open()
 
     # --- the contract -----------------------------------------------------------------
 
     def describe(self) -> dict[str, object]:
-        described: dict[str, object] = {"backend": "sqlite", "state": "ok"}
-        if self._problem is not None:
-            kind, since = self._problem
-            described.update(state="degraded", problem=kind, since=_iso(since))
-        return described
+        return self.health.describe()
 
     def state(self, category: str) -> CategoryState:
         """The category's state; read again only when the file changed since (every
@@ -177,7 +202,7 @@ class SQLiteStore:
                     (
                         str(item.key), item.published.timestamp(), item.key.ts, item.key.id,
                         json.dumps(item_to_dict(item)), search_text(item), now, now,
-                        item.content_html is not None,
+                        not wants_full_text(item),
                     ),
                 )  # fmt: skip
             db.executemany(
@@ -192,8 +217,8 @@ class SQLiteStore:
                 ],
             )
             gap = next_gap(previous, overlap=len(members) > 0, now=now)
-            if plan.updated:
-                self._bump(db, [str(item.key) for item in plan.writes if item.key in stored])
+            versions = Versions.of_merge(plan, stored)
+            self._bump(db, category, versions)
             db.execute(
                 "INSERT INTO categories (slug, refreshed_at, etag, last_modified, source_path, gap)"
                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (slug) DO UPDATE SET"
@@ -205,12 +230,11 @@ class SQLiteStore:
                     gap_to_json(gap),
                 ),
             )  # fmt: skip
-            if plan.added:
-                db.execute(
-                    "UPDATE categories SET version = version + 1, stories = stories + ?"
-                    " WHERE slug = ?",
-                    (len(plan.added), category),
-                )
+            db.execute(
+                "UPDATE categories SET stories = stories + ? WHERE slug = ?",
+                (len(plan.added), category),
+            )
+            self._bump(db, category, Versions(category=versions.category))
             _resolve_failure(db, category, previous.failure)
         return merged(plan, gap, now)
 
@@ -229,34 +253,45 @@ class SQLiteStore:
             )
 
     def newest(self, category: str, limit: int, words: Sequence[str] = ()) -> list[Item]:
-        condition = "".join(" AND instr(s.search, ?) > 0" for _ in words)
+        wanted = limit + DUPLICATE_MARGIN
         with self._reading() as db:
-            rows = db.execute(
-                "SELECT s.data FROM memberships m JOIN stories s ON s.key = m.story"
-                f" WHERE m.category = ?{condition}"
-                " ORDER BY m.published DESC, m.ts DESC, m.article_id DESC LIMIT ?",
-                (category, *words, limit + DUPLICATE_MARGIN),
-            ).fetchall()
-        return dedupe_window([item_from_dict(json.loads(data)) for (data,) in rows], limit)
+            if words:
+                rows = _search(db, category, words, wanted)
+            else:
+                rows = db.execute(
+                    "SELECT s.data FROM memberships m JOIN stories s ON s.key = m.story"
+                    f" WHERE m.category = ?{_NEWEST_FIRST}",
+                    (category, wanted),
+                ).fetchall()
+        return dedupe_window(_items(rows), limit)
 
     def pending(self, category: str, *, now: float, limit: int) -> list[Pending]:
         with self._reading() as db:
             rows = db.execute(
-                "SELECT s.data, s.full_text_attempts FROM memberships m"
+                "SELECT s.data, s.full_text_attempts, s.full_text_retry_at FROM memberships m"
                 " JOIN stories s ON s.key = m.story"
                 " WHERE m.category = ? AND s.full_text = 0 AND s.full_text_retry_at <= ?"
                 " ORDER BY m.published DESC, m.ts DESC, m.article_id DESC LIMIT ?",
                 (category, now, limit),
             ).fetchall()
-        return [Pending(item_from_dict(json.loads(data)), n) for data, n in rows]
+        return [
+            Pending(item_from_dict(json.loads(data)), n)
+            for data, n, retry_at in rows
+            if is_due(retry_at, now)
+        ]
 
     def save_full_text(self, item: Item) -> None:
+        """A patch of the story as stored when it is written (:func:`with_full_text`)."""
         with self._writing(stories=True) as db:
+            row = db.execute("SELECT data FROM stories WHERE key = ?", (str(item.key),)).fetchone()
+            if row is None:
+                return  # pruned while its article was read
+            patched = with_full_text(item_from_dict(json.loads(row[0])), item)
             db.execute(
                 "UPDATE stories SET data = ?, full_text = 1 WHERE key = ?",
-                (json.dumps(item_to_dict(item)), str(item.key)),
+                (json.dumps(item_to_dict(patched)), str(item.key)),
             )
-            self._bump(db, [str(item.key)])
+            self._bump(db, "", Versions.of_full_text(item.key))
 
     def postpone_full_text(self, key: ArticleKey, *, retry_at: float) -> None:
         with self._writing() as db:
@@ -268,7 +303,7 @@ class SQLiteStore:
 
     def prune(self, category: str, retention: Retention, *, now: float) -> int:
         oldest = now - retention.days * 86_400
-        with self._writing() as db:
+        with self._writing(stories=True) as db:
             dropped = db.execute(
                 "DELETE FROM memberships WHERE category = ? AND (story IN"
                 " (SELECT key FROM stories WHERE last_seen < ?) OR story NOT IN"
@@ -282,10 +317,10 @@ class SQLiteStore:
                     " (SELECT 1 FROM memberships WHERE story = stories.key)"
                 )
                 db.execute(
-                    "UPDATE categories SET version = version + 1, stories = stories - ?"
-                    " WHERE slug = ?",
+                    "UPDATE categories SET stories = stories - ? WHERE slug = ?",
                     (dropped, category),
                 )
+            self._bump(db, category, Versions.of_prune(dropped))
         return dropped
 
     def try_lease(self, name: str, token: str, ttl: float) -> bool:
@@ -332,6 +367,7 @@ class SQLiteStore:
             if self.path.parent and not self.path.parent.is_dir():
                 raise ConfigError(f"{where}: no such directory {str(self.path.parent)!r}")
             db = self._connection()
+            _require_fts5(db, where)
             [checked] = db.execute("PRAGMA quick_check(1)").fetchone()
             if checked != "ok":
                 raise ConfigError(f"{where}: the file is damaged ({checked})")
@@ -356,9 +392,8 @@ class SQLiteStore:
                 version = db.execute("PRAGMA user_version").fetchone()[0]
                 if version >= VERSION:
                     return
-                for statement in MIGRATIONS[version].split(";"):
-                    if statement.strip():
-                        db.execute(statement)
+                for statement in _statements(MIGRATIONS[version]):
+                    db.execute(statement)
                 db.execute(f"PRAGMA user_version = {version + 1}")
 
     def _connection(self) -> sqlite3.Connection:
@@ -384,14 +419,15 @@ class SQLiteStore:
             try:
                 yield self._connection()
             except sqlite3.Error as exc:
-                raise self._failed(exc) from exc
+                raise self._failed(exc, writing=False) from exc
+        self.health.succeeded(writing=False)
 
     @contextlib.contextmanager
     def _writing(self, *, stories: bool = False) -> Iterator[sqlite3.Connection]:
         """A short write transaction, taken at once (no lock upgrade to deadlock on).
 
-        The store is well again (``/status``) once ``stories`` are written: a lease or a
-        failure record may fit where a new story does not.
+        A failure to write ``stories`` stays on ``/status`` until such a write succeeds:
+        a lease or a failure record may fit where a new story does not.
         """
         with self._turn:
             try:
@@ -401,9 +437,8 @@ class SQLiteStore:
                     yield db
                 self._commits += 1
             except sqlite3.Error as exc:
-                raise self._failed(exc) from exc
-        if stories:
-            self._problem = None
+                raise self._failed(exc, writing=stories) from exc
+        self.health.succeeded(writing=stories)
 
     @staticmethod
     @contextlib.contextmanager
@@ -417,39 +452,114 @@ class SQLiteStore:
         if begun:
             db.execute("COMMIT")
 
-    def _failed(self, exc: sqlite3.Error) -> StoreError:
-        if self._problem is None:
-            self._problem = (_reason(exc), time.time())
+    def _failed(self, exc: sqlite3.Error, *, writing: bool) -> StoreError:
+        self.health.failed(_reason(exc), writing=writing)
         return StoreError(f"{self.path}: {_reason(exc)}")
 
     @staticmethod
-    def _bump(db: sqlite3.Connection, keys: list[str]) -> None:
-        """A new version for every category that lists one of ``keys``."""
-        marks = ",".join("?" * len(keys))
-        db.execute(
-            "UPDATE categories SET version = version + 1 WHERE slug IN"
-            f" (SELECT category FROM memberships WHERE story IN ({marks}))",
-            keys,
-        )
+    def _bump(db: sqlite3.Connection, category: str, versions: Versions) -> None:
+        """New versions, as :class:`~feedbridge.history.Versions` says."""
+        if versions.category:
+            db.execute("UPDATE categories SET version = version + 1 WHERE slug = ?", (category,))
+        if versions.stories:
+            keys = [str(key) for key in versions.stories]
+            marks = ",".join("?" * len(keys))
+            db.execute(
+                "UPDATE categories SET version = version + 1 WHERE slug IN"
+                f" (SELECT category FROM memberships WHERE story IN ({marks}))",
+                keys,
+            )
 
 
 def _resolve_failure(db: sqlite3.Connection, category: str, failure: Failure | None) -> None:
     """A success ends the back-off; ``/status`` still tells what went wrong last."""
-    if failure is None or failure.count == 0:
-        return
-    db.execute(
-        "UPDATE categories SET failure = ? WHERE slug = ?",
-        (failure_to_json(failure.resolved()), category),
-    )
+    resolved = resolution(failure)
+    if resolved is not None:
+        db.execute(
+            "UPDATE categories SET failure = ? WHERE slug = ?",
+            (failure_to_json(resolved), category),
+        )
+
+
+def _require_fts5(db: sqlite3.Connection, where: str) -> None:
+    """``?q=`` needs FTS5 and its trigram tokenizer (SQLite 3.34 or later, built with
+    FTS5, as Python's own builds are): without them the store cannot open."""
+    try:
+        db.execute("CREATE VIRTUAL TABLE temp.fts5_probe USING fts5 (x, tokenize = 'trigram')")
+        db.execute("DROP TABLE temp.fts5_probe")
+    except sqlite3.OperationalError as exc:
+        raise ConfigError(
+            f"{where}: this SQLite ({sqlite3.sqlite_version}) has no FTS5 with the trigram "
+            f"tokenizer ({_reason(exc)}); feedbridge needs SQLite 3.34 or later built with FTS5"
+        ) from exc
+
+
+def _statements(script: str) -> Iterator[str]:
+    """The statements of ``script``, a trigger's body kept whole."""
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                yield pending
+            pending = ""
+
+
+def _search(
+    db: sqlite3.Connection, category: str, words: Sequence[str], wanted: int
+) -> list[tuple[str]]:
+    """The newest ``wanted`` members holding every one of ``words`` (as substrings of
+    their search text), as cheaply as their frequency allows.
+
+    The newest :data:`SEARCH_FIRST` members are checked first: a common word is found
+    among them at once. With too few matches there, the history is walked newest first
+    while matches are frequent enough to end the walk early; otherwise (a rare word) the
+    trigram index gives the candidates, costing what its matches do. Each candidate is
+    checked for every word: the index finds no word shorter than a trigram.
+    """
+    condition = "".join(" AND instr(s.search, ?) > 0" for _ in words)
+    # The publication time of the SEARCH_FIRST-th newest member, if there are so many.
+    cutoff = db.execute(
+        "SELECT published FROM memberships WHERE category = ?"
+        " ORDER BY published DESC LIMIT 1 OFFSET ?",
+        (category, SEARCH_FIRST - 1),
+    ).fetchone()
+    if cutoff is not None:
+        rows = db.execute(
+            "SELECT s.data FROM memberships m JOIN stories s ON s.key = m.story"
+            f" WHERE m.category = ? AND m.published >= ?{condition}{_NEWEST_FIRST}",
+            (category, cutoff[0], *words, wanted),
+        ).fetchall()
+        indexed = " ".join(_phrase(word) for word in words if len(word) >= 3)
+        if len(rows) >= wanted:
+            return rows
+        if indexed and len(rows) < SEARCH_RARE:
+            return db.execute(
+                "SELECT s.data FROM stories_search f CROSS JOIN memberships m"
+                " CROSS JOIN stories s WHERE f.stories_search MATCH ?"
+                " AND m.category = ? AND m.story = f.key AND s.key = m.story"
+                f"{condition}{_NEWEST_FIRST}",
+                (indexed, category, *words, wanted),
+            ).fetchall()
+    return db.execute(
+        "SELECT s.data FROM memberships m JOIN stories s ON s.key = m.story"
+        f" WHERE m.category = ?{condition}{_NEWEST_FIRST}",
+        (category, *words, wanted),
+    ).fetchall()
+
+
+def _items(rows: list[tuple[str]]) -> list[Item]:
+    return [item_from_dict(json.loads(data)) for (data,) in rows]
+
+
+def _phrase(word: str) -> str:
+    """``word`` as an FTS5 phrase: with trigrams, found wherever it occurs."""
+    return '"' + word.replace('"', '""') + '"'
 
 
 def _reason(exc: sqlite3.Error) -> str:
     """What went wrong, in SQLite's words (``database or disk is full``, …)."""
     return str(exc) or type(exc).__name__
-
-
-def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
 
 
 def _state_of(row: tuple[Any, ...] | None) -> CategoryState:

@@ -20,27 +20,32 @@ What a backend keeps:
 * **leases**: a name held by one token until released or expired (the refresher's,
   and each category's fetch), and the site's own Retry-After.
 
-Every operation may raise :class:`StoreError`; the bridge serves what it has in memory
-meanwhile.
+What these mean (which stories a merge writes, whose versions change, which stories
+want full text and when) is decided in :mod:`feedbridge.history`, which both backends
+apply. Every operation may raise :class:`StoreError`; the bridge serves what it has in
+memory meanwhile, and :class:`Health` says so on ``/status``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from datetime import date, datetime
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
 from feedbridge.errors import ERROR_KINDS, UpstreamError
-from feedbridge.model import ArticleKey, Item, newest_first
-from feedbridge.scrape import merge_duplicates
+from feedbridge.model import ArticleKey, Item, merge_duplicates, newest_first
 from feedbridge.text import logfmt
 
 log = logging.getLogger(__name__)
+
+LOG_EVERY = 60.0  # seconds between two logs of the same change of a store's health
 
 # How far past ``limit`` a window is read, so that a story ingested twice (merged into
 # one item) does not leave the window one short.
@@ -59,10 +64,6 @@ class Failure:
     error: UpstreamError
     at: float
     retry_at: float
-
-    def resolved(self) -> Failure:
-        """After a success: no more back-off, but what went wrong last, and when."""
-        return Failure(0, self.error, self.at, 0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +156,9 @@ class Store(Protocol):
         ...
 
     def save_full_text(self, item: Item) -> None:
-        """``item`` now has its full text: stored, and its categories' versions change."""
+        """``item`` now has its full text: what its article gave is patched onto the story
+        as stored at that moment (:func:`feedbridge.history.with_full_text`), and its
+        categories' versions change. A story pruned meanwhile stays gone."""
         ...
 
     def postpone_full_text(self, key: ArticleKey, *, retry_at: float) -> None: ...
@@ -186,30 +189,51 @@ class Store(Protocol):
 class Lease:
     """A lease of the store, held while its holder works and renewed in the background.
 
-    ``held`` turns false when a renewal fails (the lease expired and was taken).
+    ``held`` turns false when a renewal fails (the lease expired and was taken). The
+    token is this process's own, made in the process that first asks for the lease: a
+    Lease made before a fork (gunicorn's ``preload_app``) is another holder in each
+    process, never one holder shared by the master and its workers.
     """
 
     def __init__(self, store: Store, name: str, ttl: float) -> None:
         self.store, self.name, self.ttl = store, name, ttl
-        self.token = secrets.token_hex(16)
-        self.held = False
+        self._owner: tuple[int, str] | None = None  # the process and its token
+        self._held = False
         self._stop = threading.Event()
         self._renewing = threading.Lock()  # a renewal never lands after the release
 
+    @property
+    def token(self) -> str:
+        pid = os.getpid()
+        if self._owner is None or self._owner[0] != pid:
+            self._owner = (pid, secrets.token_hex(16))
+            self._held = False  # what the parent held is not this process's
+            self._stop = threading.Event()  # nor are its heartbeat's events and locks
+            self._renewing = threading.Lock()
+        return self._owner[1]
+
+    @property
+    def held(self) -> bool:
+        return self._held and self._owner is not None and self._owner[0] == os.getpid()
+
     def acquire(self) -> bool:
-        self.held = self.store.try_lease(self.name, self.token, self.ttl)
-        if self.held:
+        token = self.token
+        self._held = self.store.try_lease(self.name, token, self.ttl)
+        if self._held:
             self._stop.clear()
             threading.Thread(target=self._heartbeat, daemon=True, name=f"lease-{self.name}").start()
-        return self.held
+        return self._held
 
     def release(self) -> None:
         """Let go (a store that fails meanwhile lets the lease run out instead)."""
+        if not self.held:  # never held, or held by the process this one was forked from
+            self._stop.set()
+            return
         self._stop.set()
         with self._renewing:
-            if not self.held:
+            if not self._held:
                 return
-            self.held = False
+            self._held = False
             try:
                 self.store.release(self.name, self.token)
             except StoreError:
@@ -225,8 +249,106 @@ class Lease:
                 except StoreError:
                     continue  # the next beat tries again; the lease lasts until then
                 if not renewed:
-                    self.held = False
+                    self._held = False
                     return
+
+
+class Health:
+    """What a store says of itself on ``/status``, as both backends keep it.
+
+    * A failed operation makes the store ``degraded`` (its kind of problem, and since
+      when). A failure to write stories (a merge, full text, a prune) stays until such a
+      write succeeds: a read that works says nothing of whether the history is kept.
+    * A standing problem of the store's set-up (a Redis that may evict keys) is
+      ``degraded`` too, for as long as it lasts.
+    * Each change of state is logged once: ``down_event`` with the problem, then
+      ``up_event``; the same line again at most once a :data:`LOG_EVERY` (a store that
+      flaps does not flood the log).
+    """
+
+    def __init__(
+        self,
+        backend: str,
+        *,
+        down_event: str,
+        up_event: str,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.backend = backend
+        self._events = (down_event, up_event)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._failure: tuple[str, float, bool] | None = None  # kind, since, by a write
+        self._setup: tuple[str, str, float] | None = None  # kind, reason, since
+        self._said = up_event
+        self._logged: dict[str, float] = {}
+
+    def failed(self, kind: str, *, writing: bool, detail: str = "") -> None:
+        with self._lock:
+            if self._failure is None or (writing and not self._failure[2]):
+                since = self._failure[1] if self._failure else time.time()
+                self._failure = (kind, since, writing)
+            line = self._settle(detail)
+        self._log(line)
+
+    def succeeded(self, *, writing: bool) -> None:
+        if self._failure is None:
+            return  # the usual case, without the lock
+        with self._lock:
+            if self._failure is not None and (writing or not self._failure[2]):
+                self._failure = None
+            line = self._settle()
+        self._log(line)
+
+    def set_up(self, problem: tuple[str, str] | None) -> None:
+        """The store's set-up has ``problem`` (kind, reason), or none any more."""
+        with self._lock:
+            if problem is None:
+                self._setup = None
+            elif self._setup is None or self._setup[:2] != problem:
+                self._setup = (*problem, time.time())
+            line = self._settle()
+        self._log(line)
+
+    def describe(self) -> dict[str, object]:
+        described: dict[str, object] = {"backend": self.backend, "state": "ok"}
+        with self._lock:
+            failure, setup = self._failure, self._setup
+        if failure is not None:
+            described.update(state="degraded", problem=failure[0], since=_iso(failure[1]))
+        elif setup is not None:
+            described.update(
+                state="degraded", problem=setup[0], reason=setup[1], since=_iso(setup[2])
+            )
+        return described
+
+    def _settle(self, detail: str = "") -> str | None:
+        """The line to log for the state now, if it changed and was not said lately."""
+        if self._failure is not None:
+            error = detail[:200]  # a refused pipeline names its whole first command
+            fields = {"event": self._events[0], "problem": self._failure[0], "error": error}
+        elif self._setup is not None:
+            fields = {"event": self._events[0], "problem": self._setup[0], "reason": self._setup[1]}
+        else:
+            fields = {"event": self._events[1]}
+        state = "|".join(v for k, v in fields.items() if k != "error")
+        if state == self._said:
+            return None
+        self._said = state
+        now = self._clock()
+        if now - self._logged.get(state, float("-inf")) < LOG_EVERY:
+            return None
+        self._logged[state] = now
+        return logfmt(**{k: v for k, v in fields.items() if v})
+
+    @staticmethod
+    def _log(line: str | None) -> None:
+        if line is not None:
+            log.warning(line)
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
 
 
 def dedupe_window(items: list[Item], limit: int) -> list[Item]:
@@ -322,73 +444,3 @@ def gap_from_json(raw: str | bytes | None) -> Gap | None:
         return None
     data = json.loads(raw)
     return Gap(data["at"], data["since_previous"], data["in_a_row"])
-
-
-def merged(plan: MergePlan, gap: Gap | None, now: float) -> Merged:
-    """What a merge tells its caller; ``gap`` is the category's record after it, a gap of
-    this refresh only when it was made ``now``."""
-    new = gap is not None and gap.in_a_row > 0 and gap.at == now
-    return Merged(tuple(plan.added), plan.updated, gap if new else None)
-
-
-def next_gap(previous: CategoryState, overlap: bool, now: float) -> Gap | None:
-    """The category's gap record after a refresh that did (or did not) ``overlap``.
-
-    A refresh of a category that kept nothing yet cannot be a gap.
-    """
-    if overlap or previous.stories == 0:
-        if previous.gap is None or previous.gap.in_a_row == 0:
-            return previous.gap
-        return Gap(previous.gap.at, previous.gap.since_previous, 0)
-    since = now - previous.refreshed_at if previous.refreshed_at is not None else None
-    in_a_row = previous.gap.in_a_row + 1 if previous.gap is not None else 1
-    return Gap(now, since, in_a_row)
-
-
-@dataclass
-class MergePlan:
-    """What merging a listing into stored stories comes to; computed the same way by
-    every backend, from the stored versions of the listed stories."""
-
-    writes: list[Item] = field(default_factory=list)  # new or changed stories
-    added: list[ArticleKey] = field(default_factory=list)  # new to the category
-    updated: int = 0
-
-
-def plan_merge(
-    listed: Sequence[Item], stored: dict[ArticleKey, Item], members: set[ArticleKey], now: datetime
-) -> MergePlan:
-    """Which of ``listed`` to write: new stories as they are; known ones when what the
-    site lists of them changed (their full text kept; marked modified ``now`` when what
-    they said changed, not when something they lacked was filled in).
-
-    Listings do not all say everything (the home page names no source): what one leaves
-    out is kept from before, so two listings of one story never undo each other.
-    """
-    plan = MergePlan()
-    for item in listed:
-        old = stored.get(item.key)
-        if old is None:
-            plan.writes.append(item)
-        else:
-            merged = replace(
-                old,
-                title=item.title,
-                path=item.path,
-                excerpt=item.excerpt or old.excerpt,
-                listed=item.listed or old.listed,
-                thumbnail=item.thumbnail or old.thumbnail,
-                source=item.source or old.source,
-            )
-            if merged != old:
-                # Filling in what was missing is no change of the story; changing what
-                # it said is.
-                revised = any(
-                    getattr(old, name) and getattr(merged, name) != getattr(old, name)
-                    for name in ("title", "excerpt", "thumbnail", "source", "listed")
-                )
-                plan.writes.append(replace(merged, modified=now) if revised else merged)
-                plan.updated += 1
-        if item.key not in members:
-            plan.added.append(item.key)
-    return plan

@@ -8,24 +8,18 @@ exception.
 
 from __future__ import annotations
 
-import contextlib
-import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 import requests
-from requests.adapters import HTTPAdapter
-from urllib3 import HTTPConnectionPool, HTTPSConnectionPool, PoolManager
-from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import ReadTimeoutError
-from urllib3.response import BaseHTTPResponse
 
 from feedbridge import __version__, observe, politeness
 from feedbridge.config import Timeout
+from feedbridge.deadline import Watchdog, WatchedAdapter
 from feedbridge.errors import (
     Blocked,
     HTTPStatusError,
@@ -59,105 +53,6 @@ class Page:
     not_modified: bool = False
 
 
-class _Watchdog:
-    """Shuts down the sockets of one exchange with the site when its deadline passes.
-
-    A socket timeout bounds each read, not the response: a site that drips a byte a
-    second keeps http.client's header reads and urllib3's body reads going for ever.
-    Shutting the socket down ends whichever read is blocked, in any phase; the
-    connection is then broken, so urllib3 never puts it back in its pool.
-    """
-
-    _current = threading.local()  # the watchdog of the exchange running on this thread
-
-    def __init__(self, seconds: float) -> None:
-        self.expired = False
-        self._done = False
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
-
-    @classmethod
-    def watch(cls, sock: socket.socket | None) -> None:
-        """Put ``sock`` under this thread's running watchdog, if there is one."""
-        watchdog: _Watchdog | None = getattr(cls._current, "watchdog", None)
-        if watchdog is None or sock is None:
-            return
-        with watchdog._lock:
-            if not watchdog._done:
-                watchdog._sockets.append(sock)
-                if watchdog.expired:
-                    _shut(sock)
-
-    def _expire(self) -> None:
-        with self._lock:
-            if self._done:  # the exchange ended: its sockets may serve another one now
-                return
-            self.expired = True
-            for sock in self._sockets:
-                _shut(sock)
-
-    def __enter__(self) -> _Watchdog:
-        self._current.watchdog = self
-        self._timer.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._timer.cancel()
-        with self._lock:
-            self._done = True
-        self._current.watchdog = None
-
-
-def _shut(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):  # already closed, or detached by the TLS wrapper
-        sock.shutdown(socket.SHUT_RDWR)
-
-
-class _WatchedHTTPConnection(HTTPConnection):
-    """A connection whose socket is watched from its creation (a slow connect) and at
-    each response (headers and body, a kept-alive connection reused too). A TLS
-    handshake replaces the socket object, so it has only its per-read timeout."""
-
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        _Watchdog.watch(sock)
-        return sock
-
-    def getresponse(self) -> BaseHTTPResponse:  # type: ignore[override]
-        _Watchdog.watch(self.sock)
-        return super().getresponse()
-
-
-class _WatchedHTTPSConnection(_WatchedHTTPConnection, HTTPSConnection):
-    pass
-
-
-class _WatchedHTTPPool(HTTPConnectionPool):
-    ConnectionCls = _WatchedHTTPConnection
-
-
-class _WatchedHTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _WatchedHTTPSConnection
-
-
-class _WatchedAdapter(HTTPAdapter):
-    """requests' adapter, its connections put under the running exchange's watchdog."""
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = _WATCHED_POOLS
-
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> PoolManager:
-        manager: PoolManager = super().proxy_manager_for(proxy, **proxy_kwargs)
-        manager.pool_classes_by_scheme = _WATCHED_POOLS
-        return manager
-
-
-_WATCHED_POOLS = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
-
-
 class Upstream:
     """A polite client of one site: one session, spaced requests, bounded bodies."""
 
@@ -173,15 +68,17 @@ class Upstream:
         session: requests.Session | None = None,
         pause: Pause | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        self.base_url, auth = _without_credentials(base_url.rstrip("/"))
         self.timeout = timeout or Timeout()
         self.max_bytes = max_bytes
         self.min_interval = min_interval
         self._clock = clock
         self._sleep = sleep
         self._session = session or requests.Session()
+        if auth is not None:
+            self._session.auth = auth
         for scheme in ("http://", "https://"):
-            self._session.mount(scheme, _WatchedAdapter())
+            self._session.mount(scheme, WatchedAdapter())
         self._session.headers.update(
             {
                 "User-Agent": USER_AGENT,
@@ -231,7 +128,7 @@ class Upstream:
 
     def _exchange(self, url: str, headers: dict[str, str], deadline: float) -> Page:
         """The page at ``url``, whole within the deadline however slowly the bytes come."""
-        with _Watchdog(max(0.0, deadline - self._clock())) as watchdog:
+        with Watchdog(max(0.0, deadline - self._clock())) as watchdog:
             try:
                 page = self._follow_redirects(url, headers, deadline)
             except UpstreamError:
@@ -314,7 +211,13 @@ class Upstream:
             if media_type and media_type not in _HTML_TYPES:
                 raise NotHTML(f"the site sent {media_type}, not HTML, for {url}")
             declared = response.headers.get("Content-Length", "")
-            if declared.isdigit() and int(declared) > self.max_bytes:
+            # ASCII digits only ("²" is a digit to str.isdigit(), not to int()); more
+            # digits than int() reads are too many bytes anyway.
+            if (
+                declared.isascii()
+                and declared.isdigit()
+                and (len(declared) > 18 or int(declared) > self.max_bytes)
+            ):
                 raise TooLarge(f"{url} is {declared} bytes, over the {self.max_bytes} cap")
             body = self._body(url, response, deadline)
         head = body[:65536].lower()
@@ -345,6 +248,17 @@ class Upstream:
                 raise UpstreamTimeout(f"{url} stopped sending within the time limit") from exc
             raise Unreachable(f"the connection broke while reading {url}: {exc}") from exc
         return b"".join(chunks)
+
+
+def _without_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
+    """The base URL without its ``user:password@``, and those as HTTP Basic credentials:
+    every message, log line and feed link is built on the URL, none may show them."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, None
+    host = parts.netloc.rpartition("@")[2]
+    auth = (unquote(parts.username or ""), unquote(parts.password or ""))
+    return urlunsplit(parts._replace(netloc=host)), auth
 
 
 def _validators(response: requests.Response) -> tuple[str | None, str | None]:

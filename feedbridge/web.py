@@ -14,7 +14,7 @@ from werkzeug.http import http_date, parse_date
 from werkzeug.sansio.utils import get_current_url
 
 from feedbridge import observe
-from feedbridge.bridge import Bridge, Freshness, Served
+from feedbridge.bridge import Bridge, Freshness, Served, Unavailable
 from feedbridge.categories import Category
 from feedbridge.config import MAX_FEED_SIZE
 from feedbridge.errors import UpstreamError
@@ -129,6 +129,14 @@ def upstream_failed(exc: UpstreamError) -> Response:
     return response
 
 
+@bp.app_errorhandler(Unavailable)
+def unavailable(exc: Unavailable) -> Response:
+    """No right answer now (the store fails, or selections are too many at once)."""
+    response = _plain(503, str(exc))
+    response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    return response
+
+
 @bp.app_errorhandler(HTTPException)
 def http_error(exc: HTTPException) -> Response:
     response = _plain(exc.code or 500, exc.description or exc.name)
@@ -166,7 +174,10 @@ def _selection_parameters() -> tuple[int | None, list[str]]:
     limit = None
     raw_limit = request.args.get("limit")
     if raw_limit is not None:
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_FEED_SIZE:
+        # ASCII digits only: str.isdigit() takes "²", which int() refuses.
+        if not (raw_limit.isascii() and raw_limit.isdigit() and len(raw_limit) <= 3) or not (
+            1 <= int(raw_limit) <= MAX_FEED_SIZE
+        ):
             raise BadParameter(f"limit: must be a whole number from 1 to {MAX_FEED_SIZE}")
         limit = int(raw_limit)
     words: list[str] = []

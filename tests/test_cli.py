@@ -596,7 +596,7 @@ def test_a_bad_setting_is_one_line_and_status_2(
 ) -> None:
     line = one_error_line(invoke(*args, extra_env={f"{PREFIX}CACHE_TTL": "abc"}))
     assert line == (
-        f"Error: {PREFIX}CACHE_TTL: must be a whole number (got 'abc') "
+        f"Error: {PREFIX}CACHE_TTL: must be a whole number from 1 to 315360000 (got 'abc') "
         f"(see 'feedbridge {args[0]} --help')"
     )
     assert site.hits() == 0
@@ -608,6 +608,8 @@ def test_help_explains_every_setting(invoke: Invoke, command: str) -> None:
     assert result.exit_code == 0
     for setting in SETTINGS:
         assert f"{setting.variable}: " in result.stdout
+    for shown in ("(default 600; 1 to 315360000)", "(default 8000; 1 to 65535)"):
+        assert shown in " ".join(result.stdout.split())
 
 
 def test_unknown_command_is_one_line(invoke: Invoke) -> None:
@@ -636,8 +638,10 @@ def test_serve_with_workers_runs_the_server(env: dict[str, str | None], tmp_path
     port = free_port()
     stdout, stderr = tmp_path / "stdout", tmp_path / "stderr"
     with stdout.open("wb") as out, stderr.open("wb") as err:
+        # What the options say wins over the platform's variables, even unreadable ones.
+        overridden = {**env, "WEB_CONCURRENCY": "abc", "PORT": "99999"}
         process = run_command(
-            "serve", "--workers", "2", "--port", str(port), env=env,
+            "serve", "--workers", "2", "--port", str(port), env=overridden,
             stdin=subprocess.DEVNULL, stdout=out, stderr=err,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from feedbridge import config
 from feedbridge.categories import load_registry
 from feedbridge.config import PREFIX, SETTINGS, Settings, Timeout
 from feedbridge.errors import ConfigError
@@ -87,9 +89,13 @@ def test_every_setting_is_read_and_described(tmp_path: Path) -> None:
         ("UPSTREAM_URL", "ftp://kcnawatch.org", "http:// or https://"),
         ("UPSTREAM_URL", "https://kcnawatch.org/?x=1", "query"),
         ("CACHE_TTL", "abc", "whole number"),
-        ("CACHE_TTL", "0", "greater than 0"),
-        ("FEED_SIZE", "501", "at most 500"),
-        ("KEEP_DAYS", "0", "greater than 0"),
+        ("CACHE_TTL", "0", "from 1 to"),
+        ("CACHE_TTL", "1" + "0" * 400, "from 1 to 315360000"),
+        ("CACHE_TTL", "\u0663", "whole number"),
+        ("FEED_SIZE", "501", "from 1 to 500"),
+        ("KEEP_DAYS", "0", "from 1 to"),
+        ("KEEP_DAYS", "9" * 401, "from 1 to 36500"),
+        ("KEEP_STORIES", "9" * 20, "from 1 to 1000000"),
         ("KEEP_STORIES", "many", "whole number"),
         ("REFRESH", "sometimes", "1 or 0"),
         ("WEBSUB_HUB", "hub.example.org", "http:// or https://"),
@@ -97,11 +103,32 @@ def test_every_setting_is_read_and_described(tmp_path: Path) -> None:
         ("REDIS_URL", "http://localhost", "redis://"),
         ("TIMEOUT", "1,2,3", "CONNECT,TOTAL"),
         ("TIMEOUT", "20,5", "within the total"),
-        ("TIMEOUT", "-1", "0 or more"),
-        ("MIN_INTERVAL", "nan", "0 or more"),
+        ("TIMEOUT", "-1", "from 0.1 to 600"),
+        ("TIMEOUT", "1e308", "from 0.1 to 600"),
+        ("TIMEOUT", "1,1e308", "from 0.1 to 600"),
+        ("MIN_INTERVAL", "nan", "from 0 to 3600"),
+        ("MIN_INTERVAL", "1e308", "from 0 to 3600"),
+        ("MIN_INTERVAL", "inf", "from 0 to 3600"),
         ("MAX_BYTES", "1e6", "whole number"),
         ("FULLTEXT", "maybe", "1 or 0"),
-        ("FULLTEXT_BUDGET", "0", "greater than 0"),
+        ("FULLTEXT_BUDGET", "0", "from 0.1 to"),
+        ("FULLTEXT_BUDGET", "1e308", "from 0.1 to 3600"),
+        ("FULLTEXT_CONCURRENCY", "1000", "from 1 to 16"),
+        ("MAX_BYTES", "9" * 30, "whole number"),
+        ("UPSTREAM_URL", "http://127.0.0.1:notaport", "port from 1 to 65535"),
+        ("UPSTREAM_URL", "http://127.0.0.1:99999", "port from 1 to 65535"),
+        ("UPSTREAM_URL", "http://127.0.0.1:0", "port must be from 1 to 65535"),
+        ("UPSTREAM_URL", "http://[::1", "[IPv6]"),
+        ("REDIS_URL", "redis://:secret@127.0.0.1:notaport/0", "port from 1"),
+        ("REDIS_URL", "redis://127.0.0.1:6379/0?socket_timeout=abc", "socket_timeout"),
+        ("REDIS_URL", "redis://127.0.0.1:6379/0?db=x", "'db'"),
+        ("REDIS_URL", "redis://127.0.0.1:6379/0?sockettimeout=1", "'sockettimeout' is no option"),
+        ("REDIS_URL", "redis://127.0.0.1:6379/0?ssl_keyfile=k", "'ssl_keyfile' is no option"),
+        ("REDIS_URL", "redis://127.0.0.1:6379/0?retry=1", "'retry' is no option"),
+        ("REDIS_URL", "rediss://127.0.0.1:6379/0?ssl_cert_reqs=maybe", "none, optional"),
+        ("REDIS_URL", "redis://127.0.0.1:6379/zero", "database number"),
+        ("REDIS_URL", "redis://127.0.0.1:6379/0?socket_timeout=1e308", "at most 60 s"),
+        ("REDIS_URL", "redis://127.0.0.1:6379/0?socket_connect_timeout=nan", "at most 60 s"),
         ("LOG_LEVEL", "LOUD", "DEBUG, INFO"),
         ("LOG_FORMAT", "xml", "logfmt or json"),
     ],
@@ -125,7 +152,81 @@ def test_gunicorn_entry_point_stops_with_one_line() -> None:
         timeout=60,
     )
     assert result.returncode == 4
-    assert result.stderr == "feedbridge: FEEDBRIDGE_CACHE_TTL: must be a whole number (got 'abc')\n"
+    assert result.stderr == (
+        "feedbridge: FEEDBRIDGE_CACHE_TTL: must be a whole number from 1 to 315360000 (got 'abc')\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("REDIS_URL", "redis://:secret@[::1/0"),
+        ("REDIS_URL", "redis://:p@ss@secret@127.0.0.1:x/0"),
+        ("REDIS_URL", "redis://:secret@127.0.0.1:notaport/0"),
+        ("REDIS_URL", "redis://user:secret@127.0.0.1/0?socket_timeout=abc"),
+        ("REDIS_URL", "redis://127.0.0.1/0?password=secret&db=x"),
+        ("REDIS_URL", "rediss://secret@127.0.0.1/0?ssl_cert_reqs=maybe"),
+        ("UPSTREAM_URL", "http://user:secret@[::1/"),
+        ("UPSTREAM_URL", "https://user:secret@example.org:99999"),
+        ("WEBSUB_HUB", "https://user:secret@hub.example.org/?x=1"),
+        ("PUBLIC_URL", "https://:secret@feeds.example.org:notaport"),
+    ],
+)
+def test_a_bad_url_never_shows_its_secret(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        Settings.from_env({PREFIX + name: value})
+    message = str(error.value)
+    assert message.startswith(PREFIX + name + ": ") and "\n" not in message
+    assert "secret" not in message and "ss@" not in message and "***" in message
+
+
+def test_a_good_redis_url_is_taken_whole() -> None:
+    url = "rediss://u:p@redis.example.org:6380/2?socket_timeout=2.5&ssl_cert_reqs=none"
+    assert Settings.from_env({PREFIX + "REDIS_URL": url}).redis_url == url
+    assert Settings.from_env({PREFIX + "REDIS_URL": "unix:///run/redis.sock?db=1"}).redis_url
+
+
+@pytest.mark.parametrize(
+    ("env", "port", "workers"),
+    [({}, 8000, 2), ({"PORT": "5000", "WEB_CONCURRENCY": " 3 "}, 5000, 3)],
+)
+def test_the_platforms_port_and_workers(env: dict[str, str], port: int, workers: int) -> None:
+    assert (config.port(env), config.web_concurrency(env)) == (port, workers)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [("PORT", "99999", "from 1 to 65535"), ("PORT", "abc", "whole number"),
+     ("WEB_CONCURRENCY", "0", "from 1 to 64"), ("WEB_CONCURRENCY", "abc", "whole number")],
+)  # fmt: skip
+def test_a_bad_port_or_worker_count_is_one_line(name: str, value: str, says: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        config.port({name: value}) if name == "PORT" else config.web_concurrency({name: value})
+    message = str(error.value)
+    assert message.startswith(f"{name}: ") and says in message and message.endswith(f"{value!r})")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "value"), [("PORT", "99999"), ("WEB_CONCURRENCY", "0"), ("PORT", "x")]
+)
+def test_the_server_with_a_bad_port_or_worker_count_stops_with_one_line(
+    name: str, value: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "feedbridge.server"],
+        env={name: value, "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"feedbridge: {name}: ") and result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "name", [s.variable for s in SETTINGS if isinstance(s.parse, config.Number)]
+)
+def test_every_number_says_its_range_in_the_help(name: str) -> None:
+    assert re.search(r"; -?[\d.]+ to [\d.]+\)$", config.setting_descriptions()[name])
 
 
 # -- categories ---------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import pytest
 from flask import Flask
 from werkzeug import Request, Response
 
-from feedbridge.bridge import COLD_WAITERS
+from feedbridge import bridge as bridge_module
 from feedbridge.config import Timeout
 from tests.conftest import FIXTURES, Clock, FakeSite, settle
 from tests.feedspec import check_feed
@@ -84,12 +84,18 @@ def test_fifty_concurrent_cold_requests_make_one_upstream_request(
 
 
 def test_requests_waiting_for_a_new_category_are_bounded(
-    app: Flask, site: FakeSite, gate: threading.Event
+    make_app: Callable[..., Flask],
+    site: FakeSite,
+    gate: threading.Event,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Each waiting request holds a server thread: past COLD_WAITERS, none more wait."""
+    """Each waiting request holds a greenlet (a thread here): past the bound, none more
+    wait. The bound is lowered to 16 here, for as many threads of the test."""
+    monkeypatch.setattr(bridge_module, "COLD_WAITERS", 16)
+    app = make_app()
     site.override(ANCHOR, held(gate, anchor_page))
-    with ThreadPoolExecutor(COLD_WAITERS) as pool:
-        waiting = [pool.submit(get, app) for _ in range(COLD_WAITERS)]
+    with ThreadPoolExecutor(16) as pool:
+        waiting = [pool.submit(get, app) for _ in range(16)]
         for _ in range(1000):  # at most 10 s for the leader's request to reach the site
             if site.hits(ANCHOR):
                 break
@@ -179,6 +185,7 @@ def test_limit_and_q_select_items(app: Flask) -> None:
 @pytest.mark.parametrize(
     ("query", "named"),
     [("limit=0", "limit"), ("limit=x", "limit"), ("limit=-1", "limit"), ("limit=501", "limit"),
+     ("limit=%C2%B2", "limit"), ("limit=%D9%A3", "limit"), ("limit=" + "9" * 5000, "limit"),
      ("q=", "q"), ("q=%20%20", "q"), ("q=" + "a" * 201, "q")],
 )  # fmt: skip
 def test_bad_parameters_are_400_naming_them(
@@ -189,6 +196,12 @@ def test_bad_parameters_are_400_naming_them(
     assert response.text.startswith(f"{named}: ")
     assert response.headers["Cache-Control"] == "no-store"
     assert site.hits() == 0
+
+
+def test_a_retry_after_of_a_digit_int_refuses_is_no_500(app: Flask, site: FakeSite) -> None:
+    site.override("/", Response("busy", status=503, headers={"Retry-After": "\u00b2"}))
+    response = get(app, "/feeds/all.atom")
+    assert response.status_code == 503 and response.text.startswith("upstream failure:")
 
 
 def test_distinct_query_strings_do_not_grow_the_cache(app: Flask) -> None:

@@ -103,7 +103,7 @@ def test_site_retry_after_pauses_every_category(site: FakeSite) -> None:
     assert site.hits() == 2
 
 
-@pytest.mark.parametrize("retry_after", ["Wed, 21 Oct 2015 07:28:00 GMT", "soon", ""])
+@pytest.mark.parametrize("retry_after", ["Wed, 21 Oct 2015 07:28:00 GMT", "soon", "", "\u00b2"])
 def test_retry_after_dates_and_junk(site: FakeSite, retry_after: str) -> None:
     site.override("/", Response("busy", status=503, headers={"Retry-After": retry_after}))
     with pytest.raises(HTTPStatusError) as error:

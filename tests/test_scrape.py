@@ -7,10 +7,9 @@ from datetime import UTC, date, datetime
 import pytest
 
 from feedbridge.errors import Blocked, LayoutChanged
-from feedbridge.model import PYONGYANG, ArticleKey
+from feedbridge.model import PYONGYANG, ArticleKey, merge_duplicates
 from feedbridge.scrape import (
     article_link,
-    merge_duplicates,
     parse_home,
     parse_listing,
 )

@@ -9,15 +9,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 from hypothesis import given
 from hypothesis import strategies as st
 
+from feedbridge import sqlite_store
 from feedbridge.categories import load_registry
 from feedbridge.errors import (
     BackingOff,
@@ -230,6 +235,102 @@ def test_full_text_survives_a_later_listing(store: Store, clock: Clock) -> None:
     assert (kept.title, kept.content_html) == ("Story 1!", "<p>1</p>")
 
 
+def test_every_story_without_full_text_is_pending_however_old(store: Store, clock: Clock) -> None:
+    """More stories than any window of the newest: the oldest still get their full text."""
+    store.merge("vok-en", listing(*range(1, 251)), now=clock.now)
+    for n in range(51, 251):
+        store.save_full_text(dataclasses.replace(story(n), content_html=f"<p>{n}</p>"))
+    pending = store.pending("vok-en", now=clock.now, limit=100)
+    assert [p.item.key for p in pending] == [story(n).key for n in range(50, 0, -1)]
+    store.postpone_full_text(story(50).key, retry_at=clock.now + 300)
+    assert store.pending("vok-en", now=clock.now, limit=1)[0].item.key == story(49).key
+
+
+def test_saving_full_text_keeps_what_a_listing_changed_meanwhile(
+    store: Store, clock: Clock
+) -> None:
+    store.merge("vok-en", Listing(items=(story(1, title="Old title"),)), now=clock.now)
+    [asked] = store.pending("vok-en", now=clock.now, limit=10)
+    clock.advance(600)
+    store.merge("vok-en", Listing(items=(story(1, title="Corrected title"),)), now=clock.now)
+    read = datetime.fromtimestamp(clock.now + 5, UTC)
+    store.save_full_text(
+        dataclasses.replace(
+            asked.item, content_html="<p>1</p>", original_url="http://x/1", modified=read
+        )
+    )
+    [kept] = store.newest("vok-en", 1)
+    assert (kept.title, kept.content_html, kept.original_url, kept.modified) == (
+        "Corrected title", "<p>1</p>", "http://x/1", read,
+    )  # fmt: skip
+    assert store.pending("vok-en", now=clock.now, limit=10) == []
+
+
+def test_full_text_of_a_story_pruned_meanwhile_is_not_saved(store: Store, clock: Clock) -> None:
+    store.merge("vok-en", listing(1, 2), now=clock.now)
+    store.prune("vok-en", Retention(stories=1), now=clock.now)
+    store.save_full_text(dataclasses.replace(story(1), content_html="<p>1</p>"))
+    assert titles(store.newest("vok-en", 50)) == ["Story 2"]
+
+
+def test_a_write_between_a_merge_s_read_and_its_write_is_kept(
+    store: Store, clock: Clock, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    """Another process saves a story's full text while a merge of it is under way: the
+    merge reads again (Redis) or the other waits for it (SQLite); neither is lost."""
+    other = _same_store(store, request)
+    store.merge("vok-en", Listing(items=(story(1, title="Old title"),)), now=clock.now)
+    backend = sys.modules[type(store).__module__]
+    plan_merge = backend.plan_merge  # type: ignore[attr-defined]
+    writes: list[threading.Thread] = []
+
+    def meanwhile(*args: Any, **kwargs: Any) -> Any:
+        if not writes:  # once, between the first read and its write
+            text = dataclasses.replace(story(1, title="Old title"), content_html="<p>1</p>")
+            writes.append(threading.Thread(target=other.save_full_text, args=(text,)))
+            writes[0].start()
+            writes[0].join(timeout=1.0)  # SQLite: waits for the merge's transaction
+        return plan_merge(*args, **kwargs)
+
+    monkeypatch.setattr(backend, "plan_merge", meanwhile)
+    store.merge("vok-en", Listing(items=(story(1, title="Corrected title"),)), now=clock.now)
+    writes[0].join(timeout=10)
+    assert not writes[0].is_alive()
+    [kept] = store.newest("vok-en", 1)
+    assert (kept.title, kept.content_html) == ("Corrected title", "<p>1</p>")
+    assert store.pending("vok-en", now=clock.now, limit=10) == []
+    other.close()
+
+
+@pytest.mark.parametrize("first", [20, sqlite_store.SEARCH_FIRST])
+def test_search_finds_substrings_among_more_than_two_hundred(
+    store: Store, clock: Clock, first: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both backends give the same answer: every word, casefolded, a substring of the
+    title or the excerpt (words shorter than three characters too). SQLite's search
+    starts with the newest ``first`` members, then walks or asks its index: each way is
+    taken here."""
+    monkeypatch.setattr(sqlite_store, "SEARCH_FIRST", first)
+    odd = story(251, title='Ünïcode "Quoted" STRAẞE')
+    store.merge("vok-en", Listing(items=(odd, *listing(*range(1, 251)).items)), now=clock.now)
+    expected = [f"Story {n}" for n in range(250, 0, -1) if "12" in str(n)]
+    assert titles(store.newest("vok-en", 50, ["story", "12"])) == expected
+    starting = [title for title in expected if title.startswith("Story 12")]
+    assert titles(store.newest("vok-en", 50, ["ory 12", "says"])) == starting
+    assert titles(store.newest("vok-en", 3, ["12"])) == expected[:3]
+    assert titles(store.newest("vok-en", 50, ["what story 3 says"])) == ["Story 3"]
+    assert titles(store.newest("vok-en", 50, ['"quoted"', "strasse", "ünï"])) == [odd.title]
+    assert store.newest("vok-en", 50, ["story", "nothing-like-it"]) == []
+    assert len(store.newest("vok-en", 300, ["story"])) == 251
+
+
+def _same_store(store: Store, request: pytest.FixtureRequest) -> Store:
+    """A second store on what ``store`` keeps, as another process opens it."""
+    if isinstance(store, SQLiteStore):
+        return SQLiteStore(store.path)
+    return RedisStore(request.getfixturevalue("redis_url"), upstream_url=BASE)
+
+
 # --- failures, leases, the site's Retry-After ------------------------------------------
 
 
@@ -376,6 +477,7 @@ def test_a_store_of_the_previous_schema_is_migrated_keeping_its_stories(
     store = SQLiteStore(path, clock=clock)
     assert titles(store.newest("vok-en", 50)) == ["Story 2", "Story 1"]
     assert store.state("vok-en").stories == 2, "counted once, when migrated"
+    assert titles(store.newest("vok-en", 50, ["story"])) == ["Story 2", "Story 1"], "indexed"
     assert [p.item.key for p in store.pending("vok-en", now=clock.now, limit=10)] == [
         story(2).key
     ], "what already had its full text is not read again"
@@ -406,6 +508,15 @@ def test_a_store_that_cannot_be_written_is_refused(tmp_path: Path) -> None:
     # /proc takes no new file, whoever asks (root too).
     with pytest.raises(ConfigError, match=r"^FEEDBRIDGE_DB: /proc/feedbridge.db: unable to open"):
         SQLiteStore("/proc/feedbridge.db")
+
+
+def test_an_sqlite_without_fts5_is_refused_in_one_line() -> None:
+    class WithoutFTS5:
+        def execute(self, sql: str) -> None:
+            raise sqlite3.OperationalError("no such module: fts5")
+
+    with pytest.raises(ConfigError, match=r"^FEEDBRIDGE_DB: s.db: this SQLite .* has no FTS5"):
+        sqlite_store._require_fts5(WithoutFTS5(), "FEEDBRIDGE_DB: s.db")  # type: ignore[arg-type]
 
 
 def test_a_full_disk_is_a_store_error_and_reads_go_on(tmp_path: Path, clock: Clock) -> None:
@@ -452,3 +563,18 @@ def test_a_redis_lease_expires_on_redis_s_clock(redis_url: str) -> None:
     store = RedisStore(redis_url, upstream_url=BASE)
     assert store.try_lease("fetch:vok-en", "one", 0.2)
     wait_until(lambda: store.try_lease("fetch:vok-en", "two", 60), "the lease's expiry", 5)
+
+
+# --- layering ---------------------------------------------------------------------------
+
+
+def test_the_store_and_its_meaning_load_no_scraper_and_the_meaning_no_backend() -> None:
+    code = (
+        "import sys, feedbridge.history, feedbridge.store;"
+        "print(sorted(m for m in ('feedbridge.scrape', 'lxml', 'bs4', 'redis', 'sqlite3')"
+        " if m in sys.modules))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert loaded.stdout.strip() == "[]"

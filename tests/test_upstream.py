@@ -95,6 +95,18 @@ def test_declared_oversized_body_is_refused_unread(
     assert source.produced < HUGE // 2
 
 
+def test_a_content_length_int_refuses_is_no_crash(upstream: Upstream, site: FakeSite) -> None:
+    # "²" is a digit to str.isdigit(), not to int(): the body is read, within the cap.
+    response = Response(b"<html></html>", content_type="text/html")
+    response.headers["Content-Length"] = "\u00b2"
+    response.headers["Connection"] = "close"
+    site.override("/odd", response)
+    assert upstream.fetch("/odd").body == b"<html></html>"
+    response.headers["Content-Length"] = "9" * 40  # more than the cap, whatever int() says
+    with pytest.raises(TooLarge):
+        upstream.fetch("/odd")
+
+
 def test_undeclared_oversized_body_is_cut_at_the_cap(
     upstream: Upstream, site: FakeSite, tally: Tally
 ) -> None:
@@ -237,3 +249,18 @@ def test_wrong_single_byte_charset_keeps_items_and_xml_well_formed(
     assert len(wrong) == len(right)
     assert KOREAN_TITLE not in wrong
     assert [t for t in wrong if t.isascii()] == [t for t in right if t.isascii()]
+
+
+def test_credentials_in_the_site_url_are_sent_never_shown(site: FakeSite) -> None:
+    host = site.url.removeprefix("http://")
+    upstream = Upstream(f"http://reader:s%40cret@{host}/", min_interval=0)
+    assert upstream.base_url == site.url
+    upstream.fetch("/")
+    assert site.requests[-1].authorization is not None
+    assert (site.requests[-1].authorization.username, site.requests[-1].authorization.password) == (
+        "reader",
+        "s@cret",
+    )
+    with pytest.raises(UpstreamError) as error:
+        upstream.fetch("/no/such/page")
+    assert "cret" not in str(error.value) and host in str(error.value)
