@@ -132,7 +132,7 @@ def main() -> None:
             "FEEDBRIDGE_UPSTREAM_URL": site.url,
             "FEEDBRIDGE_MIN_INTERVAL": "0",
             "FEEDBRIDGE_FULLTEXT": "0",
-            "FEEDBRIDGE_LOG_LEVEL": "WARNING",
+            # INFO: an access line a request, as in production and as the ceiling's gunicorn
         }
         bridge = servers.enter_context(WebServer(env))
         size, etag = _warm(bridge)

@@ -211,6 +211,8 @@ def test_a_worker_killed_while_fetching_leaves_a_lease_that_expires_soon(
         release.set()
         site.override(anchor, (SITE / "articles" / "1730538240-666693401.html").read_bytes())
         assert client.exists(lease)  # nobody released it, nobody renews it
+        # The server's new workers: until one is up, granian refuses connections.
+        wait_until(lambda: len(server.workers()) == 2 and _healthy(server.url), "new workers")
         asked = time.monotonic()
         response = requests.get(f"{server.url}/feeds/vok-en.atom", timeout=30)
         waited = time.monotonic() - asked
@@ -219,6 +221,13 @@ def test_a_worker_killed_while_fetching_leaves_a_lease_that_expires_soon(
     check_feed(response.content, response.headers["Content-Type"])
     assert site.hits(anchor) == 2
     assert not client.exists(lease)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/healthz", timeout=2).status_code == 200
+    except requests.ConnectionError:
+        return False
 
 
 def _without_countdown(categories: dict[str, dict[str, object]]) -> dict[str, object]:
