@@ -105,7 +105,7 @@ def open_store(settings: Settings, clock: Callable[[], float]) -> Store:
         )
     from feedbridge.sqlite_store import SQLiteStore
 
-    return SQLiteStore(settings.db, clock=clock)
+    return SQLiteStore(settings.db, clock=clock, site=settings.upstream_url)
 
 
 def start_refresher(app: Flask) -> None:

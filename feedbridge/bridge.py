@@ -465,6 +465,7 @@ class Bridge:
                     f"backing off after: {state.failure.error}",
                     retry_after=state.failure.retry_at - self.clock(),
                     upstream_status=state.failure.error.upstream_status,
+                    cause=state.failure.error,
                 )
             if self.refresh(category) is not Outcome.BUSY:
                 continue

@@ -31,12 +31,13 @@ from feedbridge import __version__, logs, server
 from feedbridge.app import create_app, start_refresher
 from feedbridge.bridge import Bridge
 from feedbridge.bridge import Outcome as Refreshed
-from feedbridge.categories import Category
+from feedbridge.categories import Category, load_registry
 from feedbridge.config import PREFIX, Settings, http_url, masked, setting_descriptions
+from feedbridge.config import port as platform_port
 from feedbridge.errors import ConfigError, UpstreamError
 from feedbridge.feeds import Format
 from feedbridge.refresher import Refresher
-from feedbridge.web import ERROR_SINK, category_feeds
+from feedbridge.web import ERROR_SINK, feed_urls
 
 SETTINGS_HELP = "\b\n" + "\n".join(
     f"  {name}: {text}" for name, text in setting_descriptions().items()
@@ -44,7 +45,10 @@ SETTINGS_HELP = "\b\n" + "\n".join(
 EPILOG = f"Settings (environment variables):\n\n{SETTINGS_HELP}"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
-DEFAULT_BASE_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
+DEFAULT_BASE_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"  # with $PORT's port when set
+# Where a command notes the exit status it will end with, before it has printed all:
+# a reader that stops early (`check | head -1`) does not turn a failure into success.
+EXIT_STATUS = "feedbridge.exit_status"
 
 
 class OneLineUsageError(click.UsageError):
@@ -77,16 +81,20 @@ class _Group(click.Group):
             try:
                 return super().invoke(ctx)
             except BrokenPipeError:
-                # Whoever read the output stopped (`| head`): done, not failed. What is
-                # still buffered goes nowhere, instead of failing again at exit.
+                # Whoever read the output stopped (`| head`): not a failure of its own,
+                # but what the command found still decides the exit status (`check`'s 1).
+                # What is still buffered goes nowhere, instead of failing again at exit.
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-                raise click.exceptions.Exit(0) from None
+                raise click.exceptions.Exit(ctx.meta.get(EXIT_STATUS, 0)) from None
 
 
-def load_settings() -> Settings:
-    """Settings from the environment; a bad one is one line and exit status 2."""
+def load_settings(*, quiet: bool = False) -> Settings:
+    """Settings from the environment; a bad one is one line and exit status 2.
+
+    ``quiet``: no warning of unknown variables, when the process gunicorn becomes warns.
+    """
     try:
-        return Settings.from_env()
+        return Settings.from_env(warn=not quiet)
     except ConfigError as exc:
         raise OneLineUsageError(str(exc)) from None
 
@@ -109,12 +117,27 @@ def batch_app(base_url: str | None = None) -> Flask:
     """
     settings = load_settings()
     changes: dict[str, Any] = {
-        "public_url": base_url or settings.public_url or DEFAULT_BASE_URL,
+        "public_url": _public_url(settings, base_url),
         "refresh": False,  # a command refreshes what it needs in the foreground
     }
     if not os.environ.get(PREFIX + "LOG_LEVEL", "").strip():
         changes["log_level"] = "WARNING"
-    return build_app(dataclasses.replace(settings, **changes))
+    app = build_app(dataclasses.replace(settings, **changes))
+    # The store the command opened is closed when it ends, however it ends.
+    click.get_current_context().call_on_close(_bridge(app).store.close)
+    return app
+
+
+def _public_url(settings: Settings, base_url: str | None) -> str:
+    """``--base-url``, else ``FEEDBRIDGE_PUBLIC_URL``, else where ``serve`` listens
+    (``$PORT``'s port, as ``serve`` takes it)."""
+    chosen = base_url or settings.public_url
+    if chosen:
+        return chosen
+    try:
+        return f"http://{DEFAULT_HOST}:{platform_port()}"
+    except ConfigError as exc:
+        raise OneLineUsageError(str(exc)) from None
 
 
 def _bridge(app: Flask) -> Bridge:
@@ -154,9 +177,14 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def categories(base_url: str | None, as_json: bool) -> None:
     """List every category: slug, title, source label and feed URLs."""
-    app = batch_app(base_url)
-    with app.app_context():
-        listed = [(c, category_feeds(c)) for c in _bridge(app).registry.values()]
+    # The categories and their URLs only: no store, no app (nothing is read or written).
+    settings = load_settings()
+    try:
+        registry = load_registry(settings.categories_file)
+    except ConfigError as exc:
+        raise OneLineUsageError(str(exc)) from None
+    root = _public_url(settings, base_url) + "/"
+    listed = [(category, feed_urls(root, category)) for category in registry.values()]
     if as_json:
         rows = [
             {
@@ -422,6 +450,8 @@ def check(as_json: bool) -> None:
     for category in bridge.registry.values():
         outcome = check_category(bridge, category)
         outcomes.append(outcome)
+        if not outcome.ok:
+            click.get_current_context().meta[EXIT_STATUS] = 1
         if not as_json:
             click.echo(_check_line(outcome, width))
     failed = [outcome.slug for outcome in outcomes if not outcome.ok]
@@ -535,7 +565,7 @@ def _refresh_loop(refresher: Refresher) -> None:
 )
 def serve(host: str, port: int, workers: int | None) -> None:
     """Serve the feeds over HTTP."""
-    settings = load_settings()
+    settings = load_settings(quiet=workers is not None)  # gunicorn's process says it
     app = build_app(settings)  # a bad setting stops here, with one line, in either case
     click.echo(
         f"feedbridge {__version__} on http://{host}:{port}/ (site: {masked(settings.upstream_url)})"

@@ -6,15 +6,17 @@ so start-up can stop with one clear line.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import ipaddress
+import logging
 import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import SplitResult, unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 from feedbridge.errors import ConfigError
 
@@ -58,9 +60,17 @@ class Settings:
     forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1", "::1")
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from ``environ`` (default: ``os.environ``); unset means default."""
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, warn: bool = True) -> Settings:
+        """Build settings from ``environ`` (default: ``os.environ``); unset means default.
+
+        A ``FEEDBRIDGE_*`` variable that is no setting is a warning line (``warn``), once
+        a process however often settings are read.
+        """
         env = os.environ if environ is None else environ
+        for line in unknown_variables(env) if warn else ():
+            if line not in _WARNED:
+                _WARNED.add(line)
+                logging.getLogger(__name__).warning("%s", line)
         values: dict[str, Any] = {}  # each of the type its setting's parser returns
         for setting in SETTINGS:
             value = setting.read(env)
@@ -237,6 +247,19 @@ def http_url(raw: str) -> str:
     return raw.rstrip("/")
 
 
+def site_address(url: str) -> str:
+    """The site's address as a store records it: one text for every spelling of one
+    address (scheme and host lowercased, the default port and a trailing slash left out)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    netloc = host if port in (None, {"http": 80, "https": 443}.get(scheme)) else f"{host}:{port}"
+    return urlunsplit((scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
 # Query options of a Redis URL whose value is text (redis-py parses the others itself).
 _REDIS_TEXT_OPTIONS = frozenset(
     {"client_name", "username", "password", "ssl_cert_reqs", "ssl_ca_certs", "ssl_ca_path",
@@ -390,6 +413,23 @@ PLATFORM_VARIABLES: dict[str, str] = {
     "WEB_CONCURRENCY": f"worker processes of the Procfile's server (default 2; "
     f"{WEB_CONCURRENCY.range})",
 }
+
+
+_WARNED: set[str] = set()
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A line for each ``FEEDBRIDGE_*`` variable that is no setting (a typo is otherwise
+    ignored without a word), naming the closest setting. A warning, not an error: a
+    setting a later version reads must not stop this one."""
+    known = [s.variable for s in SETTINGS if s.variable.startswith(PREFIX)]
+    lines = []
+    for name in sorted(environ):
+        if name.startswith(PREFIX) and name not in known:
+            closest = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            hint = f"did you mean {closest[0]}?" if closest else "see 'feedbridge --help'"
+            lines.append(f"{name}: not a setting, ignored; {hint}")
+    return lines
 
 
 def port(environ: Mapping[str, str] | None = None) -> int:

@@ -99,6 +99,19 @@ class BackingOff(UpstreamError):
     kind = "backoff"
     public = "the bridge is waiting before it asks the site again"
 
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        upstream_status: int | None = None,
+        cause: UpstreamError | None = None,
+    ) -> None:
+        super().__init__(message, retry_after=retry_after, upstream_status=upstream_status)
+        if cause is not None:
+            # Which failure it waits after, in the failure's own public words.
+            self.public = f"{cause.public}; {type(self).public}"
+
 
 class SitePaused(BackingOff):
     """The site asked every reader to wait (``Retry-After``): the bridge's pause, not a

@@ -37,7 +37,8 @@ class Formatter(logging.Formatter):
             "logger": record.name,
         }
         message = _ANSI.sub("", record.getMessage())
-        fields.update(parse_logfmt(message) or {"msg": message})
+        # A line logged with its fields (extra={"fields": ...}) keeps their types in JSON.
+        fields.update(getattr(record, "fields", None) or parse_logfmt(message) or {"msg": message})
         if record.exc_info:
             fields["error"] = self.formatException(record.exc_info)
         if self.form == "json":

@@ -27,6 +27,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from feedbridge import observe
+from feedbridge.config import site_address
 from feedbridge.history import (
     Versions,
     is_due,
@@ -141,8 +142,10 @@ return 0
 
 
 def namespace(upstream_url: str) -> str:
-    """The key prefix of one site's state: instances of different sites never meet."""
-    return "feedbridge:" + hashlib.sha256(upstream_url.encode()).hexdigest()[:12] + ":"
+    """The key prefix of one site's state: instances of different sites never meet, and
+    every spelling of one address (``HTTP://Host/``, ``http://host``) is one site."""
+    address = site_address(upstream_url)
+    return "feedbridge:" + hashlib.sha256(address.encode()).hexdigest()[:12] + ":"
 
 
 class RedisStore:

@@ -38,7 +38,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from feedbridge import config
+from feedbridge import config, logs
 from feedbridge.config import Settings
 from feedbridge.errors import ConfigError
 from feedbridge.text import logfmt
@@ -80,22 +80,24 @@ class AccessLog:
         def starting(status: str, headers: list[tuple[str, str]], *exc: Any) -> Any:
             answer["status"] = status.partition(" ")[0]
             answer["bytes"] = next(
-                (value for name, value in headers if name.lower() == "content-length"), "-"
+                (value for name, value in headers if name.lower() == "content-length"), ""
             )
             return start_response(status, headers, *exc)
 
         body = self.app(environ, starting)
         query = environ.get("QUERY_STRING")
-        access_log.info(
-            logfmt(
-                event="access", client=environ.get("REMOTE_ADDR", "-"),
-                method=environ.get("REQUEST_METHOD", "-"),
-                path=environ.get("PATH_INFO", "") + (f"?{query}" if query else ""),
-                status=answer.get("status", "-"), bytes=answer.get("bytes", "-"),
-                duration_ms=round((time.perf_counter() - started) * 1000, 3),
-                agent=environ.get("HTTP_USER_AGENT", "-"),
-            )
-        )  # fmt: skip
+        status, size = answer.get("status", ""), answer.get("bytes", "")
+        fields = {
+            "event": "access", "client": environ.get("REMOTE_ADDR", "-"),
+            "method": environ.get("REQUEST_METHOD", "-"),
+            "path": environ.get("PATH_INFO", "") + (f"?{query}" if query else ""),
+            "status": int(status) if status.isdigit() else "-",
+            "bytes": int(size) if size.isascii() and size.isdigit() else 0,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+            "agent": environ.get("HTTP_USER_AGENT", "-"),
+        }  # fmt: skip
+        # The fields themselves too: a JSON log keeps status and bytes as numbers.
+        access_log.info(logfmt(**fields), extra={"fields": fields})
         return body
 
 
@@ -169,7 +171,9 @@ def _check(settings: Settings) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     args = _arguments(argv)
     try:
-        settings = Settings.from_env()
+        settings = Settings.from_env(warn=False)
+        logs.configure(settings.log_format)  # the master's own lines, in the app's form
+        Settings.from_env()  # a misspelt variable named once: the workers inherit that
         port = args.port or config.port()
         workers = args.workers or config.web_concurrency()
         made = not os.environ.get(MULTIPROC_DIR)

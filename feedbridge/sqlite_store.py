@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from feedbridge.config import site_address
 from feedbridge.errors import ConfigError
 from feedbridge.history import (
     Versions,
@@ -133,6 +134,11 @@ MIGRATIONS: tuple[str, ...] = (
         DELETE FROM stories_search WHERE key = old.key;
     END;
     """,
+    # 4: the site whose stories the file holds (config.site_address), set when the file
+    # is first opened for a site; an older file takes the first site it is opened with.
+    """
+    CREATE TABLE site_address (address TEXT NOT NULL);
+    """,
 )
 VERSION = len(MIGRATIONS)
 
@@ -140,7 +146,14 @@ VERSION = len(MIGRATIONS)
 class SQLiteStore:
     """A :class:`~feedbridge.store.Store` in the SQLite file at ``path``."""
 
-    def __init__(self, path: Path | str, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        clock: Callable[[], float] = time.time,
+        site: str | None = None,
+    ) -> None:
+        """``site``: the upstream URL; the file then holds that site's stories only."""
         self.path = Path(path)
         self._clock = clock
         self._turn = threading.RLock()  # one statement sequence on the connection at a time
@@ -149,7 +162,7 @@ class SQLiteStore:
         self._commits = 0  # this process's write transactions, for the states it keeps
         self._states: dict[str, tuple[tuple[int, int], CategoryState]] = {}
         self.health = Health("sqlite", down_event="store_degraded", up_event="store_ok")
-        self._open()
+        self._open(site)
 
     # --- the contract -----------------------------------------------------------------
 
@@ -360,8 +373,9 @@ class SQLiteStore:
 
     # --- internals ----------------------------------------------------------------------
 
-    def _open(self) -> None:
-        """Open (creating or migrating) the file now: a bad one stops start-up."""
+    def _open(self, site: str | None) -> None:
+        """Open (creating or migrating) the file now: a bad one stops start-up, and so
+        does a file that holds another site's stories."""
         where = f"FEEDBRIDGE_DB: {self.path}"
         try:
             if self.path.parent and not self.path.parent.is_dir():
@@ -378,6 +392,8 @@ class SQLiteStore:
                     f"reads up to {VERSION})"
                 )
             self._migrate(db)
+            if site is not None:
+                self._hold(db, site_address(site))
         except sqlite3.DatabaseError as exc:
             raise ConfigError(f"{where}: {_reason(exc)}") from exc
         except OSError as exc:
@@ -395,6 +411,20 @@ class SQLiteStore:
                 for statement in _statements(MIGRATIONS[version]):
                     db.execute(statement)
                 db.execute(f"PRAGMA user_version = {version + 1}")
+
+    def _hold(self, db: sqlite3.Connection, address: str) -> None:
+        """Record the site the file holds, or refuse another one: its stories, ids and
+        failures are that site's, and would be served as the other's."""
+        db.execute("BEGIN IMMEDIATE")
+        with self._transaction(db, begun=True):
+            row = db.execute("SELECT address FROM site_address").fetchone()
+            if row is None:
+                db.execute("INSERT INTO site_address (address) VALUES (?)", (address,))
+        if row is not None and row[0] != address:
+            raise ConfigError(
+                f"FEEDBRIDGE_UPSTREAM_URL: {address} is not the site whose stories "
+                f"FEEDBRIDGE_DB ({self.path}) holds, {row[0]}; give another site another file"
+            )
 
     def _connection(self) -> sqlite3.Connection:
         """This process's connection (callers hold ``_turn`` while they use it)."""

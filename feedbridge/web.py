@@ -20,6 +20,7 @@ from feedbridge.config import MAX_FEED_SIZE
 from feedbridge.errors import UpstreamError
 from feedbridge.feeds import OPML_MEDIA_TYPE, Format, render_opml
 from feedbridge.model import PYONGYANG
+from feedbridge.store import StoreError
 
 log = logging.getLogger(__name__)
 bp = Blueprint("feeds", __name__)
@@ -55,9 +56,20 @@ def index() -> str:
     return render_template(
         "index.html",
         sections=sections,
+        failures={category.slug: _failure(category) for category, items in sections if not items},
+        keep_days=current_app.config["FEEDBRIDGE"].keep_days,
         site_url=bridge().upstream.base_url,
         opml_url=public_root() + "feeds.opml",
     )
+
+
+def _failure(category: Category) -> str | None:
+    """Why a category has nothing to show yet, in its failure's public sentence."""
+    try:
+        failure = bridge().store.state(category.slug).failure
+    except StoreError:
+        return None
+    return failure.error.public if failure is not None and failure.count else None
 
 
 @bp.app_template_filter("day")
@@ -249,7 +261,12 @@ def _format(name: str) -> Format | None:
 
 def category_feeds(category: Category) -> dict[str, str]:
     """The category's feed URLs by format, for pages and listings."""
-    return {fmt.value: f"{public_root()}feeds/{category.slug}.{fmt.value}" for fmt in Format}
+    return feed_urls(public_root(), category)
+
+
+def feed_urls(root: str, category: Category) -> dict[str, str]:
+    """The category's feed URLs by format under ``root`` (ending in a slash)."""
+    return {fmt.value: f"{root}feeds/{category.slug}.{fmt.value}" for fmt in Format}
 
 
 # --- for crawlers and browsers ------------------------------------------------------------

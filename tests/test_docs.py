@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+import runpy
 import shlex
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from flask import Flask
 
+from feedbridge.cli import main
 from feedbridge.config import setting_descriptions
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,3 +85,55 @@ def test_relative_links_lead_somewhere(doc: Path) -> None:
 def test_commands_shown_are_shell_words(doc: Path) -> None:
     for block in re.findall(r"```sh\n(.*?)```", text(doc), re.DOTALL):
         shlex.split(block, comments=True)
+
+
+# --- commands and units the docs give as steps --------------------------------------------
+
+INSTALL_PATHS = runpy.run_path(str(ROOT / ".ci/install_paths.py"), run_name="install_paths")
+
+
+def test_every_command_shown_resolves() -> None:
+    """Each ``feedbridge`` command the docs show parses (an unknown command or option
+    fails); .ci/install_paths.py resolves them again from the installs themselves."""
+    commands = INSTALL_PATHS["doc_commands"]()
+    assert any(command.args[:2] == ("refresh", "--loop") for command in commands)
+    for command in commands:
+        result = CliRunner().invoke(main, [*command.args, "--help"])
+        assert result.exit_code == 0, (str(command), result.output)
+
+
+def test_procfile_lines_shown_run_from_a_lock_file_install() -> None:
+    """A platform installs requirements.txt, not the package: no ``feedbridge`` script,
+    only ``gunicorn`` and the module from the repository's copy."""
+    lines = [
+        line
+        for doc in DOCS
+        for block in re.findall(r"```\n(.*?)```", text(doc), re.DOTALL)
+        for line in block.splitlines()
+        if re.match(r"(web|worker|release|clock): ", line)
+    ]
+    assert any(line.startswith("worker: ") for line in lines)
+    for line in lines:
+        words = shlex.split(line.partition(": ")[2])
+        program = words[1:2] if words[0] == "exec" else words[:1]
+        assert program == ["gunicorn"] or words[1:4] == ["python", "-m", "feedbridge"], line
+
+
+def test_the_systemd_unit_has_a_state_directory_it_works_in() -> None:
+    [unit] = re.findall(r"```ini\n(.*?)```", text(ROOT / "docs/deploying.md"), re.DOTALL)
+    service = dict(
+        line.split("=", 1) for line in unit.splitlines() if "=" in line and line[0] != "#"
+    )
+    assert service["WorkingDirectory"] == f"/var/lib/{service['StateDirectory']}"
+    variables = dict(
+        line.removeprefix("Environment=").split("=", 1)
+        for line in unit.splitlines()
+        if line.startswith("Environment=")
+    )
+    assert set(variables) <= set(setting_descriptions())
+    assert Path(variables["FEEDBRIDGE_DB"]).parent == Path(service["WorkingDirectory"])
+    assert service["ExecStart"].split()[1:3] == ["serve", "--workers"]
+
+
+def test_no_test_count_to_go_stale() -> None:
+    assert re.search(r"\b\d+ tests\b", text(ROOT / "docs/contributing.md")) is None

@@ -127,7 +127,10 @@ def get_from(
 
 
 def site_env(site: FakeSite, **more: str) -> dict[str, str]:
+    """The fake site, and the test's own store (tests/conftest.py): a store holds one
+    site, and the working directory's would be every test's."""
     return {
+        "FEEDBRIDGE_DB": os.environ["FEEDBRIDGE_DB"],
         "FEEDBRIDGE_UPSTREAM_URL": site.url,
         "FEEDBRIDGE_MIN_INTERVAL": "0",
         "FEEDBRIDGE_FULLTEXT": "0",

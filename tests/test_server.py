@@ -85,7 +85,7 @@ def test_the_access_line_shows_the_client_the_app_believed(
 
     Client(AccessLog(app)).get("/", environ_base={"REMOTE_ADDR": "10.0.0.1"})
     assert [(line["client"], line["status"], line["bytes"]) for line in access_lines()] == [
-        ("198.51.100.4", "204", "-")
+        ("198.51.100.4", "204", "0")
     ]
 
 
