@@ -65,6 +65,7 @@ def create_app(
         store=store,
         fulltext=fulltext,
         ttl=settings.cache_ttl,
+        min_refresh=settings.min_refresh,
         feed_size=settings.feed_size,
         retention=Retention(settings.keep_days, settings.keep_stories),
         refresh_on_request=not settings.refresh,
@@ -72,6 +73,7 @@ def create_app(
         clock=clock,
         backoff=backoff,
         hub=settings.websub_hub,
+        repair_pages=settings.repair_pages,
     )
     publisher = None
     if settings.websub_hub and settings.public_url:

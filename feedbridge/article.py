@@ -26,8 +26,10 @@ from feedbridge.site import (
     BODY_END,
     CHROME_TAGS,
     DATE_LINE,
+    MORE_FROM,
     ORIGINAL_LINK_TEXT,
     PROMO,
+    SOURCE_LINE,
     parse_article_date,
 )
 from feedbridge.text import squash, xml_safe
@@ -65,11 +67,12 @@ _MAX_LINE = 300  # characters: a date line or a heading is short, a body is not
 @dataclass(frozen=True, slots=True)
 class Article:
     """A story's full text, sanitized, the outlet's own URL of it if the page gives one,
-    and the day its ``Date:`` line gives."""
+    the day its ``Date:`` line gives and the label of its source."""
 
     content_html: str
     original_url: str | None = None
     dated: date | None = None
+    source: str | None = None  # the source's label, as the page names it
 
 
 def sanitize(markup: str, *, base_url: str) -> str:
@@ -106,7 +109,19 @@ def parse_article(body: bytes, *, page_url: str, encoding: str | None = None) ->
         link = f'<p><a href="{html.escape(original)}">{ORIGINAL_LINK_TEXT}</a></p>'
         content += "\n" + sanitize(link, base_url=page_url)
     dated = parse_article_date(date_line.get_text()) if date_line is not None else None
-    return Article(content, original, dated)
+    return Article(content, original, dated, _source(soup, date_line))
+
+
+def _source(soup: BeautifulSoup, date_line: Tag | None) -> str | None:
+    """The label of ``Source: <label> |``; else of the "More From <label>" heading (the
+    lighter template has no date line). A label rendered as a logo leaves only its
+    language tag, ``(En)``: that names no source."""
+    found = SOURCE_LINE.search(squash(date_line.get_text())) if date_line is not None else None
+    if found is None:
+        heading = _first_line(soup.find_all(string=True), "more", BODY_END)
+        found = MORE_FROM.match(squash(heading.get_text())) if heading is not None else None
+    label = squash(found.group(1)) if found else ""
+    return label if label and not re.fullmatch(r"\(\w+\)", label) else None
 
 
 def _original_url(soup: BeautifulSoup, page_url: str) -> str | None:

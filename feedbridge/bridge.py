@@ -33,7 +33,8 @@ from typing import Any, TypeVar
 
 from cachetools import LRUCache
 
-from feedbridge import observe
+from feedbridge import observe, schedule
+from feedbridge.archive import Archive, Walked
 from feedbridge.categories import Category, Registry
 from feedbridge.errors import (
     BackingOff,
@@ -70,7 +71,6 @@ T = TypeVar("T")
 # Feeds are rendered with this root in their self links, put in place when served, so
 # that what is rendered and kept never depends on a request's Host header.
 ROOT_MARKER = "https://feedbridge.invalid/"
-GAP_FLOOR = 60.0  # seconds: how often a category in a gap is refreshed at the most
 FETCH_LEASE = 6.0  # seconds a category's fetch lease lasts unless renewed (its holder died)
 SELECTION_BYTES = 8 * 1024 * 1024  # renderings of ?limit= / ?q= kept in memory
 SERVED_BYTES = 16 * 1024 * 1024  # bodies with a request's root put in, kept in memory
@@ -86,6 +86,7 @@ SELECTIONS = 2
 SELECTION_WAIT = 2.0
 SELECTION_RETRY_AFTER = 5.0
 OFF_THE_LOOP = 256 * 1024  # bytes of a body compressed in a real thread under gevent
+REPAIRS_IN_A_ROW = 3  # walks of the archive one background repair makes at the most
 FULL_TEXT_BATCH = 100  # stories asked for at most per fill; what the budget leaves waits
 
 
@@ -165,6 +166,7 @@ class Bridge:
         store: Store,
         fulltext: FullText,
         ttl: float,
+        min_refresh: float = 60.0,
         feed_size: int = 50,
         retention: Retention | None = None,
         refresh_on_request: bool = True,
@@ -172,12 +174,17 @@ class Bridge:
         clock: Callable[[], float] = time.time,
         backoff: Backoff | None = None,
         hub: str | None = None,
+        repair_pages: int = 10,
+        repair_after_gap: bool = True,
     ) -> None:
+        """``repair_after_gap``: repair gaps from the archive in the background after the
+        refresh that found them (else only when :meth:`repair` is called)."""
         self.registry = registry
         self.upstream = upstream
         self.store = store
         self.fulltext = fulltext
         self.ttl = ttl
+        self.policy = schedule.Policy(ttl, min_refresh)
         self.feed_size = feed_size
         self.retention = retention or Retention()
         self.refresh_on_request = refresh_on_request
@@ -185,6 +192,11 @@ class Bridge:
         self.clock = clock
         self.backoff = backoff or Backoff()
         self.hub = hub
+        self.repair_after_gap = repair_after_gap
+        self.archive = Archive(
+            registry, upstream=upstream, store=store, retention=self.retention,
+            pages=repair_pages, clock=clock, backoff=self.backoff,
+        )  # fmt: skip
         self.notify: Callable[[Category, Merged], None] = lambda _category, _merged: None
         upstream.pause = SharedPause(store, clock)
         self._lock = threading.Lock()
@@ -206,6 +218,8 @@ class Bridge:
         self._cold = threading.BoundedSemaphore(COLD_WAITERS)
         self._selecting = threading.BoundedSemaphore(SELECTIONS)
         self._pool = ThreadPoolExecutor(2, thread_name_prefix="feedbridge-refresh")
+        self._repairs = ThreadPoolExecutor(1, thread_name_prefix="feedbridge-repair")
+        self._repairing = False
         self._background: set[Future[None]] = set()
 
     # --- serving --------------------------------------------------------------------
@@ -521,10 +535,8 @@ class Bridge:
 
     def next_due(self, category: Category) -> float:
         """Seconds until the category's refresh is due (0 when it is), back-off included."""
-        state = self.store.state(category.slug)
         now = self.clock()
-        retry_in = state.failure.retry_at - now if state.failure else 0.0
-        return max(0.0, self._due_in(state, now), retry_in)
+        return max(0.0, self._next(self.store.state(category.slug), now).at - now)
 
     def refresh(
         self, category: Category, *, force: bool = False, full_text_after: bool = False
@@ -556,15 +568,57 @@ class Bridge:
                 self.store.touch(category.slug, now=now)
                 outcome = Outcome.UNCHANGED
             else:
+                kept = self.store.newest(category.slug, 1) if state.stories else []
                 merged = self.store.merge(category.slug, listing, now=now)
                 self._merged(category, state, merged, len(listing.items))
+                if merged.gap is not None and kept:
+                    self.archive.open_gap(category.slug, kept[0].key)
                 self.store.prune(category.slug, self.retention, now=now)
                 outcome = Outcome.REFRESHED
+            self._reschedule(category, state, listing, now)
         finally:
             lease.release()
         if full_text_after and self.wants_full_text(category):
             self._in_background(lambda: self._fill_quietly(category))
+        if self.repair_after_gap and self.archive.due():
+            self._repair_in_background()
         return outcome
+
+    def repair(self) -> Walked | None:
+        """Repair every open gap the archive can close, now, in this thread (see
+        :meth:`feedbridge.archive.Archive.repair`); None when there was nothing to do,
+        or another process repairs."""
+        try:
+            return self.archive.repair()
+        except StoreError as exc:
+            log.warning(logfmt(event="store_error", action="repair", error=str(exc)))
+            return None
+
+    def _repair_in_background(self) -> None:
+        """One repair at a time in this process (and in every process: a lease)."""
+        with self._lock:
+            if self._repairing:
+                return
+            self._repairing = True
+
+        def run() -> None:
+            try:
+                # Again while a gap found during the walk is left: at most a few walks,
+                # each of which stops at its first failure (its back-off ends the loop).
+                for _ in range(REPAIRS_IN_A_ROW):
+                    walked = self.repair()
+                    if walked is None or not walked.complete or not self.archive.due():
+                        break
+            except Exception:
+                log.exception("a repair failed unexpectedly")
+            finally:
+                with self._lock:
+                    self._repairing = False
+
+        flight = self._repairs.submit(run)
+        with self._lock:
+            self._background.add(flight)
+        flight.add_done_callback(self._background.discard)
 
     def read_listing(
         self, category: Category, state: CategoryState | None = None
@@ -691,23 +745,39 @@ class Bridge:
             )
         )  # fmt: skip
 
+    def _reschedule(
+        self, category: Category, before: CategoryState, listing: Listing | None, now: float
+    ) -> None:
+        """Estimate the category's cadence from its history, once per refresh: readers
+        and the refresher only read it back with the category's state. The listing's
+        size is what it held now, or (the site said "not modified") last time."""
+        if listing is not None:
+            listed = len(listing.items)
+        else:
+            listed = before.cadence.listed if before.cadence is not None else 0
+        history = self.store.published_hours(category.slug, since=now - schedule.WINDOW)
+        cadence = schedule.cadence(history, now=now, listed=listed, ttl=self.ttl)
+        self.store.save_cadence(category.slug, cadence)
+
+    def _due(self, state: CategoryState) -> schedule.Due:
+        """When the category's next refresh is due, back-off aside."""
+        gaps = state.gap.in_a_row if state.gap is not None else 0
+        return schedule.due(state.refreshed_at, state.cadence, gaps, self.policy)
+
+    def _next(self, state: CategoryState, now: float) -> schedule.Due:
+        """When the category's next refresh is due, back-off included."""
+        failure = state.failure
+        retry_at, count = (failure.retry_at, failure.count) if failure else (None, 0)
+        return schedule.next_refresh(self._due(state), retry_at, count, now)
+
     def _due_in(self, state: CategoryState, now: float) -> float:
         """Seconds until the category's next refresh is due; 0 or less when it is (a
         category never read is due)."""
-        if state.refreshed_at is None:
-            return 0.0
-        return state.refreshed_at + self._interval(state) - now
-
-    def _interval(self, state: CategoryState) -> float:
-        """The TTL; in a gap, halved for each gap in a row, down to :data:`GAP_FLOOR`."""
-        if not state.in_gap:
-            return self.ttl
-        assert state.gap is not None
-        return max(min(self.ttl, GAP_FLOOR), self.ttl / 2.0**state.gap.in_a_row)
+        return self._due(state).at - now
 
     @staticmethod
     def _backing_off(state: CategoryState, now: float) -> bool:
-        return state.failure is not None and now < state.failure.retry_at
+        return schedule.backing_off(state.failure.retry_at if state.failure else None, now)
 
     # --- the operator's view ---------------------------------------------------------
 
@@ -721,19 +791,33 @@ class Bridge:
                 categories[category.slug] = {"store": "unavailable"}
         paused = self.upstream.pause.paused_for()
         site = {"paused_until": _when(self.clock() + paused) if paused > 0 else None}
-        return {"store": self.store.describe(), "site": site, "categories": categories}
+        try:
+            gaps: object = [
+                {"category": gap.category, "since": _when(gap.since), "why": gap.why,
+                 "found": gap.found}
+                for gap in self.archive.gaps()
+            ]  # fmt: skip
+        except StoreError:
+            gaps = "unavailable"
+        return {
+            "store": self.store.describe(), "site": site, "open_gaps": gaps,
+            "categories": categories,
+        }  # fmt: skip
 
     def _category_status(self, category: Category) -> dict[str, object]:
         state = self.store.state(category.slug)
         now = self.clock()
         newest = self.store.newest(category.slug, 1)
         failure, gap = state.failure, state.gap
+        following = self._next(state, now)
         return {
             "last_refresh": _when(state.refreshed_at),
             "stories": state.stories,
             "newest_item": newest[0].published.isoformat() if newest else None,
             "stale": state.seen and self._due_in(state, now) <= 0,
-            "next_refresh_in_s": round(self.next_due(category)),
+            "next_refresh_at": _when(max(now, following.at)),
+            "next_refresh_in_s": round(max(0.0, following.at - now)),
+            "next_refresh_why": following.why,
             "last_error": (
                 {
                     "kind": failure.error.kind,

@@ -18,7 +18,7 @@ import tempfile
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from werkzeug.serving import WSGIRequestHandler, run_simple
 
 from feedbridge import __version__, logs, server
 from feedbridge.app import create_app, start_refresher
+from feedbridge.archive import BUSY, Step
 from feedbridge.bridge import Bridge
 from feedbridge.bridge import Outcome as Refreshed
 from feedbridge.categories import Category, load_registry
@@ -402,6 +403,8 @@ def _render_all(app: Flask, out: Path) -> None:
 
 # --- check ------------------------------------------------------------------------------
 
+ARCHIVE_LINE = "(archive)"  # the line of `check` about the archive, after the categories
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -445,7 +448,7 @@ def check(as_json: bool) -> None:
     can warn before readers notice.
     """
     bridge = _bridge(batch_app())
-    width = max(len(slug) for slug in bridge.registry)
+    width = max(len(slug) for slug in [*bridge.registry, ARCHIVE_LINE])
     outcomes = []
     for category in bridge.registry.values():
         outcome = check_category(bridge, category)
@@ -454,14 +457,37 @@ def check(as_json: bool) -> None:
             click.get_current_context().meta[EXIT_STATUS] = 1
         if not as_json:
             click.echo(_check_line(outcome, width))
+    archive = check_archive(bridge)
+    if not as_json:
+        click.echo(_check_line(archive, width))
     failed = [outcome.slug for outcome in outcomes if not outcome.ok]
     if as_json:
-        report = {"ok": not failed, "categories": [dataclasses.asdict(o) for o in outcomes]}
+        report = {
+            "ok": not failed and archive.ok,
+            "categories": [dataclasses.asdict(o) for o in outcomes],
+            "archive": dataclasses.asdict(archive),
+        }
         click.echo(json.dumps(report, ensure_ascii=False, indent=2))
     else:
         click.echo(f"{len(outcomes) - len(failed)} of {len(outcomes)} categories ok")
-    if failed:
+    if not archive.ok:
+        click.echo(
+            "The archive is not where the bridge looks for it (/newstream/, then "
+            "/newstream/page/N/): gaps cannot be repaired, nor history backfilled.",
+            err=True,
+        )
+    if failed or not archive.ok:
         sys.exit(1)
+
+
+def check_archive(bridge: Bridge) -> Outcome:
+    """Archive page 1 read now: where gaps are repaired from, and whose shape is inferred."""
+    try:
+        page = bridge.archive.probe()
+    except UpstreamError as exc:
+        return Outcome(ARCHIVE_LINE, error=f"{exc.kind}: {exc}")
+    newest = page.items[0].published.astimezone(UTC)
+    return Outcome(ARCHIVE_LINE, items=len(page.items), newest=newest.isoformat())
 
 
 def _check_line(outcome: Outcome, width: int) -> str:
@@ -471,6 +497,90 @@ def _check_line(outcome: Outcome, width: int) -> str:
     newest = outcome.newest.replace("T", " ").replace("+00:00", " UTC")
     items = "item" if outcome.items == 1 else "items"
     return f"{outcome.slug.ljust(width)}  ok      {outcome.items:3d} {items}, newest {newest}"
+
+
+# --- backfill ---------------------------------------------------------------------------
+
+
+def _day(_ctx: click.Context, param: click.Parameter, value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is no day of the form YYYY-MM-DD", param=param
+        ) from None
+
+
+@main.command(epilog=EPILOG, short_help="Fill the store's history from the site's archive.")
+@click.option(
+    "--pages", type=click.IntRange(1, 100_000), help="Read this many archive pages (newest first)."
+)
+@click.option(
+    "--since", metavar="YYYY-MM-DD", callback=_day, help="Read back to the stories of this day."
+)
+@click.option("--restart", is_flag=True, help="Start from page 1, not where the last one stopped.")
+def backfill(pages: int | None, since: date | None, restart: bool) -> None:
+    """Fill a new deployment's history from the site's archive, newest first: every
+    story of each page, its category learnt from its article page (read for its full
+    text anyway), to --pages pages, to the day --since, or to the end of what the store
+    keeps (FEEDBRIDGE_KEEP_DAYS, FEEDBRIDGE_KEEP_STORIES).
+
+    \b
+    feedbridge backfill --since 2026-03-01
+
+    One request per FEEDBRIDGE_MIN_INTERVAL. Interrupted (Ctrl-C, a crash, the site
+    failing), it resumes where it stopped when run again; --restart starts over. Exit
+    status 0 when done, 1 when the site fails (or another process walks the archive), 2
+    for bad arguments.
+    """
+    if pages is not None and since is not None:
+        raise click.UsageError("--pages and --since: give one of them")
+    bridge = _bridge(batch_app())
+    show = _bar if sys.stderr.isatty() else _page_line
+
+    def stop(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        walked = bridge.archive.backfill(pages=pages, since=since, restart=restart, progress=show)
+    except KeyboardInterrupt:
+        click.echo("\nInterrupted: run the same command again to resume.", err=True)
+        sys.exit(1)
+    finally:
+        bridge.drain()
+    if sys.stderr.isatty():
+        click.echo(err=True)
+    if walked.why == BUSY:
+        click.echo("Another process is walking the archive: try again later.", err=True)
+        sys.exit(1)
+    if walked.error is not None:
+        click.echo(
+            f"Stopped at page {walked.pages + 1} ({walked.why}: {walked.error}); "
+            f"{walked.stories} stories filed. Run it again to resume.",
+            err=True,
+        )
+        sys.exit(1)
+    click.echo(f"Read {walked.pages} archive pages; {walked.stories} stories filed.")
+
+
+def _page_line(step: Step) -> None:
+    """Not a terminal: one line per page."""
+    of = f" of {step.pages}" if step.pages else ""
+    click.echo(f"page {step.page}{of}: {step.stories} stories filed", err=True)
+
+
+def _bar(step: Step) -> None:
+    """A terminal: one line, drawn again for each page."""
+    width = 30
+    if step.pages:
+        done = round(width * step.page / step.pages)
+        bar = "[" + "#" * done + "-" * (width - done) + f"] {step.page}/{step.pages} pages"
+    else:
+        bar = f"{step.page} pages"
+    click.echo(f"\r{bar}, {step.stories} stories filed", nl=False, err=True)
 
 
 # --- refresh ----------------------------------------------------------------------------
@@ -494,8 +604,8 @@ def refresh(slugs: tuple[str, ...], loop: bool) -> None:
     feedbridge refresh --loop          # the refresher as a process of its own
 
     Once, every category named is read now, fresh or not. With --loop, each category is
-    read when due (every FEEDBRIDGE_CACHE_TTL seconds), by whichever process holds the
-    store's refresher lease.
+    read when due (at least every FEEDBRIDGE_CACHE_TTL seconds, more often in its source's
+    busy hours), by whichever process holds the store's refresher lease.
     """
     app = batch_app()
     bridge = _bridge(app)

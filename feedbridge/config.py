@@ -22,6 +22,8 @@ from feedbridge.errors import ConfigError
 
 PREFIX = "FEEDBRIDGE_"
 MAX_FEED_SIZE = 500  # stories a feed or a ?limit= selection may hold
+MAX_MIN_REFRESH = 3600  # seconds: a floor above an hour would starve a busy category
+MAX_REPAIR_PAGES = 100  # archive pages one repair may read: ~a few days of the site
 # Read by gunicorn itself, and in the same way by every other server of the app.
 FORWARDED_ALLOW_IPS = "FORWARDED_ALLOW_IPS"
 LOG_FORMATS = ("logfmt", "json")
@@ -39,6 +41,7 @@ class Timeout:
 class Settings:
     upstream_url: str = "https://kcnawatch.org"
     cache_ttl: int = 600
+    min_refresh: int = 60
     categories_file: Path | None = None
     db: Path = Path("feedbridge.db")
     redis_url: str | None = None
@@ -55,6 +58,7 @@ class Settings:
     fulltext: bool = True
     fulltext_concurrency: int = 2
     fulltext_budget: float = 10.0
+    repair_pages: int = 10
     log_level: str = "INFO"
     log_format: str = "logfmt"
     forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1", "::1")
@@ -362,7 +366,10 @@ SETTINGS: tuple[Setting, ...] = (
         ("UPSTREAM_URL", "upstream_url", http_url,
          "base URL of the site; every fetched URL is built on it", None),
         ("CACHE_TTL", "cache_ttl", Number(1, 10 * YEAR),
-         "seconds between two refreshes of a category's listing", None),
+         "seconds between two refreshes of a category's listing, at the most", None),
+        ("MIN_REFRESH", "min_refresh", Number(1, MAX_MIN_REFRESH),
+         "seconds between two refreshes of a category's listing, at the least: a busy "
+         "hour or a gap brings a refresh before the TTL, never sooner than this", None),
         ("CATEGORIES_FILE", "categories_file", _existing_file,
          "a TOML file of categories that add to or replace the built-in ones", None),
         ("DB", "db", _path, "the SQLite file that keeps every story seen", None),
@@ -394,6 +401,8 @@ SETTINGS: tuple[Setting, ...] = (
          "article pages fetched at once", None),
         ("FULLTEXT_BUDGET", "fulltext_budget", Number(0.1, 3600, whole=False),
          "seconds a round of full text may spend on article pages", None),
+        ("REPAIR_PAGES", "repair_pages", Number(1, MAX_REPAIR_PAGES),
+         "archive pages a repair of a gap reads at the most", None),
         ("LOG_LEVEL", "log_level", _log_level, "DEBUG, INFO, WARNING or ERROR", None),
         ("LOG_FORMAT", "log_format", _log_format, "logfmt or json: the form of every log line",
          None),

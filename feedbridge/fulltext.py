@@ -108,10 +108,10 @@ class FullText:
         except Exception:
             log.exception("full text of %s failed unexpectedly; keeping the excerpt", item.key)
             return None
-        return _with_article(item, article)
+        return with_article(item, article)
 
 
-def _with_article(item: Item, article: Article) -> Item:
+def with_article(item: Item, article: Article) -> Item:
     """``item`` with its full text; a listing that gave no date takes the article's."""
     return replace(
         item,

@@ -69,6 +69,16 @@ HUB_NOTICES = Counter(
     "waiting, dropped past the bound of the backlog).",
     ["category", "outcome"],
 )
+GAPS_OPEN = Gauge(
+    "feedbridge_gaps_open",
+    "Gaps no walk of the archive has closed yet: stories that may be missing.",
+    multiprocess_mode="mostrecent",
+)
+STORIES_RECOVERED = Counter(
+    "feedbridge_stories_recovered",
+    "Stories a walk of the archive added to the category (a repair or a backfill).",
+    ["category"],
+)
 PARSE_FAILURES = Counter(
     "feedbridge_parse_failures",
     "Listing pages that parsed to no item: the site's layout changed.",
@@ -87,6 +97,14 @@ def refreshed(category: str, added: int, listed: int) -> None:
 
 def gap(category: str) -> None:
     LISTING_GAPS.labels(category).inc()
+
+
+def gaps_open(count: int) -> None:
+    GAPS_OPEN.set(count)
+
+
+def recovered(category: str, count: int) -> None:
+    STORIES_RECOVERED.labels(category).inc(count)
 
 
 def stories_lost(category: str, count: int) -> None:

@@ -29,6 +29,7 @@ from redis.retry import Retry
 from feedbridge import observe
 from feedbridge.config import site_address
 from feedbridge.history import (
+    MergePlan,
     Versions,
     is_due,
     merged,
@@ -39,16 +40,20 @@ from feedbridge.history import (
     with_full_text,
 )
 from feedbridge.model import ArticleKey, Item
+from feedbridge.schedule import Cadence, by_hour
 from feedbridge.store import (
     DUPLICATE_MARGIN,
     CategoryState,
     Failure,
+    Gap,
     Health,
     Listing,
     Merged,
     Pending,
     Retention,
     StoreError,
+    cadence_from_json,
+    cadence_to_json,
     dedupe_window,
     failure_from_json,
     failure_to_json,
@@ -130,6 +135,13 @@ return keys
 """
 # Stories the category's state counts (KEYS[1]) and its members (KEYS[2]) no longer
 # hold: the count set to what is there; returns how many went.
+# Replace a note (ARGV[3], or drop it when absent) only if it still reads ARGV[2].
+_SWAP = """
+if redis.call('hget', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+if ARGV[3] then redis.call('hset', KEYS[1], ARGV[1], ARGV[3])
+else redis.call('hdel', KEYS[1], ARGV[1]) end
+return 1
+"""
 _LOST = """
 local kept = tonumber(redis.call('hget', KEYS[1], 'stories') or '0')
 local there = redis.call('zcard', KEYS[2])
@@ -184,6 +196,7 @@ class RedisStore:
         self._pending = self._redis.register_script(_PENDING)
         self._search = self._redis.register_script(_SEARCH)
         self._lost = self._redis.register_script(_LOST)
+        self._swap = self._redis.register_script(_SWAP)
         self.health = Health("redis", down_event="redis_unavailable", up_event="redis_available")
         self._down_until = 0.0  # time.monotonic(): skip Redis until then
         self._checked_at = float("-inf")  # time.monotonic() of the last read of INFO
@@ -215,13 +228,53 @@ class RedisStore:
         return self._attempt(read)
 
     def merge(self, category: str, listing: Listing, *, now: float) -> Merged:
-        """Read and written under WATCH: another process's write between the two makes
-        this merge read again (up to :data:`WATCH_TRIES` times)."""
-        keys = [str(item.key) for item in listing.items]
+        plan, gap = self._file(category, listing.items, now, listing)
+        return merged(plan, gap, now)
+
+    def add(self, category: str, items: Sequence[Item], *, now: float) -> tuple[ArticleKey, ...]:
+        plan, _ = self._file(category, items, now, None)
+        return tuple(plan.added)
+
+    def stored(self, keys: Sequence[ArticleKey]) -> dict[ArticleKey, Item]:
+        def read(r: redis.Redis) -> dict[ArticleKey, Item]:
+            with r.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.hget(self._key("story", str(key)), "data")
+                found = pipe.execute()
+            items = [item_from_dict(json.loads(raw)) for raw in found if raw is not None]
+            return {item.key: item for item in items}
+
+        return self._attempt(read)
+
+    def notes(self, kind: str) -> dict[str, str]:
+        def read(r: redis.Redis) -> dict[str, str]:
+            found = r.hgetall(self._key("notes", kind))
+            return {_text(name): _text(value) for name, value in found.items()}
+
+        return self._attempt(read)
+
+    def put_note(self, kind: str, name: str, value: str) -> None:
+        self._attempt(lambda r: r.hset(self._key("notes", kind), name, value))
+
+    def swap_note(self, kind: str, name: str, old: str, new: str | None) -> bool:
+        args = [name, old] if new is None else [name, old, new]
+        return bool(
+            self._attempt(lambda _r: self._swap(keys=[self._key("notes", kind)], args=args))
+        )
+
+    def _file(
+        self, category: str, items: Sequence[Item], now: float, listing: Listing | None
+    ) -> tuple[MergePlan, Gap | None]:
+        """Write ``items`` as stories and members of ``category``; with ``listing``, as a
+        refresh of the category (when, the site's validators, the gap, the failure
+        resolved), else as stories found elsewhere (the archive). Read and written under
+        WATCH: another process's write between the two makes it read again (up to
+        :data:`WATCH_TRIES` times)."""
+        keys = [str(item.key) for item in items]
         state_key, members_key = self._key("category", category), self._key("members", category)
         story_keys = [self._key("story", key) for key in keys]
 
-        def attempt(r: redis.Redis, pipe: Any) -> Merged:
+        def attempt(r: redis.Redis, pipe: Any) -> tuple[MergePlan, Gap | None]:
             pipe.watch(state_key, members_key, *story_keys)
             with r.pipeline(transaction=False) as read:
                 read.hgetall(state_key)
@@ -237,11 +290,9 @@ class RedisStore:
                 if raw is not None
                 for item in [item_from_dict(json.loads(raw))]
             }
-            members = {
-                item.key for item, score in zip(listing.items, found[1::2], strict=True) if score
-            }
-            plan = plan_merge(listing.items, stored, members, datetime.fromtimestamp(now, UTC))
-            gap = next_gap(previous, overlap=bool(members), now=now)
+            members = {item.key for item, score in zip(items, found[1::2], strict=True) if score}
+            plan = plan_merge(items, stored, members, datetime.fromtimestamp(now, UTC))
+            gap = next_gap(previous, overlap=bool(members), now=now) if listing else None
             versions = Versions.of_merge(plan, stored)
             listers = self._listers(r, versions.stories)
             pipe.multi()
@@ -254,27 +305,30 @@ class RedisStore:
                     pipe.zadd(self._key("index", "wanting"), {str(item.key): 0}, nx=True)
             for key in keys:
                 pipe.hset(self._key("story", key), "last_seen", now)
-            pipe.zadd(
-                members_key, {str(item.key): item.published.timestamp() for item in listing.items}
-            )
-            pipe.zadd(self._key("seen", category), dict.fromkeys(keys, now))
-            pipe.hset(
-                state_key,
-                mapping={
+            if items:
+                pipe.zadd(
+                    members_key, {str(item.key): item.published.timestamp() for item in items}
+                )
+                pipe.zadd(self._key("seen", category), dict.fromkeys(keys, now))
+            # What was counted (not what is there: a loss stays visible to state()).
+            state: dict[str, object] = {
+                "stories": int(fields.get(b"stories", count)) + len(plan.added)
+            }
+            if listing is not None:
+                state |= {
                     "refreshed_at": now,
                     "etag": listing.etag or "",
                     "last_modified": listing.last_modified or "",
                     "source_path": listing.source_path,
                     "gap": gap_to_json(gap) or "",
-                    # What was counted (not what is there: a loss stays visible to state()).
-                    "stories": int(fields.get(b"stories", count)) + len(plan.added),
-                },
-            )
+                }
+            pipe.hset(state_key, mapping=state)
             self._bump(pipe, [state_key] if versions.category else [])
             self._bump(pipe, listers)
-            self._resolve_failure(pipe, category, previous.failure)
+            if listing is not None:
+                self._resolve_failure(pipe, category, previous.failure)
             pipe.execute()
-            return merged(plan, gap, now)
+            return plan, gap
 
         return self._attempt(lambda r: self._watching(r, attempt), writing=True)
 
@@ -292,6 +346,18 @@ class RedisStore:
     def save_failure(self, category: str, failure: Failure) -> None:
         raw = failure_to_json(failure)
         self._attempt(lambda r: r.hset(self._key("category", category), "failure", raw or ""))
+
+    def save_cadence(self, category: str, cadence: Cadence) -> None:
+        raw = cadence_to_json(cadence)
+        self._attempt(lambda r: r.hset(self._key("category", category), "cadence", raw))
+
+    def published_hours(self, category: str, *, since: float) -> dict[int, int]:
+        def read(r: redis.Redis) -> dict[int, int]:
+            # At most KEEP_STORIES members: the scores are their publication times.
+            found = r.zrangebyscore(self._key("members", category), since, "+inf", withscores=True)
+            return by_hour(float(pair[1]) for pair in found)
+
+        return self._attempt(read)
 
     def newest(self, category: str, limit: int, words: Sequence[str] = ()) -> list[Item]:
         """Without words, the newest members; with words, a script in Redis picks the
@@ -572,6 +638,7 @@ def _state_of(fields: dict[bytes, bytes], stories: int) -> CategoryState:
         source_path=text.get("source_path", ""),
         failure=failure_from_json(text.get("failure")),
         gap=gap_from_json(text.get("gap")),
+        cadence=cadence_from_json(text.get("cadence")),
     )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from bs4.dammit import UnicodeDammit
@@ -25,6 +26,8 @@ from lxml.etree import _Element, _ElementUnicodeResult, iterwalk
 from feedbridge.errors import Blocked, LayoutChanged
 from feedbridge.model import ArticleKey, Item, merge_duplicates
 from feedbridge.site import (
+    ARCHIVE_PAGE,
+    ARCHIVE_ROOT,
     ARTICLE_PATH,
     CHROME_TAGS,
     HEADING_START,
@@ -75,9 +78,9 @@ def parse_listing(
     """
     root = _parse(body, encoding)
     chains = _heading_chains(root)
-    wanted = _label_key(label)
+    wanted = label_key(label)
     heading = next(
-        (el for el, found in _headings(chains, MORE_FROM) if _label_key(found) == wanted), None
+        (el for el, found in _headings(chains, MORE_FROM) if label_key(found) == wanted), None
     )
     if heading is None:
         _raise_if_wall(root)
@@ -99,6 +102,45 @@ def parse_home(body: bytes, *, base_url: str, encoding: str | None = None) -> li
         _raise_if_wall(root)
         raise LayoutChanged("the home page lists no article")
     return items
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivePage:
+    """One page of the all-sources archive: its stories, newest first, and whether the
+    archive goes on (a link to the next page)."""
+
+    items: tuple[Item, ...]
+    has_next: bool
+
+
+def archive_path(page: int) -> str:
+    """The path of the archive's ``page`` (1 is ``/newstream/`` itself)."""
+    return ARCHIVE_ROOT if page == 1 else f"{ARCHIVE_ROOT}page/{page}/"
+
+
+def parse_archive(
+    body: bytes, *, page: int, base_url: str, encoding: str | None = None
+) -> ArchivePage:
+    """The stories of archive page ``page`` and whether a next page exists.
+
+    Anchored on URL shapes only: an item is a link to an article; the next page is a
+    link (``<a>`` or ``<link rel=next>``) to ``/newstream/page/<page + 1>/``. Raises
+    :class:`LayoutChanged` when the page lists no story, :class:`Blocked` for a wall.
+    """
+    root = _parse(body, encoding)
+    items = _items_after(
+        root, None, _heading_chains(root), base_url=base_url, source=None, skip=None
+    )
+    if not items:
+        _raise_if_wall(root)
+        raise LayoutChanged(f"archive page {page} lists no article")
+    has_next = False
+    for el in root.iter("a", "link"):
+        match = ARCHIVE_PAGE.match(urlsplit(el.get("href", "").strip()).path)
+        if match and int(match.group(1)) == page + 1:
+            has_next = True
+            break
+    return ArchivePage(tuple(items), has_next)
 
 
 def article_link(href: str, *, base_url: str) -> tuple[ArticleKey, str] | None:
@@ -208,8 +250,10 @@ def _raise_if_wall(root: _Element) -> None:
         raise Blocked("the site answered with its sign-up wall instead of the page")
 
 
-def _label_key(label: str) -> str:
-    """Labels compare case-insensitively, whitespace collapsed: (EN) equals (En)."""
+def label_key(label: str) -> str:
+    """Labels compare case-insensitively, whitespace collapsed: (EN) equals (En).
+
+    The one rule for "the same source": listings, article pages and the registry."""
     return squash(label).casefold()
 
 

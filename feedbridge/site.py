@@ -16,6 +16,12 @@ HOSTS = frozenset({"kcnawatch.org", "www.kcnawatch.org"})
 
 # /newstream/<unix_ts>-<id>/<slug>/: the one thing about a story that never changes.
 ARTICLE_PATH = re.compile(r"^/newstream/(\d{9,10})-(\d{5,12})(?:/([^/]*))?/?$")
+# The all-sources archive, newest first: /newstream/ is its page 1, then WordPress's
+# /newstream/page/<n>/ (inferred, see SITE.md "The archive").
+ARCHIVE_ROOT = "/newstream/"
+ARCHIVE_PAGE = re.compile(r"^/newstream/page/(\d{1,6})/?$")
+# "Date: 02/11/2024 | Source: Voice of Korea (EN) | Read original …": the story's source.
+SOURCE_LINE = re.compile(r"\bSource:\s*([^|]*?)\s*\|")
 
 # Section headings. "More From <label>" starts a source's listing (on any of its article
 # pages); the home page lists under "Latest Articles"; the next heading ends a listing.

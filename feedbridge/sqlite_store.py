@@ -28,6 +28,7 @@ from typing import Any
 from feedbridge.config import site_address
 from feedbridge.errors import ConfigError
 from feedbridge.history import (
+    MergePlan,
     Versions,
     is_due,
     merged,
@@ -38,6 +39,7 @@ from feedbridge.history import (
     with_full_text,
 )
 from feedbridge.model import ArticleKey, Item
+from feedbridge.schedule import Cadence
 from feedbridge.store import (
     DUPLICATE_MARGIN,
     CategoryState,
@@ -48,6 +50,8 @@ from feedbridge.store import (
     Pending,
     Retention,
     StoreError,
+    cadence_from_json,
+    cadence_to_json,
     dedupe_window,
     failure_from_json,
     failure_to_json,
@@ -134,10 +138,20 @@ MIGRATIONS: tuple[str, ...] = (
         DELETE FROM stories_search WHERE key = old.key;
     END;
     """,
-    # 4: the site whose stories the file holds (config.site_address), set when the file
+    # 5: the site whose stories the file holds (config.site_address), set when the file
     # is first opened for a site; an older file takes the first site it is opened with.
     """
     CREATE TABLE site_address (address TEXT NOT NULL);
+    """,
+    # 6: each category's cadence, as its last refresh estimated it (feedbridge.schedule).
+    """
+    ALTER TABLE categories ADD COLUMN cadence TEXT;
+    """,
+    # 7: notes of the archive's walks (open gaps, where a walk stopped).
+    """
+    CREATE TABLE notes (
+        kind TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (kind, name)
+    );
     """,
 )
 VERSION = len(MIGRATIONS)
@@ -180,7 +194,7 @@ class SQLiteStore:
                 return known[1]
             row = db.execute(
                 "SELECT refreshed_at, version, etag, last_modified, source_path, failure, gap,"
-                " stories FROM categories WHERE slug = ?",
+                " stories, cadence FROM categories WHERE slug = ?",
                 (category,),
             ).fetchone()
             state = _state_of(row)
@@ -189,49 +203,9 @@ class SQLiteStore:
 
     def merge(self, category: str, listing: Listing, *, now: float) -> Merged:
         previous = self.state(category)
-        keys = [str(item.key) for item in listing.items]
         with self._writing(stories=True) as db:
-            marks = ",".join("?" * len(keys))
-            stored = {
-                item.key: item
-                for (data,) in db.execute(f"SELECT data FROM stories WHERE key IN ({marks})", keys)
-                for item in [item_from_dict(json.loads(data))]
-            }
-            members = {
-                ArticleKey(ts, article_id)
-                for ts, article_id in db.execute(
-                    "SELECT ts, article_id FROM memberships"
-                    f" WHERE category = ? AND story IN ({marks})",
-                    [category, *keys],
-                )
-            }
-            plan = plan_merge(listing.items, stored, members, datetime.fromtimestamp(now, UTC))
-            for item in plan.writes:
-                db.execute(
-                    "INSERT INTO stories (key, published, ts, article_id, data, search, first_seen,"
-                    " last_seen, full_text) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                    " ON CONFLICT (key) DO UPDATE SET data = excluded.data,"
-                    " search = excluded.search, published = excluded.published",
-                    (
-                        str(item.key), item.published.timestamp(), item.key.ts, item.key.id,
-                        json.dumps(item_to_dict(item)), search_text(item), now, now,
-                        not wants_full_text(item),
-                    ),
-                )  # fmt: skip
-            db.executemany(
-                "UPDATE stories SET last_seen = ? WHERE key = ?", [(now, key) for key in keys]
-            )
-            db.executemany(
-                "INSERT OR IGNORE INTO memberships (category, story, published, ts, article_id)"
-                " VALUES (?, ?, ?, ?, ?)",
-                [
-                    (category, str(item.key), item.published.timestamp(), item.key.ts, item.key.id)
-                    for item in listing.items
-                ],
-            )
+            plan, members, versions = self._file(db, category, listing.items, now)
             gap = next_gap(previous, overlap=len(members) > 0, now=now)
-            versions = Versions.of_merge(plan, stored)
-            self._bump(db, category, versions)
             db.execute(
                 "INSERT INTO categories (slug, refreshed_at, etag, last_modified, source_path, gap)"
                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (slug) DO UPDATE SET"
@@ -251,6 +225,93 @@ class SQLiteStore:
             _resolve_failure(db, category, previous.failure)
         return merged(plan, gap, now)
 
+    def add(self, category: str, items: Sequence[Item], *, now: float) -> tuple[ArticleKey, ...]:
+        with self._writing(stories=True) as db:
+            plan, _, versions = self._file(db, category, items, now)
+            db.execute("INSERT OR IGNORE INTO categories (slug) VALUES (?)", (category,))
+            db.execute(
+                "UPDATE categories SET stories = stories + ? WHERE slug = ?",
+                (len(plan.added), category),
+            )
+            self._bump(db, category, Versions(category=versions.category))
+        return tuple(plan.added)
+
+    def stored(self, keys: Sequence[ArticleKey]) -> dict[ArticleKey, Item]:
+        names = [str(key) for key in keys]
+        marks = ",".join("?" * len(names))
+        with self._reading() as db:
+            rows = db.execute(f"SELECT data FROM stories WHERE key IN ({marks})", names).fetchall()
+        return {item.key: item for item in _items(rows)}
+
+    def notes(self, kind: str) -> dict[str, str]:
+        with self._reading() as db:
+            rows = db.execute("SELECT name, value FROM notes WHERE kind = ?", (kind,)).fetchall()
+        return dict(rows)
+
+    def put_note(self, kind: str, name: str, value: str) -> None:
+        with self._writing() as db:
+            db.execute(
+                "INSERT INTO notes (kind, name, value) VALUES (?, ?, ?)"
+                " ON CONFLICT (kind, name) DO UPDATE SET value = excluded.value",
+                (kind, name, value),
+            )
+
+    def swap_note(self, kind: str, name: str, old: str, new: str | None) -> bool:
+        with self._writing() as db:
+            if new is None:
+                sql = "DELETE FROM notes WHERE kind = ? AND name = ? AND value = ?"
+                return db.execute(sql, (kind, name, old)).rowcount == 1
+            sql = "UPDATE notes SET value = ? WHERE kind = ? AND name = ? AND value = ?"
+            return db.execute(sql, (new, kind, name, old)).rowcount == 1
+
+    def _file(
+        self, db: sqlite3.Connection, category: str, items: Sequence[Item], now: float
+    ) -> tuple[MergePlan, set[ArticleKey], Versions]:
+        """Write ``items`` as stories and members of ``category``: what a refresh and a
+        repair share. Returns the plan, which of them the category had before, and whose
+        versions it moves (the stories' listers moved already)."""
+        keys = [str(item.key) for item in items]
+        marks = ",".join("?" * len(keys))
+        stored = {
+            item.key: item
+            for (data,) in db.execute(f"SELECT data FROM stories WHERE key IN ({marks})", keys)
+            for item in [item_from_dict(json.loads(data))]
+        }
+        members = {
+            ArticleKey(ts, article_id)
+            for ts, article_id in db.execute(
+                f"SELECT ts, article_id FROM memberships WHERE category = ? AND story IN ({marks})",
+                [category, *keys],
+            )
+        }
+        plan = plan_merge(items, stored, members, datetime.fromtimestamp(now, UTC))
+        for item in plan.writes:
+            db.execute(
+                "INSERT INTO stories (key, published, ts, article_id, data, search, first_seen,"
+                " last_seen, full_text) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET data = excluded.data,"
+                " search = excluded.search, published = excluded.published",
+                (
+                    str(item.key), item.published.timestamp(), item.key.ts, item.key.id,
+                    json.dumps(item_to_dict(item)), search_text(item), now, now,
+                    not wants_full_text(item),
+                ),
+            )  # fmt: skip
+        db.executemany(
+            "UPDATE stories SET last_seen = ? WHERE key = ?", [(now, key) for key in keys]
+        )
+        db.executemany(
+            "INSERT OR IGNORE INTO memberships (category, story, published, ts, article_id)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [
+                (category, str(item.key), item.published.timestamp(), item.key.ts, item.key.id)
+                for item in items
+            ],
+        )
+        versions = Versions.of_merge(plan, stored)
+        self._bump(db, category, versions)
+        return plan, members, versions
+
     def touch(self, category: str, *, now: float) -> None:
         previous = self.state(category)
         with self._writing() as db:
@@ -264,6 +325,22 @@ class SQLiteStore:
                 " ON CONFLICT (slug) DO UPDATE SET failure = excluded.failure",
                 (category, failure_to_json(failure)),
             )
+
+    def save_cadence(self, category: str, cadence: Cadence) -> None:
+        with self._writing() as db:
+            db.execute(
+                "UPDATE categories SET cadence = ? WHERE slug = ?",
+                (cadence_to_json(cadence), category),
+            )
+
+    def published_hours(self, category: str, *, since: float) -> dict[int, int]:
+        with self._reading() as db:
+            rows = db.execute(
+                "SELECT CAST(published / 3600 AS INTEGER) AS hour, count(*) FROM memberships"
+                " WHERE category = ? AND published >= ? GROUP BY hour",
+                (category, since),
+            ).fetchall()
+        return dict(rows)
 
     def newest(self, category: str, limit: int, words: Sequence[str] = ()) -> list[Item]:
         wanted = limit + DUPLICATE_MARGIN
@@ -604,4 +681,5 @@ def _state_of(row: tuple[Any, ...] | None) -> CategoryState:
         source_path=row[4],
         failure=failure_from_json(row[5]),
         gap=gap_from_json(row[6]),
+        cadence=cadence_from_json(row[8]),
     )

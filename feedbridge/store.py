@@ -15,7 +15,7 @@ What a backend keeps:
   under ``all`` is one story, two memberships), pruned by age and count per category;
 * per category, a :class:`CategoryState`: when it was last refreshed, the site's
   validators, a ``version`` that changes whenever one of its stories does, the last
-  failure and the last gap;
+  failure, the last gap and the cadence of its refreshes (:mod:`feedbridge.schedule`);
 * **full text** to fetch: stories without it, each with the time of its next try;
 * **leases**: a name held by one token until released or expired (the refresher's,
   and each category's fetch), and the site's own Retry-After.
@@ -41,6 +41,7 @@ from typing import Any, Protocol
 
 from feedbridge.errors import ERROR_KINDS, UpstreamError
 from feedbridge.model import ArticleKey, Item, merge_duplicates, newest_first
+from feedbridge.schedule import Cadence
 from feedbridge.text import logfmt
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ class CategoryState:
     source_path: str = ""
     failure: Failure | None = None
     gap: Gap | None = None  # the last one; ``in_a_row`` 0 once listings overlap again
+    cadence: Cadence | None = None  # what its history said at its last refresh
 
     @property
     def seen(self) -> bool:
@@ -144,7 +146,36 @@ class Store(Protocol):
         """A refresh that found the listing unchanged (a 304)."""
         ...
 
+    def add(self, category: str, items: Sequence[Item], *, now: float) -> tuple[ArticleKey, ...]:
+        """File stories found elsewhere than the category's listing (the archive) in
+        ``category``, merged as a refresh merges them; the category's refresh record
+        (when, validators, failure, gap) is left as it is. Returns the keys new to it."""
+        ...
+
+    def stored(self, keys: Sequence[ArticleKey]) -> dict[ArticleKey, Item]:
+        """The stories of ``keys`` that the store has."""
+        ...
+
+    def notes(self, kind: str) -> dict[str, str]:
+        """Every note of ``kind`` by name: small records of the archive's walks."""
+        ...
+
+    def put_note(self, kind: str, name: str, value: str) -> None: ...
+
+    def swap_note(self, kind: str, name: str, old: str, new: str | None) -> bool:
+        """Replace the note by ``new`` (None drops it) only if it still reads ``old``."""
+        ...
+
     def save_failure(self, category: str, failure: Failure) -> None: ...
+
+    def save_cadence(self, category: str, cadence: Cadence) -> None:
+        """Keep the cadence a refresh found with the category's state."""
+        ...
+
+    def published_hours(self, category: str, *, since: float) -> dict[int, int]:
+        """How many of the category's stories were published in each hour (hours since
+        the epoch, UTC) from ``since`` on: what its cadence is estimated from."""
+        ...
 
     def newest(self, category: str, limit: int, words: Sequence[str] = ()) -> list[Item]:
         """The category's newest ``limit`` stories holding every one of ``words``
@@ -444,3 +475,16 @@ def gap_from_json(raw: str | bytes | None) -> Gap | None:
         return None
     data = json.loads(raw)
     return Gap(data["at"], data["since_previous"], data["in_a_row"])
+
+
+def cadence_to_json(cadence: Cadence) -> str:
+    return json.dumps(
+        {"listed": cadence.listed, "interval": cadence.interval, "rate": cadence.rate}
+    )
+
+
+def cadence_from_json(raw: str | bytes | None) -> Cadence | None:
+    if not raw:
+        return None
+    data = json.loads(raw)
+    return Cadence(data["listed"], data["interval"], data["rate"])

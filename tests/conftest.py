@@ -24,6 +24,7 @@ from tests.servers import RedisServer
 FIXTURES = Path(__file__).parent / "fixtures"
 SITE = FIXTURES / "site"
 ARTICLE = re.compile(r"^/newstream/(\d+-\d+)(?:/|$)")
+ARCHIVE = re.compile(r"^/newstream/(?:page/(\d+)/)?$")
 Handler = Callable[[Request], Response]
 
 # Tests that start a process (redis-server, Chromium, a feed reader, the server) are slow:
@@ -72,7 +73,8 @@ class FakeSite:
     """The saved pages of the site, served over real HTTP, with faults on demand.
 
     ``/`` is the home page; ``/newstream/<ts>-<id>/<any slug>/`` is that article's saved
-    page, whatever the slug, as the real site redirects to the canonical one.
+    page, whatever the slug, as the real site redirects to the canonical one;
+    ``/newstream/`` and ``/newstream/page/<n>/`` the archive's saved pages.
     """
 
     def __init__(self, server: HTTPServer) -> None:
@@ -107,6 +109,9 @@ class FakeSite:
             return override(request)
         if request.path == "/":
             return _page(SITE / "home.html")
+        archive = ARCHIVE.match(request.path)
+        if archive:  # the saved pages of the archive (1, 2 and the last)
+            return _page(SITE / "archive" / f"page-{archive.group(1) or 1}.html")
         match = ARTICLE.match(request.path)
         if match:
             return _page(SITE / "articles" / f"{match.group(1)}.html")

@@ -431,18 +431,32 @@ def read_until_closed(fd: int, *, deadline: float) -> str:
 def test_check_a_healthy_site(invoke: Invoke, site: FakeSite) -> None:
     result = invoke("check")
     assert result.exit_code == 0, result.output
-    *lines, summary = result.stdout.splitlines()
+    *lines, archive, summary = result.stdout.splitlines()
     assert [line.split()[:2] for line in lines] == [[slug, "ok"] for slug in SLUGS]
     vok = lines[SLUGS.index("vok-en")]
     assert vok.endswith("11 items, newest 2026-03-22 10:29:53 UTC")
+    assert archive.split() == ["(archive)", "ok", "10", "items,", "newest", "2026-03-22",
+                               "14:07:40", "UTC"]  # fmt: skip
     assert summary == f"{len(SLUGS)} of {len(SLUGS)} categories ok"
-    assert site.hits() == len(SLUGS)
+    assert site.hits() == len(SLUGS) + 1, "the listings and archive page 1"
+
+
+def test_check_says_plainly_when_the_archive_is_not_where_we_think(
+    invoke: Invoke, site: FakeSite
+) -> None:
+    site.override("/newstream/", Response("not found", status=404))
+    result = invoke("check", "--json")
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert all(outcome["error"] is None for outcome in report["categories"])
+    assert report["ok"] is False and report["archive"]["error"].startswith("http: ")
+    assert "The archive is not where the bridge looks for it" in result.stderr
 
 
 def test_check_reads_listings_only_even_with_full_text_on(invoke: Invoke, site: FakeSite) -> None:
     result = invoke("check", extra_env={f"{PREFIX}FULLTEXT": "1"})
     assert result.exit_code == 0, result.output
-    assert site.hits() == len(SLUGS)
+    assert site.hits() == len(SLUGS) + 1
 
 
 def test_check_a_broken_site(invoke: Invoke, site: FakeSite) -> None:
@@ -475,6 +489,7 @@ def test_check_a_broken_site(invoke: Invoke, site: FakeSite) -> None:
     assert result.exit_code == 1
     lines = result.stdout.splitlines()
     assert lines[SLUGS.index("vok-en")].split()[:3] == ["vok-en", "FAILED", "layout:"]
+    assert lines[-2].split()[:2] == ["(archive)", "ok"]
     assert lines[-1] == f"{len(SLUGS) - 3} of {len(SLUGS)} categories ok"
 
 
@@ -486,7 +501,8 @@ def test_check_an_unreachable_site(invoke: Invoke) -> None:
         "check", "--json", extra_env={f"{PREFIX}UPSTREAM_URL": f"http://127.0.0.1:{port}"}
     )
     assert result.exit_code == 1
-    errors = [outcome["error"] for outcome in json.loads(result.stdout)["categories"]]
+    report = json.loads(result.stdout)
+    errors = [outcome["error"] for outcome in [*report["categories"], report["archive"]]]
     assert all(error.startswith("unreachable: ") for error in errors), errors
 
 
@@ -587,6 +603,7 @@ COMMANDS = [
     ("render", "--all", "--out", "d"),
     ("check",),
     ("refresh",),
+    ("backfill",),
 ]
 
 
@@ -602,7 +619,9 @@ def test_a_bad_setting_is_one_line_and_status_2(
     assert site.hits() == 0
 
 
-@pytest.mark.parametrize("command", ["categories", "render", "check", "refresh", "serve"])
+@pytest.mark.parametrize(
+    "command", ["categories", "render", "check", "refresh", "backfill", "serve"]
+)
 def test_help_explains_every_setting(invoke: Invoke, command: str) -> None:
     result = invoke(command, "--help")
     assert result.exit_code == 0

@@ -36,7 +36,7 @@ def fields(message: str) -> dict[str, str]:
     return dict(token.split("=", 1) for token in shlex.split(message))
 
 
-def test_status_before_anything_was_fetched(app: Flask, site: FakeSite) -> None:
+def test_status_before_anything_was_fetched(app: Flask, site: FakeSite, clock: Clock) -> None:
     response = app.test_client().get("/status")
     assert response.status_code == 200
     assert response.headers["Cache-Control"] == "no-store"
@@ -49,7 +49,9 @@ def test_status_before_anything_was_fetched(app: Flask, site: FakeSite) -> None:
         "stories": 0,
         "newest_item": None,
         "stale": False,
+        "next_refresh_at": iso(clock.now),
         "next_refresh_in_s": 0,
+        "next_refresh_why": "never refreshed",
         "last_error": None,
         "backing_off_until": None,
         "last_gap": None,
@@ -67,7 +69,9 @@ def test_status_of_a_fetched_category_then_stale(app: Flask, site: FakeSite, clo
         "stories": 11,
         "newest_item": datetime.fromtimestamp(1774175393, UTC).isoformat(),
         "stale": False,
+        "next_refresh_at": iso(fetched_at + 600),
         "next_refresh_in_s": 600,
+        "next_refresh_why": "ttl: history too short",
         "last_error": None,
         "backing_off_until": None,
         "last_gap": None,
@@ -75,7 +79,7 @@ def test_status_of_a_fetched_category_then_stale(app: Flask, site: FakeSite, clo
     clock.advance(601)
     vok = client.get("/status").json["categories"]["vok-en"]
     assert (vok["stale"], vok["last_refresh"]) == (True, iso(fetched_at))
-    assert vok["next_refresh_in_s"] == 0
+    assert vok["next_refresh_in_s"] == 0 and vok["next_refresh_at"] == iso(clock.now)
     assert site.hits() == 1  # /status never fetches
 
 
@@ -92,6 +96,8 @@ def test_status_of_a_failing_category(app: Flask, site: FakeSite, clock: Clock) 
         "failures_in_a_row": 1,
     }
     assert status["backing_off_until"] == iso(clock.now + 30)
+    assert status["next_refresh_at"] == iso(clock.now + 30)
+    assert status["next_refresh_why"] == "back-off: 1 failure in a row"
     assert status["last_refresh"] is None
     # The site recovers: the category is served again, and /status still tells what
     # went wrong last, and when.

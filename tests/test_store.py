@@ -38,6 +38,7 @@ from feedbridge.errors import (
 )
 from feedbridge.model import ArticleKey, Item
 from feedbridge.redis_store import RedisStore, namespace
+from feedbridge.schedule import Cadence, by_hour
 from feedbridge.scrape import parse_home, parse_listing
 from feedbridge.sqlite_store import MIGRATIONS, VERSION, SQLiteStore
 from feedbridge.store import (
@@ -196,6 +197,42 @@ def test_a_refresh_that_shares_nothing_with_what_is_kept_is_a_gap(
     assert store.merge("vok-en", listing(21, 22), now=clock.now).gap is None
     state = store.state("vok-en")
     assert not state.in_gap and state.gap is not None, "the last gap is remembered"
+
+
+def test_stories_added_from_elsewhere_are_merged_but_the_category_is_not_refreshed(
+    store: Store, clock: Clock
+) -> None:
+    store.merge("vok-en", listing(10, 11), now=clock.now)
+    before = store.state("vok-en")
+    clock.advance(600)
+    recovered = story(5, content_html="<p>Full text.</p>")
+    added = store.add("vok-en", [recovered, story(10)], now=clock.now)
+    assert added == (recovered.key,), "a story the category has is not added twice"
+    after = store.state("vok-en")
+    assert (after.refreshed_at, after.etag, after.gap) == (
+        before.refreshed_at, before.etag, before.gap,
+    )  # fmt: skip
+    assert after.version != before.version and after.stories == 3
+    assert titles(store.newest("vok-en", 10)) == ["Story 11", "Story 10", "Story 5"]
+    assert store.newest("vok-en", 10)[2].content_html == "<p>Full text.</p>"
+    assert store.pending("vok-en", now=clock.now, limit=10) != [], "the listed ones lack it"
+    assert store.add("all", [recovered], now=clock.now) == (recovered.key,)
+    assert not store.state("all").seen, "filing a story is no refresh of the category"
+    assert store.add("vok-en", [recovered], now=clock.now) == ()
+    assert set(store.stored([recovered.key, story(99).key])) == {recovered.key}
+
+
+def test_notes_are_kept_and_swapped_only_from_what_they_read(store: Store) -> None:
+    assert store.notes("gap") == {}
+    store.put_note("gap", "vok-en", "first")
+    store.put_note("walk", "repair", "page 3")
+    assert store.notes("gap") == {"vok-en": "first"}
+    assert not store.swap_note("gap", "vok-en", "stale", "second")
+    assert store.swap_note("gap", "vok-en", "first", "second")
+    assert store.notes("gap") == {"vok-en": "second"}
+    assert not store.swap_note("gap", "vok-en", "first", None)
+    assert store.swap_note("gap", "vok-en", "second", None)
+    assert store.notes("gap") == {} and store.notes("walk") == {"repair": "page 3"}
 
 
 def test_retention_by_count_and_by_days_since_last_listed(store: Store, clock: Clock) -> None:
@@ -563,6 +600,32 @@ def test_a_redis_lease_expires_on_redis_s_clock(redis_url: str) -> None:
     store = RedisStore(redis_url, upstream_url=BASE)
     assert store.try_lease("fetch:vok-en", "one", 0.2)
     wait_until(lambda: store.try_lease("fetch:vok-en", "two", 60), "the lease's expiry", 5)
+
+
+# --- what the schedule reads and keeps ----------------------------------------------------
+
+
+def test_published_hours_count_the_stories_of_each_hour_since_a_time(
+    store: Store, clock: Clock
+) -> None:
+    store.merge("vok-en", listing(*range(1, 21)), now=clock.now)  # one every 10 minutes
+    store.merge("all", listing(1, 2), now=clock.now)
+    since = story(6).published.timestamp()
+    expected = by_hour(story(n).published.timestamp() for n in range(6, 21))
+    assert store.published_hours("vok-en", since=since) == expected
+    assert sum(expected.values()) == 15 and max(expected.values()) <= 6
+    assert store.published_hours("vok-en", since=clock.now + DAY) == {}
+    assert store.published_hours("naenara-en", since=0) == {}
+
+
+def test_a_cadence_is_kept_with_the_category_state(store: Store, clock: Clock) -> None:
+    store.merge("vok-en", listing(1, 2), now=clock.now)
+    assert store.state("vok-en").cadence is None
+    store.save_cadence("vok-en", Cadence(11, 420.5, 3.1))
+    assert store.state("vok-en").cadence == Cadence(11, 420.5, 3.1)
+    store.save_cadence("vok-en", Cadence(11))
+    assert store.state("vok-en").cadence == Cadence(11)
+    assert store.state("vok-en").stories == 2, "the rest of the state stays"
 
 
 # --- layering ---------------------------------------------------------------------------
