@@ -92,7 +92,7 @@ class _Group(click.Group):
 def load_settings(*, quiet: bool = False) -> Settings:
     """Settings from the environment; a bad one is one line and exit status 2.
 
-    ``quiet``: no warning of unknown variables, when the process gunicorn becomes warns.
+    ``quiet``: no warning of unknown variables, when the server this process becomes warns.
     """
     try:
         return Settings.from_env(warn=not quiet)
@@ -675,7 +675,7 @@ def _refresh_loop(refresher: Refresher) -> None:
 )
 def serve(host: str, port: int, workers: int | None) -> None:
     """Serve the feeds over HTTP."""
-    settings = load_settings(quiet=workers is not None)  # gunicorn's process says it
+    settings = load_settings(quiet=workers is not None)  # the server's process says it
     app = build_app(settings)  # a bad setting stops here, with one line, in either case
     click.echo(
         f"feedbridge {__version__} on http://{host}:{port}/ (site: {masked(settings.upstream_url)})"
