@@ -28,6 +28,6 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '8000'), timeout=4)"
 
-# The Procfile's web line, under sh as a platform runs it; exec makes gunicorn PID 1's
+# The Procfile's web line, under sh as a platform runs it; exec makes the server PID 1's
 # child no more: it is PID 1, and `docker stop`'s SIGTERM stops it.
-CMD exec gunicorn --config python:feedbridge.gunicorn_conf feedbridge.wsgi:app
+CMD exec python -m feedbridge.server

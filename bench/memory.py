@@ -2,10 +2,11 @@
 
     python3 -m bench.memory [--workers 2]    (from the repository root)
 
-gunicorn serves the saved pages of ``tests/fixtures`` (full text on); every feed and
-the front page are asked for three times, then each process's resident memory (RSS)
-and its proportional share (PSS: shared pages, from ``--preload``, split between the
-processes that share them) are printed in MiB. The sum of PSS is what the server costs.
+The Procfile's server serves the saved pages of ``tests/fixtures`` (full text on);
+every feed and the front page are asked for three times, then each process's resident
+memory (RSS) and its proportional share (PSS: shared pages, the modules the master
+imported before it forked, split between the processes that share them) are printed in
+MiB. The sum of PSS is what the server costs.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pytest_httpserver import HTTPServer
 from feedbridge.categories import load_registry
 from feedbridge.feeds import Format
 from tests.conftest import FakeSite
-from tests.servers import Gunicorn
+from tests.servers import WebServer
 
 
 def memory(pid: int) -> tuple[int, int]:
@@ -40,7 +41,7 @@ def main() -> None:
     site = FakeSite(site_server)
     env = {"FEEDBRIDGE_UPSTREAM_URL": site.url, "FEEDBRIDGE_MIN_INTERVAL": "0"}
     try:
-        with Gunicorn(env, workers=workers) as server:
+        with WebServer(env, workers=workers) as server:
             for _ in range(3):
                 for slug in load_registry():
                     for fmt in Format:

@@ -1,5 +1,5 @@
 """Where a worker's time goes on the cached path, under load: py-spy samples one worker of
-a gunicorn server (the Procfile's settings) while wrk asks for a cached Atom feed.
+the Procfile's server while wrk asks for a cached Atom feed.
 
     python3 -m bench.profile [--seconds 8] [--py-spy PATH]    (py-spy from PyPI; root,
                                                               or ptrace allowed)
@@ -20,7 +20,7 @@ from pathlib import Path
 import requests
 
 from bench.run import FEED, _site
-from tests.servers import Gunicorn
+from tests.servers import WebServer
 
 TOP = 15
 
@@ -38,7 +38,7 @@ def main() -> None:
             "FEEDBRIDGE_FULLTEXT": "0",
             "FEEDBRIDGE_LOG_LEVEL": "WARNING",
         }
-        with Gunicorn(env) as server:
+        with WebServer(env) as server:
             requests.get(server.url + FEED, timeout=30).raise_for_status()
             worker = server.workers()[0]
             raw = Path(scratch) / "stacks.txt"

@@ -3,11 +3,12 @@
     python3 -m bench.run [--seconds 8] [--rounds 3] [--cached]   (from the repository
                                                    root, after pip install -e '.[test]')
 
-1. Cached feed under gunicorn (the Procfile's settings) against the ceiling: a minimal
-   Flask endpoint with a constant body of the same size under the same settings
-   (bench/ceiling.py); with the SQLite store, gzipped, and with Redis when redis-server
-   is here. Its targets (:data:`TARGETS`) are ratios of runs of the same round, each
-   the median over the rounds. ``--cached`` runs parts 1 and 3 only.
+1. Cached feed under the Procfile's server against the ceiling: a minimal Flask endpoint
+   with a constant body of the same size (bench/ceiling.py) under gunicorn with 2 gevent
+   workers, the Procfile's server before granian; with the SQLite store, gzipped, and
+   with Redis when redis-server is here. Its targets (:data:`TARGETS`) are ratios of
+   runs of the same round, each the median over the rounds. ``--cached`` runs parts 1
+   and 3 only.
 2. Cold refresh of each category, parse + render (network excluded), against a bare
    ``lxml.html.fromstring`` of the same page.
 3. Conditional polls (``If-None-Match`` → 304) against full responses.
@@ -37,6 +38,7 @@ import re
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -62,7 +64,7 @@ from feedbridge.sqlite_store import SQLiteStore
 from feedbridge.store import Listing
 from feedbridge.upstream import Upstream
 from tests.conftest import ARTICLE, SITE, FakeSite
-from tests.servers import ROOT, Gunicorn, RedisServer
+from tests.servers import ROOT, RedisServer, WebServer
 
 RESULTS = ROOT / "bench" / "results"
 FEED = "/feeds/vok-en.atom"
@@ -149,19 +151,19 @@ def main() -> None:
             "FEEDBRIDGE_UPSTREAM_URL": site.url,
             "FEEDBRIDGE_MIN_INTERVAL": "0",
             "FEEDBRIDGE_FULLTEXT": "0",
-            "FEEDBRIDGE_LOG_LEVEL": "WARNING",
+            # INFO: an access line a request, as in production and as the ceiling's gunicorn
         }
         runs, size = _cached_runs(servers, env)
         bridge = runs["sqlite_store"].server
         # Part 6: stores filled beforehand; nothing refreshes, so nothing is fetched.
         stores = Path(servers.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
-        kept: dict[int, Gunicorn] = {}
+        kept: dict[int, WebServer] = {}
         for count in HISTORY:
             print(f"6. filling a store with {count} stories per category …", flush=True)
             db = stores / f"kept-{count}.db"
             fill_store(db, count)
             kept[count] = servers.enter_context(
-                Gunicorn(
+                WebServer(
                     {
                         **env,
                         "FEEDBRIDGE_DB": str(db),
@@ -171,9 +173,7 @@ def main() -> None:
                 )
             )
         history_size = {count: _warm(server)[0] for count, server in kept.items()}
-        ceiling_history = servers.enter_context(
-            Gunicorn({"CEILING_BYTES": str(history_size[HISTORY[-1]])}, app="bench.ceiling:app")
-        )
+        ceiling_history = servers.enter_context(ceiling_server(history_size[HISTORY[-1]]))
         runs["ceiling_history"] = Run(ceiling_history, "/feed")
         runs.update({f"kept_{count}": Run(server, FEED) for count, server in kept.items()})
 
@@ -181,35 +181,35 @@ def main() -> None:
         load = Loader(args.seconds, args.connections)
         found = load.rounds(runs, args.rounds)
         results["targets"] = targets(found)
-        best = {name: _median(loads) for name, loads in found.items()}
+        median = {name: _median(loads) for name, loads in found.items()}
         print("4. memory after distinct query strings …", flush=True)
         results["memory"] = _memory(bridge, load)
         print("7. memory with 50 and 5,000 kept stories …", flush=True)
         results["history_memory"] = _history_memory(kept, load)
 
-    ceiling_rps = best["ceiling"].requests_per_s
+    ceiling_rps = median["ceiling"].requests_per_s
     results["throughput"] = {
         "body_bytes": size,
-        **{name: asdict(found) for name, found in best.items()},
-        "ratio": best["sqlite_store"].requests_per_s / ceiling_rps,
+        **{name: asdict(found) for name, found in median.items()},
+        "ratio": median["sqlite_store"].requests_per_s / ceiling_rps,
     }
-    if "redis_store" in best:
+    if "redis_store" in median:
         results["throughput"]["redis_ratio"] = (  # type: ignore[index]
-            best["redis_store"].requests_per_s / ceiling_rps
+            median["redis_store"].requests_per_s / ceiling_rps
         )
     results["conditional"] = {
-        "full": asdict(best["sqlite_store"]),
-        "not_modified": asdict(best["not_modified"]),
-        "ratio": best["not_modified"].requests_per_s / best["sqlite_store"].requests_per_s,
+        "full": asdict(median["sqlite_store"]),
+        "not_modified": asdict(median["not_modified"]),
+        "ratio": median["not_modified"].requests_per_s / median["sqlite_store"].requests_per_s,
     }
     results["history"] = {
         "body_bytes": history_size,
-        "ceiling": asdict(best["ceiling_history"]),
+        "ceiling": asdict(median["ceiling_history"]),
         **{
             str(count): {
-                **asdict(best[f"kept_{count}"]),
-                "ratio": best[f"kept_{count}"].requests_per_s
-                / best["ceiling_history"].requests_per_s,
+                **asdict(median[f"kept_{count}"]),
+                "ratio": median[f"kept_{count}"].requests_per_s
+                / median["ceiling_history"].requests_per_s,
             }
             for count in HISTORY
         },
@@ -225,7 +225,7 @@ def cached(args: argparse.Namespace) -> dict[str, object]:
             "FEEDBRIDGE_UPSTREAM_URL": site.url,
             "FEEDBRIDGE_MIN_INTERVAL": "0",
             "FEEDBRIDGE_FULLTEXT": "0",
-            "FEEDBRIDGE_LOG_LEVEL": "WARNING",
+            # INFO: an access line a request, as in production and as the ceiling's gunicorn
         }
         runs, size = _cached_runs(servers, env)
         print(f"1, 3. {args.rounds} rounds of {', '.join(runs)} …", flush=True)
@@ -235,9 +235,9 @@ def cached(args: argparse.Namespace) -> dict[str, object]:
 
 def _cached_runs(servers: ExitStack, env: dict[str, str]) -> tuple[dict[str, Run], int]:
     """The servers of parts 1 and 3, started, and their runs; the feed's size."""
-    bridge = servers.enter_context(Gunicorn(env))
+    bridge = servers.enter_context(WebServer(env))
     size, etag = _warm(bridge)
-    ceiling = servers.enter_context(Gunicorn({"CEILING_BYTES": str(size)}, app="bench.ceiling:app"))
+    ceiling = servers.enter_context(ceiling_server(size))
     # Every server is up and idle while another is measured; the kinds of run take
     # turns, so that whatever else the machine does slows all of them alike.
     runs: dict[str, Run] = {
@@ -248,7 +248,7 @@ def _cached_runs(servers: ExitStack, env: dict[str, str]) -> tuple[dict[str, Run
     }
     if shutil.which("redis-server"):
         redis_url = servers.enter_context(RedisServer()).url
-        on_redis = servers.enter_context(Gunicorn({**env, "FEEDBRIDGE_REDIS_URL": redis_url}))
+        on_redis = servers.enter_context(WebServer({**env, "FEEDBRIDGE_REDIS_URL": redis_url}))
         _warm(on_redis)
         runs["redis_store"] = Run(on_redis, FEED)
     return runs, size
@@ -280,7 +280,31 @@ def _median(loads: list[Load]) -> Load:
     return sorted(loads, key=lambda load: load.requests_per_s)[len(loads) // 2]
 
 
-def _warm(server: Gunicorn) -> tuple[int, str]:
+def gunicorn(worker: str, app: str = "feedbridge.wsgi:app") -> Callable[[int | None], list[str]]:
+    """gunicorn with ``bench/gunicorn_conf.py`` and ``worker`` (its class, which
+    ``GUNICORN_WORKER`` must name too); on loopback at ``port``, or on ``$PORT`` when it
+    is None."""
+
+    def argv(port: int | None) -> list[str]:
+        bind = ["--bind", f"127.0.0.1:{port}"] if port else []
+        return [
+            sys.executable, "-m", "gunicorn", "--config", "python:bench.gunicorn_conf",
+            "--worker-class", worker, *bind, app,
+        ]  # fmt: skip
+
+    return argv
+
+
+def ceiling_server(size: int) -> WebServer:
+    """The ceiling: bench/ceiling.py with a body of ``size`` bytes, under gunicorn with 2
+    gevent workers (the Procfile's server before granian)."""
+    return WebServer(
+        {"CEILING_BYTES": str(size), "GUNICORN_WORKER": "gevent"},
+        argv=gunicorn("gevent", "bench.ceiling:app"),
+    )
+
+
+def _warm(server: WebServer) -> tuple[int, str]:
     """Ask for the feed once (every worker shares the store): its size and ETag."""
     response = requests.get(server.url + FEED, timeout=30)
     response.raise_for_status()
@@ -289,7 +313,7 @@ def _warm(server: Gunicorn) -> tuple[int, str]:
 
 @dataclass(frozen=True)
 class Run:
-    server: Gunicorn
+    server: WebServer
     path: str
     script: str | None = None  # wrk's Lua
 
@@ -297,9 +321,10 @@ class Run:
 class Loader:
     """wrk runs of one length and concurrency."""
 
-    def __init__(self, seconds: int, connections: int) -> None:
+    def __init__(self, seconds: int, connections: int, timeout: int = 2) -> None:
         self.seconds = seconds
         self.connections = connections
+        self.timeout = timeout  # seconds after which wrk counts a request as failed
 
     def rounds(self, runs: dict[str, Run], rounds: int) -> dict[str, list[Load]]:
         """Every run of each kind, round by round; in a round, the kinds take turns."""
@@ -316,8 +341,10 @@ class Loader:
         with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
             lua.write(run.script or "")
             lua.flush()
-            argv = ["wrk", "-t2", f"-c{self.connections}", f"-d{self.seconds}s", "--latency",
-                    "--timeout", "10s"]  # fmt: skip
+            argv = [
+                "wrk", "-t2", f"-c{self.connections}", f"-d{self.seconds}s",
+                f"--timeout={self.timeout}s", "--latency",
+            ]  # fmt: skip
             output = subprocess.run(
                 [*argv, "-s", lua.name, url],
                 capture_output=True,
@@ -466,7 +493,7 @@ def first_request(fresh: int, latency: float = 0.0) -> dict[str, object]:
         }
         for _ in range(fresh):
             release.clear()
-            with Gunicorn(env) as server:  # a store file of its own
+            with WebServer(env) as server:  # a store file of its own
                 started = time.perf_counter()
                 requests.get(site.url + anchor, timeout=30).raise_for_status()
                 bare_s.append(time.perf_counter() - started)
@@ -518,7 +545,7 @@ def _story(category: int, n: int, source: str | None) -> Item:
     )
 
 
-def _memory(server: Gunicorn, load: Loader) -> dict[str, object]:
+def _memory(server: WebServer, load: Loader) -> dict[str, object]:
     """The workers' peak RSS after warm-up (the throughput runs), then after a flood."""
     requests.get(server.url + "/feeds/all.atom?limit=5&q=korea", timeout=30).raise_for_status()
     before = {pid: _peak_kib(pid) for pid in server.workers()}
@@ -535,7 +562,7 @@ def _memory(server: Gunicorn, load: Loader) -> dict[str, object]:
     }
 
 
-def _history_memory(kept: dict[int, Gunicorn], load: Loader) -> dict[str, object]:
+def _history_memory(kept: dict[int, WebServer], load: Loader) -> dict[str, object]:
     """Peak RSS of the workers of each kept-history server after the same work: the
     throughput rounds (the full feed), then distinct query strings whose answers do not
     depend on the history's length (one of their words is in every story, the other in
@@ -555,7 +582,7 @@ def _history_memory(kept: dict[int, Gunicorn], load: Loader) -> dict[str, object
     }
 
 
-def _flood(server: Gunicorn, path: str, words: tuple[str, ...], load: Loader) -> Load:
+def _flood(server: WebServer, path: str, words: tuple[str, ...], load: Loader) -> Load:
     """Distinct query strings to ``path``, searching for ``words`` in turn."""
     quoted = ", ".join(f'"{word}"' for word in words)
     script = DISTINCT_QUERIES.replace("FEED_PATH", path).replace("{WORDS}", "{" + quoted + "}")

@@ -6,13 +6,14 @@ other.
 
 Offline, on 127.0.0.1 only. Each cluster has a stand-in site of its own (the saved pages
 of ``tests/fixtures``, with faults on demand), so that its upstream fetches can be
-counted: one gunicorn on its SQLite file; and, when redis-server is installed, two
-gunicorns sharing one Redis, which is stopped and started again on the same port
-halfway. Readers (a bounded number of threads, every request with a timeout) ask for
-every feed, with random ``Host`` headers, ``?limit=500`` and random ``?q=``; a few slow
-clients trickle header lines; a prober times ``/healthz`` throughout. Results are
-printed, saved under ``bench/results/``, and checked against the invariants of
-:func:`violations` (``tests/test_soak.py`` runs a short soak and asserts them).
+counted: one server (as the Procfile runs it) on its SQLite file; and, when
+redis-server is installed, two servers sharing one Redis, which is stopped and started
+again on the same port halfway. Readers (a bounded number of threads, every request
+with a timeout) ask for every feed, with random ``Host`` headers, ``?limit=500`` and
+random ``?q=``; a few slow clients trickle header lines; a prober times ``/healthz``
+throughout. Results are printed, saved under ``bench/results/``, and checked against the
+invariants of :func:`violations` (``tests/test_soak.py`` runs a short soak and asserts
+them).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from feedbridge.feeds import Format
 from feedbridge.politeness import Backoff
 from feedbridge.redis_store import RETRY_INTERVAL
 from tests.conftest import ARTICLE, FIXTURES, SITE, FakeSite
-from tests.servers import ROOT, Gunicorn, RedisServer
+from tests.servers import ROOT, RedisServer, WebServer
 
 RESULTS = ROOT / "bench" / "results"
 Figures = dict[str, Any]  # JSON-shaped, as saved
@@ -186,7 +187,7 @@ class Cluster:
 
     name: str
     site: StandIn
-    servers: list[Gunicorn]
+    servers: list[WebServer]
     settings: Settings  # what the soak reads the store with
     answers: list[Answer] = field(default_factory=list)
     healthz: list[float] = field(default_factory=list)  # seconds; inf when not 200
@@ -584,7 +585,7 @@ def _sqlite_cluster(
     site = _stand_in(stack, registry, stop)
     db = tmp / "feedbridge.db"
     env = {**SERVER_ENV, "FEEDBRIDGE_UPSTREAM_URL": site.url, "FEEDBRIDGE_DB": str(db)}
-    servers = [_gunicorn(stack, env)]
+    servers = [_server(stack, env)]
     return Cluster("sqlite", site, servers, Settings(upstream_url=site.url, db=db))
 
 
@@ -593,12 +594,12 @@ def _redis_cluster(
 ) -> Cluster:
     site = _stand_in(stack, registry, stop)
     env = {**SERVER_ENV, "FEEDBRIDGE_UPSTREAM_URL": site.url, "FEEDBRIDGE_REDIS_URL": redis_url}
-    servers = [_gunicorn(stack, env) for _ in range(2)]
+    servers = [_server(stack, env) for _ in range(2)]
     return Cluster("redis", site, servers, Settings(upstream_url=site.url, redis_url=redis_url))
 
 
-def _gunicorn(stack: ExitStack, env: dict[str, str]) -> Gunicorn:
-    server = Gunicorn(env)
+def _server(stack: ExitStack, env: dict[str, str]) -> WebServer:
+    server = WebServer(env)
     stack.callback(server.stop)
     return server
 

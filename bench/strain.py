@@ -2,7 +2,7 @@
 
     python3 -m bench.strain [--seconds 10] [--rounds 3] [--stories 5000]
 
-gunicorn as the Procfile says (2 gevent workers) on a SQLite store filled beforehand
+The server as the Procfile runs it (2 workers) on a SQLite store filled beforehand
 with ``--stories`` stories of about 3.5 KB in one category (nothing refreshes). Each
 round runs, one after the other on the same server:
 
@@ -39,7 +39,7 @@ from bench.run import RESULTS, Load, Loader, Run, _cpu_seconds, _parse_wrk
 from feedbridge.model import ArticleKey, Item, newest_first
 from feedbridge.sqlite_store import SQLiteStore
 from feedbridge.store import Listing
-from tests.servers import Gunicorn
+from tests.servers import WebServer
 
 CATEGORY = "vok-en"
 FEED = f"/feeds/{CATEGORY}.atom"
@@ -133,7 +133,7 @@ class Prober:
         return statistics.quantiles(self.latencies, n=100)[98] * 1000
 
 
-def _flood(load: Loader, server: Gunicorn, kind: str) -> tuple[Load, float, int]:
+def _flood(load: Loader, server: WebServer, kind: str) -> tuple[Load, float, int]:
     """One wrk run of ``kind`` with the prober: the load, /healthz p99 (ms), 503s."""
     quoted = ", ".join(f'"{word}"' for word in VOCABULARY)
     script = FLOODS.get(kind, "").replace("{WORDS}", "{" + quoted + "}")
@@ -182,7 +182,7 @@ def main() -> None:
             "FEEDBRIDGE_LOG_LEVEL": "WARNING",
         }
         rounds: list[dict[str, object]] = []
-        with Gunicorn(env) as server:
+        with WebServer(env) as server:
             requests.get(server.url + FEED, timeout=60).raise_for_status()
             for number in range(args.rounds):
                 found = {kind: _flood(load, server, kind) for kind in ("feed", "q", "limit")}

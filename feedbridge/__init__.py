@@ -13,8 +13,8 @@ if TYPE_CHECKING:
 
 def __getattr__(name: str) -> object:
     # The app is imported on first use, so that importing one submodule loads nothing
-    # else: gunicorn's settings (feedbridge.gunicorn_conf) must run before the app
-    # imports prometheus_client.
+    # else: the server's launcher (feedbridge.server) must set the metrics' directory
+    # before the app imports prometheus_client.
     if name == "create_app":
         from feedbridge.app import create_app
 

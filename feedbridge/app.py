@@ -88,7 +88,7 @@ def create_app(
     app.extensions["feedbridge.refresher"] = refresher
     if refresher is not None:
         # Whatever server runs the app, the refresher starts with the first request of
-        # each process at the latest (gunicorn starts it as each worker boots).
+        # each process at the latest (feedbridge.server starts it as each worker boots).
         app.before_request(refresher.start)
     app.register_blueprint(web.bp)
     app.register_blueprint(ops.bp)

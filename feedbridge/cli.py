@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import logging
 import os
 import signal
 import sys
@@ -28,7 +27,7 @@ from click.exceptions import NoArgsIsHelpError
 from flask import Flask
 from werkzeug.serving import WSGIRequestHandler, run_simple
 
-from feedbridge import __version__, logs
+from feedbridge import __version__, logs, server
 from feedbridge.app import create_app, start_refresher
 from feedbridge.archive import BUSY, Step
 from feedbridge.bridge import Bridge
@@ -39,7 +38,6 @@ from feedbridge.config import port as platform_port
 from feedbridge.errors import ConfigError, UpstreamError
 from feedbridge.feeds import Format
 from feedbridge.refresher import Refresher
-from feedbridge.text import logfmt
 from feedbridge.web import ERROR_SINK, feed_urls
 
 SETTINGS_HELP = "\b\n" + "\n".join(
@@ -49,10 +47,6 @@ EPILOG = f"Settings (environment variables):\n\n{SETTINGS_HELP}"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 DEFAULT_BASE_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"  # with $PORT's port when set
-# One source of truth for how gunicorn runs the app: `serve --workers` and the Procfile
-# (a test checks that the Procfile says the same); the worker class is in GUNICORN_CONFIG.
-WSGI_APP = "feedbridge.wsgi:app"
-GUNICORN_CONFIG = "python:feedbridge.gunicorn_conf"  # shared metrics of all the workers
 # Where a command notes the exit status it will end with, before it has printed all:
 # a reader that stops early (`check | head -1`) does not turn a failure into success.
 EXIT_STATUS = "feedbridge.exit_status"
@@ -98,7 +92,7 @@ class _Group(click.Group):
 def load_settings(*, quiet: bool = False) -> Settings:
     """Settings from the environment; a bad one is one line and exit status 2.
 
-    ``quiet``: no warning of unknown variables, when the process gunicorn becomes warns.
+    ``quiet``: no warning of unknown variables, when the server this process becomes warns.
     """
     try:
         return Settings.from_env(warn=not quiet)
@@ -663,20 +657,6 @@ def _refresh_loop(refresher: Refresher) -> None:
 # --- serve ------------------------------------------------------------------------------
 
 
-def gunicorn_args(host: str, port: int, workers: int) -> list[str]:
-    """gunicorn's arguments, after the program name: the ``Procfile``'s (the settings
-    module and the app), with this address and number of workers."""
-    return [
-        "--config",
-        GUNICORN_CONFIG,
-        "--workers",
-        str(workers),
-        "--bind",
-        f"{host}:{port}",
-        WSGI_APP,
-    ]
-
-
 @main.command(epilog=EPILOG)
 @click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to listen on.")
 @click.option(
@@ -690,43 +670,29 @@ def gunicorn_args(host: str, port: int, workers: int) -> list[str]:
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
-    help="Run gunicorn with N processes, as the Procfile does (default: one threaded "
-    "development server).",
+    help="Run the production server with N processes, as the Procfile does (default: one "
+    "threaded development server).",
 )
 def serve(host: str, port: int, workers: int | None) -> None:
     """Serve the feeds over HTTP."""
-    settings = load_settings(quiet=workers is not None)  # gunicorn's process says it
+    settings = load_settings(quiet=workers is not None)  # the server's process says it
     app = build_app(settings)  # a bad setting stops here, with one line, in either case
     click.echo(
         f"feedbridge {__version__} on http://{host}:{port}/ (site: {masked(settings.upstream_url)})"
     )
     if workers is not None:
-        # exec, so that gunicorn's master gets the signals (SIGTERM stops the workers).
-        argv = [sys.executable, "-m", "gunicorn", *gunicorn_args(host, port, workers)]
-        # gunicorn reads both itself (WEB_CONCURRENCY as it is imported): what they say
-        # here, not a value of the environment that the options overrode.
-        os.environ.update(PORT=str(port), WEB_CONCURRENCY=str(workers))
+        # exec, so that the server's master gets the signals (SIGTERM stops the workers).
+        argv = [sys.executable, *server.command(host, port, workers)]
         sys.stdout.flush()
         sys.stderr.flush()
         os.execv(sys.executable, argv)
     start_refresher(app)
-    run_simple(host, port, app, threaded=True, request_handler=AccessLog)
+    run_simple(host, port, server.AccessLog(app), threaded=True, request_handler=Quiet)
 
 
-class AccessLog(WSGIRequestHandler):
-    """The development server's access lines, in the form of gunicorn's."""
+class Quiet(WSGIRequestHandler):
+    """The development server's handler, without werkzeug's request lines: the app's
+    access lines are written as under the production server (:class:`server.AccessLog`)."""
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        """``status`` and ``bytes`` as numbers, as gunicorn's lines have them: werkzeug
-        passes the status as text, and "-" when it does not count the bytes (0 then)."""
-        fields = {
-            "event": "access", "client": self.address_string(),
-            "method": getattr(self, "command", "-"), "path": getattr(self, "path", "-"),
-            "status": _number(code), "bytes": _number(size, 0),
-        }  # fmt: skip
-        logging.getLogger("feedbridge.access").info(logfmt(**fields), extra={"fields": fields})
-
-
-def _number(value: object, default: int | None = None) -> int | object:
-    text = str(getattr(value, "value", value))
-    return int(text) if text.isdigit() else value if default is None else default
+        pass

@@ -24,7 +24,7 @@ PREFIX = "FEEDBRIDGE_"
 MAX_FEED_SIZE = 500  # stories a feed or a ?limit= selection may hold
 MAX_MIN_REFRESH = 3600  # seconds: a floor above an hour would starve a busy category
 MAX_REPAIR_PAGES = 100  # archive pages one repair may read: ~a few days of the site
-# Read by gunicorn itself, and in the same way by every other server of the app.
+# gunicorn's variable, read by the app itself (feedbridge/proxy.py) under every server.
 FORWARDED_ALLOW_IPS = "FORWARDED_ALLOW_IPS"
 LOG_FORMATS = ("logfmt", "json")
 

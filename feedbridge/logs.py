@@ -1,4 +1,4 @@
-"""One form for every log line: the app's, gunicorn's and gunicorn's access log.
+"""One form for every log line: the app's, its access lines and the server's.
 
 Each line is logfmt with a UTC ISO 8601 time, its level and its logger::
 

@@ -1,8 +1,8 @@
 """What the bridge tells its operator: Prometheus metrics and ``key=value`` log lines.
 
-The metrics live in prometheus_client's default registry. Under gunicorn every worker
-is a process of its own: with ``PROMETHEUS_MULTIPROC_DIR`` set before prometheus_client
-is first imported (``feedbridge/gunicorn_conf.py`` does it), each worker writes its
+The metrics live in prometheus_client's default registry. Under the Procfile's server every
+worker is a process of its own: with ``PROMETHEUS_MULTIPROC_DIR`` set before prometheus_client
+is first imported (``feedbridge/server.py`` does it), each worker writes its
 values to files there and ``/metrics`` adds them up (see :mod:`feedbridge.ops`).
 """
 

@@ -26,7 +26,7 @@ def status() -> Response:
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    """Prometheus text; under gunicorn, the sum over every worker of the server (the
+    """Prometheus text; under the Procfile's server, the sum over all its workers (the
     others' served feeds as of their last flush, at most ``observe.TALLY.every`` ago)."""
     observe.TALLY.flush()
     registry = REGISTRY

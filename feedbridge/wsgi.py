@@ -1,4 +1,4 @@
-"""The WSGI entry point for gunicorn: ``gunicorn feedbridge.wsgi:app``.
+"""The WSGI entry point: ``feedbridge.wsgi:app`` (feedbridge/server.py serves it).
 
 A bad setting stops start-up with one line naming it, instead of a traceback per worker.
 """

@@ -27,7 +27,7 @@ ARTICLE = re.compile(r"^/newstream/(\d+-\d+)(?:/|$)")
 ARCHIVE = re.compile(r"^/newstream/(?:page/(\d+)/)?$")
 Handler = Callable[[Request], Response]
 
-# Tests that start a process (redis-server, Chromium, a feed reader, gunicorn) are slow:
+# Tests that start a process (redis-server, Chromium, a feed reader, the server) are slow:
 # those through these fixtures are marked here, the others where they are written.
 _PROCESS_FIXTURES = frozenset({"redis_server", "redis_url", "tls_redis", "chromium"})
 

@@ -1,4 +1,4 @@
-"""Real servers for tests and the benchmark: redis-server, and gunicorn as the Procfile runs it.
+"""Real servers for tests and the benchmark: redis-server, and the app as the Procfile runs it.
 
 Every server listens on 127.0.0.1 on a free port, is waited for with a bounded wait,
 and is stopped by whoever started it (``stop()``, or the ``with`` block's end).
@@ -7,7 +7,6 @@ and is stopped by whoever started it (``stop()``, or the ``with`` block's end).
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import shutil
 import signal
@@ -221,40 +220,39 @@ class Dripper:
         self.stop()
 
 
-def procfile_argv(port: int, env: Mapping[str, str], app: str | None = None) -> list[str]:
-    """The Procfile's web command, its variables from ``env``, on 127.0.0.1:``port``
-    (and serving ``app`` if given)."""
+def procfile_argv(port: int) -> list[str]:
+    """The Procfile's web command, on 127.0.0.1:``port`` (the Procfile's server listens on
+    every address, on $PORT)."""
     line = next(
         line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:")
     )
-
-    def expand(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
-        if name == "PORT":
-            return str(port)
-        return env.get(name) or default or ""
-
-    argv = shlex.split(re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", expand, line.removeprefix("web:")))
-    assert argv[:2] == ["exec", "gunicorn"], argv
-    *options, wsgi_app = argv[2:]
-    # The gunicorn of this interpreter, whose environment has feedbridge's dependencies;
-    # on loopback, where the Procfile's server listens on every address ($PORT).
-    return [
-        sys.executable, "-m", "gunicorn", *options, "--bind", f"127.0.0.1:{port}",
-        app or wsgi_app,
-    ]  # fmt: skip
+    argv = shlex.split(line.removeprefix("web:"))
+    assert argv[:3] == ["exec", "python", "-m"], argv
+    # The python of this interpreter, whose environment has feedbridge's dependencies.
+    return [sys.executable, *argv[2:], "--host", "127.0.0.1", "--port", str(port)]
 
 
-class Gunicorn(_Process):
-    """gunicorn started as the Procfile says, on 127.0.0.1, with ``env`` added."""
+class WebServer(_Process):
+    """A server of the app on 127.0.0.1, with ``env`` added: as the Procfile runs it, or
+    as ``argv(port)`` says (bench/qualify.py's candidates).
 
-    name = "gunicorn"
+    ``boot_s`` is how long it took from start to its first answer to ``/healthz``.
+    """
 
-    def __init__(self, env: Mapping[str, str], *, workers: int = 2, app: str | None = None) -> None:
-        self.port = free_port()
+    name = "server"
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        *,
+        workers: int = 2,
+        argv: Callable[[int], list[str]] = procfile_argv,
+        port: int | None = None,
+    ) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("FEEDBRIDGE_")}
-        self._dir = tempfile.TemporaryDirectory(prefix="gunicorn-")
+        self._dir = tempfile.TemporaryDirectory(prefix="server-")
         full_env = {
             **inherited,
             "PYTHONPATH": str(ROOT),
@@ -263,8 +261,10 @@ class Gunicorn(_Process):
             **env,
         }
         full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # each server makes its own
-        super().__init__(procfile_argv(self.port, full_env, app), env=full_env)
+        started = time.monotonic()
+        super().__init__(argv(self.port), env=full_env)
         self._await(self._answers)
+        self.boot_s = time.monotonic() - started
 
     def _answers(self) -> bool:
         try:
@@ -277,6 +277,6 @@ class Gunicorn(_Process):
         self._dir.cleanup()
 
     def workers(self) -> list[int]:
-        """The pids of the server's workers (children of the gunicorn master)."""
+        """The pids of the server's workers (children of its master)."""
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
         return [int(pid) for pid in children.read_text().split()]

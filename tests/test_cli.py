@@ -24,8 +24,9 @@ from click.testing import CliRunner, Result
 from flask import Flask
 from werkzeug import Response
 
+from feedbridge import server
 from feedbridge.categories import load_registry
-from feedbridge.cli import gunicorn_args, main
+from feedbridge.cli import main
 from feedbridge.config import PREFIX, SETTINGS
 from feedbridge.feeds import OPML_MEDIA_TYPE, Format
 from tests.conftest import FIXTURES, FakeSite
@@ -637,20 +638,22 @@ def test_unknown_command_is_one_line(invoke: Invoke) -> None:
 # --- serve ------------------------------------------------------------------------------
 
 
-def test_procfile_runs_gunicorn_as_serve_workers_does() -> None:
+def test_procfile_runs_the_server_as_serve_workers_does() -> None:
     kind, _, command = (ROOT / "Procfile").read_text().strip().partition(": ")
     assert kind == "web"
-    # The same settings module and app; serve adds the address and the workers.
+    # The same module; serve adds the address and the workers, the Procfile has them
+    # from the platform ($PORT, WEB_CONCURRENCY).
     procfile = shlex.split(command)
-    served = gunicorn_args("127.0.0.1", 8000, 2)
-    assert procfile[:2] == ["exec", "gunicorn"]
-    assert [a for a in served if a not in ("--workers", "2", "--bind", "127.0.0.1:8000")] == (
-        procfile[2:]
-    )
+    served = server.command("127.0.0.1", 8000, 2)
+    assert procfile[:2] == ["exec", "python"]
+    assert served[: len(procfile) - 2] == procfile[2:]
+    assert served[len(procfile) - 2 :] == [
+        "--host", "127.0.0.1", "--port", "8000", "--workers", "2"
+    ]  # fmt: skip
 
 
 @pytest.mark.slow
-def test_serve_with_workers_runs_gunicorn(env: dict[str, str | None], tmp_path: Path) -> None:
+def test_serve_with_workers_runs_the_server(env: dict[str, str | None], tmp_path: Path) -> None:
     port = free_port()
     stdout, stderr = tmp_path / "stdout", tmp_path / "stderr"
     with stdout.open("wb") as out, stderr.open("wb") as err:
@@ -685,12 +688,12 @@ def test_serve_with_workers_runs_gunicorn(env: dict[str, str | None], tmp_path: 
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
-    # The command became gunicorn's master (exec), which stopped its workers and exited 0.
+    # The command became the server's master (exec), which stopped its workers, exit 0.
     assert process.returncode == 0, stderr.read_text()
     log = stderr.read_text()
-    assert log.count("Booting worker with pid") == 2, log
+    assert log.count("Spawning worker-") == 2, log
     assert f"Listening at: http://127.0.0.1:{port}" in log
-    assert "method=GET path=/feeds/vok-en.atom status=200" in stdout.read_text()
+    assert "method=GET path=/feeds/vok-en.atom status=200" in log
 
 
 def test_render_all_writes_full_text(invoke: Invoke, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from werkzeug import Request, Response
 from feedbridge.categories import load_registry
 from tests.conftest import SITE, FakeSite
 from tests.feedspec import check_feed
-from tests.servers import Gunicorn, RedisServer
+from tests.servers import RedisServer, WebServer
 
 pytestmark = pytest.mark.slow  # two servers and a redis-server
 VOK = load_registry()["vok-en"]
@@ -40,7 +40,7 @@ def test_64_first_requests_over_two_servers_of_two_workers_are_all_answered(
             "FEEDBRIDGE_LOG_LEVEL": "WARNING",
             "FEEDBRIDGE_REDIS_URL": redis_server.url,
         }
-        with Gunicorn(env) as one, Gunicorn(env) as two:
+        with WebServer(env) as one, WebServer(env) as two:
             urls = [f"{server.url}/feeds/vok-en.json" for server in (one, two)] * (BURST // 2)
             with ThreadPoolExecutor(BURST) as pool:
                 responses = list(pool.map(lambda url: requests.get(url, timeout=60), urls))

@@ -218,12 +218,11 @@ def test_a_bad_port_or_worker_count_is_one_line(name: str, value: str, says: str
 @pytest.mark.parametrize(
     ("name", "value"), [("PORT", "99999"), ("WEB_CONCURRENCY", "0"), ("PORT", "x")]
 )
-def test_gunicorn_with_a_bad_port_or_worker_count_stops_with_one_line(
+def test_the_server_with_a_bad_port_or_worker_count_stops_with_one_line(
     name: str, value: str
 ) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "gunicorn", "--config", "python:feedbridge.gunicorn_conf",
-         "feedbridge.wsgi:app"],
+        [sys.executable, "-m", "feedbridge.server"],
         env={name: value, "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip

@@ -1,6 +1,6 @@
 """Real feed readers against the bridge, run as users run it.
 
-gunicorn starts from the ``Procfile``'s own command line (bound to 127.0.0.1 instead of
+The server starts from the ``Procfile``'s own command line (bound to 127.0.0.1 instead of
 0.0.0.0), pointed at a local copy of the site; then newsboat, sfeed and rsstail (Debian
 packages, installed by ``.ci/run``) read every category's feeds. A missing reader fails
 the test in CI (``CI=true``) and skips it elsewhere, saying which package to install.
@@ -29,7 +29,7 @@ from feedbridge.text import parse_logfmt
 from tests.conftest import FakeSite
 from tests.feedspec import check_feed
 from tests.fixtures.build import LISTINGS
-from tests.servers import Gunicorn, wait_until
+from tests.servers import WebServer, wait_until
 from tests.test_hostile import ESCAPES, raw_get
 
 pytestmark = pytest.mark.e2e
@@ -66,10 +66,10 @@ class Story:
 
 @dataclass
 class LiveBridge:
-    """gunicorn serving the bridge on the saved site, and what it logged."""
+    """The server of the bridge on the saved site, and what it logged."""
 
     site: FakeSite
-    server: Gunicorn
+    server: WebServer
     _stories: dict[str, list[Story]] = field(default_factory=dict)
 
     @property
@@ -114,7 +114,7 @@ class LiveBridge:
 
 @pytest.fixture(scope="module")
 def bridge() -> Iterator[LiveBridge]:
-    """gunicorn as the Procfile runs it, on the saved site; stopped with the module."""
+    """The server as the Procfile runs it, on the saved site; stopped with the module."""
     server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
     server.start()
     site = FakeSite(server)
@@ -124,8 +124,8 @@ def bridge() -> Iterator[LiveBridge]:
         "FEEDBRIDGE_FULLTEXT": "0",
     }
     try:
-        with Gunicorn(env, workers=WORKERS) as gunicorn:
-            yield LiveBridge(site, gunicorn)
+        with WebServer(env, workers=WORKERS) as server:
+            yield LiveBridge(site, server)
     finally:
         server.stop()
 
@@ -195,7 +195,7 @@ def test_newsboat_reads_each_category_and_reloads_with_conditional_gets(
     # From its third reload on a fresh cache, newsboat asks conditionally: nothing new.
     assert statuses[0] == 200 and statuses[-1] == 304, statuses
     assert statuses[statuses.index(304) :] == [304] * (3 - statuses.index(304)), statuses
-    # However often readers poll, each gunicorn worker fetched the listing once at most.
+    # However often readers poll, each worker fetched the listing once at most.
     assert bridge.site.hits(REGISTRY[slug].paths[0]) <= WORKERS
 
 
@@ -243,13 +243,13 @@ def test_the_feeds_hold_the_saved_sites_items(bridge: LiveBridge) -> None:
         assert all(s.url.startswith(bridge.site.url + "/newstream/") for s in bridge.stories(slug))
 
 
-# --- escapes, under gunicorn ----------------------------------------------------------
+# --- escapes, under the server ---------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     "target", ESCAPES, ids=[t if len(t) < 60 else f"{t[:40]}...{len(t)}-chars" for t in ESCAPES]
 )
-def test_gunicorn_answers_escaping_paths_with_404_and_no_fetch(
+def test_the_server_answers_escaping_paths_with_404_and_no_fetch(
     bridge: LiveBridge, elsewhere: FakeSite, target: str
 ) -> None:
     before = bridge.site.hits()

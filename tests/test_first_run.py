@@ -14,12 +14,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from flask import Flask
+from werkzeug.test import Client
 
 from feedbridge import logs
-from feedbridge.cli import AccessLog, main
+from feedbridge.cli import main
 from feedbridge.config import SETTINGS, Settings, site_address
 from feedbridge.errors import ConfigError
 from feedbridge.redis_store import namespace
+from feedbridge.server import AccessLog
 from feedbridge.sqlite_store import SQLiteStore
 from tests.conftest import FakeSite
 from tests.servers import free_port
@@ -91,16 +93,13 @@ def test_an_unknown_setting_is_named_with_the_closest_one(
     assert "FEEDBRIDGE_CACHE_TTL" in line
 
 
-def test_the_development_servers_json_log_has_numbers(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    handler = AccessLog.__new__(AccessLog)
-    handler.client_address = ("127.0.0.1", 5000)
-    handler.command, handler.path = "GET", "/healthz"
+def test_the_access_lines_json_has_numbers(caplog: pytest.LogCaptureFixture) -> None:
+    app = Flask(__name__)
+    app.add_url_rule("/healthz", "healthz", lambda: "ok")
     with caplog.at_level(logging.INFO, logger="feedbridge.access"):
-        handler.log_request("200", "-")
+        Client(AccessLog(app)).get("/healthz")
     line = json.loads(logs.Formatter("json").format(caplog.records[-1]))
-    assert (line["status"], line["bytes"]) == (200, 0)
+    assert (line["status"], line["bytes"]) == (200, 2)
 
 
 def test_a_failure_says_which_while_backing_off_and_on_the_front_page(

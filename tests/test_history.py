@@ -3,7 +3,7 @@
 A source here *publishes* over time: its "More From" block shows its newest eleven
 stories, as the site's does, while the test publishes bursts and moves the clock. The
 refresher's rounds are run by hand (``run_once``) on the test's clock; what needs real
-processes (a refresher killed, gunicorn's workers) is marked slow.
+processes (a refresher killed, the server's workers) is marked slow.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from feedbridge.refresher import LEASE_TTL, Refresher
 from feedbridge.sqlite_store import SQLiteStore
 from tests.conftest import SITE, Clock, FakeSite, settle
 from tests.feedspec import ATOM_NS, check_feed
-from tests.servers import ROOT, Gunicorn, _Process, wait_until
+from tests.servers import ROOT, WebServer, _Process, wait_until
 
 REGISTRY = load_registry()
 VOK = REGISTRY["vok-en"]
@@ -375,12 +375,12 @@ def test_a_killed_refresher_s_lease_is_taken_over(
 
 
 @pytest.mark.slow
-def test_two_gunicorn_workers_fetch_each_category_once_per_ttl(
+def test_two_workers_fetch_each_category_once_per_ttl(
     process_env: dict[str, str], site: FakeSite
 ) -> None:
     env = {**process_env, "FEEDBRIDGE_CACHE_TTL": "3600"}
     env.pop("PYTHONPATH")
-    with Gunicorn(env, workers=2) as server:
+    with WebServer(env, workers=2) as server:
         urls = [
             f"{server.url}/feeds/{slug}.{fmt}"
             for slug in REGISTRY

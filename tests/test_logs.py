@@ -1,4 +1,4 @@
-"""One log form for the app, gunicorn and its access log: logfmt or JSON, UTC times."""
+"""One log form for the app, the server and the access log: logfmt or JSON, UTC times."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from feedbridge.logs import Formatter
 from feedbridge.text import logfmt, parse_logfmt
 from tests.conftest import FakeSite
-from tests.servers import Gunicorn, wait_until
+from tests.servers import WebServer, wait_until
 
 UTC_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
@@ -68,14 +68,14 @@ def test_json_lines_hold_the_same_fields_and_the_traceback() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("form", ["logfmt", "json"])
-def test_gunicorn_app_and_access_lines_share_one_form(site: FakeSite, form: str) -> None:
+def test_server_app_and_access_lines_share_one_form(site: FakeSite, form: str) -> None:
     env = {
         "FEEDBRIDGE_UPSTREAM_URL": site.url,
         "FEEDBRIDGE_MIN_INTERVAL": "0",
         "FEEDBRIDGE_FULLTEXT": "0",
         "FEEDBRIDGE_LOG_FORMAT": form,
     }
-    with Gunicorn(env, workers=1) as server:
+    with WebServer(env, workers=1) as server:
         assert requests.get(f"{server.url}/feeds/vok-en.atom", timeout=30).status_code == 200
         wait_until(lambda: "/feeds/vok-en.atom" in server.output(), "the access line")
         output = server.output()
@@ -85,5 +85,5 @@ def test_gunicorn_app_and_access_lines_share_one_form(site: FakeSite, form: str)
     assert all(records), lines
     assert all(UTC_TIME.fullmatch(r["time"]) for r in records)
     loggers = {r["logger"] for r in records}
-    assert {"gunicorn.error", "gunicorn.access", "feedbridge.upstream"} <= loggers, lines
+    assert {"_granian", "feedbridge.access", "feedbridge.upstream"} <= loggers, lines
     assert "\x1b" not in output

@@ -7,6 +7,7 @@ import ast
 import importlib.util
 import json
 import re
+import shlex
 import sys
 import tomllib
 from importlib.metadata import packages_distributions
@@ -46,22 +47,6 @@ def test_requirements_txt_is_pyprojects_dependencies_pinned() -> None:
     assert direct == {canonicalize_name(r.name) for r in wanted}
 
 
-def worker_class() -> str:
-    """gunicorn_conf.py's ``worker_class``, read, not imported (importing it patches the
-    standard library for gevent)."""
-    source = (ROOT / "feedbridge/gunicorn_conf.py").read_text()
-    tree = ast.parse(source)
-    [value] = [
-        node.value.value
-        for node in tree.body
-        if isinstance(node, ast.Assign)
-        and [getattr(target, "id", None) for target in node.targets] == ["worker_class"]
-        and isinstance(node.value, ast.Constant)
-    ]
-    assert isinstance(value, str)
-    return value
-
-
 def imported_top_levels(module: str) -> set[str]:
     """The top-level names of what ``module``'s source imports, wherever the import is
     (a worker imports its server inside ``try``), its relative imports left out."""
@@ -77,20 +62,24 @@ def imported_top_levels(module: str) -> set[str]:
     return names
 
 
-def test_a_plain_install_has_what_the_worker_class_imports() -> None:
-    """A buildpack installs requirements.txt only: the configured worker class's own
-    imports (gunicorn's gevent worker checks gevent's version with ``packaging``) must be
-    pinned there, not come in with the test extras."""
-    from gunicorn.workers import SUPPORTED_WORKERS
-
-    worker_module = SUPPORTED_WORKERS[worker_class()].rpartition(".")[0]
+def test_a_plain_install_has_what_the_server_imports() -> None:
+    """A buildpack installs requirements.txt only: what the Procfile's module imports, and
+    what granian's process-per-worker server imports, must be pinned there, not come in
+    with the test extras (gunicorn's gevent worker once needed an undeclared packaging)."""
+    [module] = [
+        word
+        for word in shlex.split((ROOT / "Procfile").read_text().removeprefix("web:"))
+        if word.startswith("feedbridge.")
+    ]
     distributions = packages_distributions()
     needed = {
         canonicalize_name(distribution)
-        for name in imported_top_levels(worker_module) - set(sys.stdlib_module_names)
+        for imported in (module, "granian.server.mp")
+        for name in imported_top_levels(imported) - set(sys.stdlib_module_names)
+        if name not in ("feedbridge", "_typeshed")
         for distribution in distributions[name]
     }
-    assert {"gevent", "packaging"} <= needed  # what gunicorn's gevent worker is known to use
+    assert "granian" in needed
     assert needed - set(pins()) == set()
 
 

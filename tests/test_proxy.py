@@ -1,6 +1,6 @@
 """Public URLs behind a proxy: forwarded headers trusted from FORWARDED_ALLOW_IPS only.
 
-The last tests run gunicorn from the Procfile and reach it from 127.0.0.2, a loopback
+The last tests run the server from the Procfile and reach it from 127.0.0.2, a loopback
 address that stands for a platform's router: not 127.0.0.1, so not trusted by default.
 """
 
@@ -25,7 +25,7 @@ from feedbridge.errors import ConfigError
 from feedbridge.proxy import ForwardedHeaders
 from tests.conftest import FakeSite
 from tests.feedspec import check_feed
-from tests.servers import ROOT, Gunicorn, ServerError, free_port, wait_until
+from tests.servers import ROOT, ServerError, WebServer, free_port, wait_until
 from tests.test_front_page import check_lists_every_feed
 
 PUBLIC = "https://myfeeds.example.com/"
@@ -106,11 +106,11 @@ def test_public_url_wins_over_forwarded_headers(
     assert link == "https://feeds.example.org/kcna/feeds/vok-en.atom"
 
 
-# --- gunicorn, as the Procfile runs it ---------------------------------------------------
+# --- the server, as the Procfile runs it ------------------------------------------------
 
 
 def get_from(
-    source: str, server: Gunicorn, path: str, headers: dict[str, str]
+    source: str, server: WebServer, path: str, headers: dict[str, str]
 ) -> tuple[str, bytes]:
     """GET ``path`` with a connection from ``source``; the Content-Type and the body."""
     connection = http.client.HTTPConnection(
@@ -140,7 +140,7 @@ def site_env(site: FakeSite, **more: str) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_behind_a_router_every_link_is_https(site: FakeSite) -> None:
-    with Gunicorn(site_env(site, FORWARDED_ALLOW_IPS="*"), workers=1) as server:
+    with WebServer(site_env(site, FORWARDED_ALLOW_IPS="*"), workers=1) as server:
         for fmt in FORMATS:
             url = f"{PUBLIC}feeds/vok-en.{fmt}"
             content_type, body = get_from(ROUTER, server, f"/feeds/vok-en.{fmt}", FORWARDED)
@@ -160,7 +160,7 @@ def test_behind_a_router_every_link_is_https(site: FakeSite) -> None:
 
 @pytest.mark.slow
 def test_without_the_setting_a_router_is_not_believed(site: FakeSite) -> None:
-    with Gunicorn(site_env(site), workers=1) as server:
+    with WebServer(site_env(site), workers=1) as server:
         _, body = get_from(ROUTER, server, "/feeds/vok-en.json", FORWARDED)
         assert json.loads(body)["feed_url"] == "http://myfeeds.example.com/feeds/vok-en.json"
         headers = {**FORWARDED, "X-Forwarded-Host": "elsewhere.example"}
@@ -169,8 +169,9 @@ def test_without_the_setting_a_router_is_not_believed(site: FakeSite) -> None:
 
 
 @pytest.mark.slow
-def test_procfile_line_under_a_shell_is_gunicorn(site: FakeSite, tmp_path: Path) -> None:
-    """A platform runs the line with ``sh -c`` and signals that one process: it is gunicorn."""
+def test_procfile_line_under_a_shell_is_the_server(site: FakeSite, tmp_path: Path) -> None:
+    """A platform runs the line with ``sh -c`` and signals that one process: it is the
+    server's master, which stops its workers and exits 0."""
     command = (ROOT / "Procfile").read_text().strip().removeprefix("web:")
     port = free_port()
     env = {
@@ -190,7 +191,10 @@ def test_procfile_line_under_a_shell_is_gunicorn(site: FakeSite, tmp_path: Path)
     try:
         wait_until(lambda: _answers(port, shell), "the Procfile's line", timeout=60)
         argv = Path(f"/proc/{shell.pid}/cmdline").read_text().split("\0")
-        assert Path(argv[0]).name.startswith("python") and "gunicorn" in argv[1], argv
+        assert Path(argv[0]).name.startswith("python") and argv[1:3] == [
+            "-m",
+            "feedbridge.server",
+        ], argv
         shell.send_signal(signal.SIGTERM)  # to that process only, not its group
         assert shell.wait(timeout=30) == 0
         assert not Path(f"/proc/{shell.pid}").exists()

@@ -27,7 +27,7 @@ from feedbridge.redis_store import RedisStore, namespace
 from feedbridge.store import STATE_CHECK
 from tests.conftest import SITE, Clock, FakeSite, settle
 from tests.feedspec import ATOM_NS, check_feed
-from tests.servers import Gunicorn, RedisServer, free_port, wait_until
+from tests.servers import RedisServer, WebServer, free_port, wait_until
 
 REGISTRY = load_registry()
 pytestmark = pytest.mark.slow  # every test here starts or uses a redis-server
@@ -140,7 +140,7 @@ def test_two_servers_of_two_workers_fetch_each_category_once(
 ) -> None:
     slugs = ["all", "kcna-kp-en", "vok-en", "pyongyang-times", "naenara-en", "minju-choson-en"]
 
-    def urls_of(server: Gunicorn) -> list[str]:
+    def urls_of(server: WebServer) -> list[str]:
         return [f"{server.url}/feeds/{s}.{fmt}" for s in slugs for fmt in ("rss", "atom", "json")]
 
     with RedisServer() as redis_server:
@@ -149,7 +149,7 @@ def test_two_servers_of_two_workers_fetch_each_category_once(
             "FEEDBRIDGE_REDIS_URL": redis_server.url,
             "FEEDBRIDGE_PUBLIC_URL": "https://feeds.example.org",  # the same self links
         }
-        with Gunicorn(env) as one, Gunicorn(env) as two:
+        with WebServer(env) as one, WebServer(env) as two:
             urls = (urls_of(one) + urls_of(two)) * 4
             with ThreadPoolExecutor(32) as pool:
                 responses = list(pool.map(lambda url: requests.get(url, timeout=30), urls))
@@ -199,7 +199,7 @@ def test_a_worker_killed_while_fetching_leaves_a_lease_that_expires_soon(
     client = redis.Redis.from_url(redis_url)
     lease = f"{namespace(site.url)}lease:fetch:vok-en"
     env = {**gunicorn_env, "FEEDBRIDGE_REDIS_URL": redis_url, "FEEDBRIDGE_REFRESH": "0"}
-    with Gunicorn(env) as server, ThreadPoolExecutor(1) as pool:
+    with WebServer(env) as server, ThreadPoolExecutor(1) as pool:
         doomed = pool.submit(requests.get, f"{server.url}/feeds/vok-en.atom", timeout=30)
         wait_until(lambda: site.hits(anchor) == 1, "the fetch", 10)
         assert client.exists(lease)
@@ -210,6 +210,8 @@ def test_a_worker_killed_while_fetching_leaves_a_lease_that_expires_soon(
         release.set()
         site.override(anchor, (SITE / "articles" / "1730538240-666693401.html").read_bytes())
         assert client.exists(lease)  # nobody released it, nobody renews it
+        # The server's new workers: until one is up, granian refuses connections.
+        wait_until(lambda: len(server.workers()) == 2 and _healthy(server.url), "new workers")
         asked = time.monotonic()
         response = requests.get(f"{server.url}/feeds/vok-en.atom", timeout=30)
         waited = time.monotonic() - asked
@@ -220,6 +222,13 @@ def test_a_worker_killed_while_fetching_leaves_a_lease_that_expires_soon(
     assert not client.exists(lease)
 
 
+def _healthy(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/healthz", timeout=2).status_code == 200
+    except requests.ConnectionError:
+        return False
+
+
 def _without_countdown(categories: dict[str, dict[str, object]]) -> dict[str, object]:
     return {
         slug: {k: v for k, v in fields.items() if k != "next_refresh_in_s"}
@@ -227,7 +236,7 @@ def _without_countdown(categories: dict[str, dict[str, object]]) -> dict[str, ob
     }
 
 
-def _looked_up(*servers: Gunicorn) -> float:
+def _looked_up(*servers: WebServer) -> float:
     """The feeds the servers served, as their metrics count them."""
     return sum(
         value
@@ -237,7 +246,7 @@ def _looked_up(*servers: Gunicorn) -> float:
     )
 
 
-def _metrics(server: Gunicorn) -> dict[tuple[str, str], float]:
+def _metrics(server: WebServer) -> dict[tuple[str, str], float]:
     """Sample values of the server's /metrics, by name and the last label's value."""
     text = requests.get(f"{server.url}/metrics", timeout=10).text
     values: dict[tuple[str, str], float] = {}

@@ -1,6 +1,6 @@
 """The server as the Procfile runs it stays responsive while clients and the site are slow.
 
-gunicorn starts from the Procfile (tests/servers.py ``Gunicorn``). The health check must
+The server starts from the Procfile (tests/servers.py ``WebServer``). The health check must
 answer within ``HEALTHY`` seconds while slow readers hold connections open: clients that
 send their headers a line every few seconds, and readers waiting on a site that drips
 its answer a byte a second. A server that gives each such connection a thread runs out
@@ -21,7 +21,7 @@ import requests
 
 from feedbridge.categories import load_registry
 from tests.conftest import SITE
-from tests.servers import Dripper, Gunicorn
+from tests.servers import Dripper, WebServer
 
 pytestmark = pytest.mark.slow
 
@@ -69,7 +69,7 @@ def slow_clients() -> Iterator[list[socket.socket]]:
 def test_clients_trickling_headers_do_not_starve_the_health_check(
     slow_clients: list[socket.socket],
 ) -> None:
-    with Gunicorn({"FEEDBRIDGE_UPSTREAM_URL": "http://127.0.0.1:9"}) as server:
+    with WebServer({"FEEDBRIDGE_UPSTREAM_URL": "http://127.0.0.1:9"}) as server:
         for _ in range(SLOW_CLIENTS):
             sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: slow\r\n")
@@ -87,7 +87,7 @@ def test_readers_waiting_on_a_dripping_site_do_not_starve_the_health_check() -> 
     feeds = [f"/feeds/{slug}.{fmt}" for slug in load_registry() for fmt in ("atom", "rss")]
     with (
         Dripper(answer + page, fast=len(answer), interval=1.0, limit=60) as site,
-        Gunicorn(
+        WebServer(
             {
                 "FEEDBRIDGE_UPSTREAM_URL": site.url,
                 "FEEDBRIDGE_TIMEOUT": "5,30",

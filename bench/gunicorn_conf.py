@@ -1,45 +1,40 @@
-"""gunicorn settings of the Procfile: the worker model, and one set of metrics for all the
-workers of a server.
+"""gunicorn's settings for bench/qualify.py's candidates (``gunicorn --config
+python:bench.gunicorn_conf``): the worker class from ``GUNICORN_WORKER`` (gevent, or
+gthread with ``THREADS`` threads), one set of metrics for all the workers, logs in the
+app's form. Until granian replaced it, this was the Procfile's server (feedbridge/server.py).
 
-Workers are gevent's: each connection is a greenlet, so clients that send their
-headers slowly, and readers waiting on a slow site, cost a little memory each instead
-of one of a few threads (with gthread, 32 such clients stalled /healthz for as long as
-they lasted; tests/test_slow_clients.py). gevent patches the standard library here,
-before the app is imported (``--preload``): the locks, conditions, thread pools and
-sockets the app makes are then gevent's, so a request that waits on one yields to the
-others. The app's background "threads" are greenlets: I/O in them yields; a long CPU or
-C call (a parse, an SQLite query) holds its worker's other requests meanwhile.
+With gevent, each connection is a greenlet, and gevent patches the standard library
+here, before the app is imported (``--preload``): the locks, conditions, thread pools
+and sockets the app makes are then gevent's, so a request that waits on one yields to
+the others. With gthread, a connection holds a thread while its request is read.
 
-``gunicorn --config python:feedbridge.gunicorn_conf …`` reads this module before the
-app is imported, which is when prometheus_client must learn that it runs in several
-processes (``PROMETHEUS_MULTIPROC_DIR``). Without the variable a fresh directory is
-made for this server and removed when it stops; with it, the directory given is used
-and its old ``*.db`` files, left by a previous run, are removed first.
+``PROMETHEUS_MULTIPROC_DIR`` is set here, before the app is imported: without the
+variable a fresh directory is made for this server and removed when it stops; with it,
+the directory given is used and its old ``*.db`` files are removed first.
 
 Before each fork, the objects the app made at import (``--preload``) are frozen out of
-the garbage collector's reach: a worker's collections then skip them, which bench/
-measured at about a tenth of a cached request's CPU time, and their pages stay shared.
-
-gunicorn's own log and its access log take the app's form (:mod:`feedbridge.logs`);
-an access line's ``client`` is the reader's address when the proxy is trusted
-(``FORWARDED_ALLOW_IPS``, see :mod:`feedbridge.proxy`).
+the garbage collector's reach: a worker's collections then skip them, and their pages
+stay shared. gunicorn's own log and its access log take the app's form
+(:mod:`feedbridge.logs`).
 """
 
 from __future__ import annotations
 
-from gevent import monkey
+import os
 
-monkey.patch_all()  # first: before anything makes a lock or a socket
+WORKER = os.environ.get("GUNICORN_WORKER", "gevent")
+if WORKER == "gevent":
+    from gevent import monkey
+
+    monkey.patch_all()  # first: before anything makes a lock or a socket
 
 import gc  # noqa: E402
-import os  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-import gevent  # noqa: E402
 from gunicorn.glogging import Logger  # noqa: E402
 
 # Not `from feedbridge import config`: gunicorn would take a module variable `config`
@@ -49,10 +44,10 @@ from feedbridge.errors import ConfigError  # noqa: E402
 from feedbridge.logs import Formatter  # noqa: E402
 from feedbridge.text import logfmt  # noqa: E402
 
-# The server's shape, in this one place: the Procfile runs gunicorn with this module and
-# the app only; `feedbridge serve --workers N` adds the workers and the address.
-worker_class = "gevent"
-worker_connections = 1000  # per worker: open connections, slow ones included
+THREADS = 32  # gthread's, as many as granian's blocking threads (feedbridge/server.py)
+worker_class = WORKER
+worker_connections = 1000  # gevent's, per worker: open connections, slow ones included
+threads = THREADS
 try:
     workers = web_concurrency()  # a platform sets it by memory
     bind = [f"0.0.0.0:{port()}"]  # the platform's port
@@ -136,4 +131,7 @@ def post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
     at once, and again: under wrk, some connections waited over 2 s (bench/run.py
     failed) while p50 stayed under 1 ms.
     """
-    gevent.sleep(0)
+    if WORKER == "gevent":
+        import gevent
+
+        gevent.sleep(0)
