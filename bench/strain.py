@@ -23,11 +23,9 @@ the bridge turning a flood away is what it must do; how many there were is shown
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import random
 import statistics
-import subprocess
 import tempfile
 import threading
 import time
@@ -35,7 +33,7 @@ from pathlib import Path
 
 import requests
 
-from bench.run import RESULTS, Load, Loader, Run, _cpu_seconds, _parse_wrk
+from bench.run import RESULTS, Load, Loader, Run
 from feedbridge.model import ArticleKey, Item, newest_first
 from feedbridge.sqlite_store import SQLiteStore
 from feedbridge.store import Listing
@@ -139,27 +137,8 @@ def _flood(load: Loader, server: WebServer, kind: str) -> tuple[Load, float, int
     script = FLOODS.get(kind, "").replace("{WORDS}", "{" + quoted + "}")
     script = script.replace("CATEGORY", CATEGORY)
     with Prober(server.url) as prober:
-        found = _run_counting_503(load, Run(server, FEED, script))
-    return found[0], prober.p99_ms(), found[1]
-
-
-def _run_counting_503(load: Loader, run: Run) -> tuple[Load, int]:
-    """wrk's run where a 503 (the bound turning a request away) is no error."""
-    url = run.server.url + run.path
-    workers = run.server.workers()
-    cpu = _cpu_seconds(workers)
-    with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
-        lua.write(run.script or "")
-        lua.flush()
-        argv = ["wrk", "-t2", f"-c{load.connections}", f"-d{load.seconds}s", "--latency"]
-        output = subprocess.run(
-            [*argv, "-s", lua.name, url], capture_output=True, text=True, check=True,
-            timeout=load.seconds + 60,
-        ).stdout  # fmt: skip
-    found = _parse_wrk(output)
-    spent = _cpu_seconds(workers) - cpu
-    found = dataclasses.replace(found, cpu_ms_per_request=spent * 1000 / max(1, found.requests))
-    return found, found.errors  # non-2xx answers (503s) and socket errors
+        found = load.run(Run(server, FEED, script), turned_away_ok=True)
+    return found, prober.p99_ms(), found.errors  # non-2xx answers (503s), socket errors
 
 
 def main() -> None:
