@@ -6,9 +6,17 @@ the same size (``CEILING_BYTES``), so the difference is what feedbridge itself c
 
 from __future__ import annotations
 
+import logging
 import os
+from typing import TYPE_CHECKING
 
 from flask import Flask, Response
+
+from feedbridge import logs
+from feedbridge.server import AccessLog
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
 
 BODY = b"x" * int(os.environ.get("CEILING_BYTES", "30000"))
 app = Flask(__name__)
@@ -22,3 +30,10 @@ def feed() -> Response:
 @app.get("/healthz")
 def healthz() -> str:
     return "ok"
+
+
+def logged() -> WSGIApplication:
+    """The app writing the bridge's access line per request (a granian factory)."""
+    logs.configure("logfmt")
+    logging.getLogger("feedbridge").setLevel(logging.INFO)
+    return AccessLog(app)
