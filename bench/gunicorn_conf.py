@@ -39,7 +39,7 @@ from gunicorn.glogging import Logger  # noqa: E402
 
 # Not `from feedbridge import config`: gunicorn would take a module variable `config`
 # for its own setting of that name.
-from feedbridge.config import Settings, port, web_concurrency  # noqa: E402
+from feedbridge.config import MULTIPROC_DIR, Settings, port, web_concurrency  # noqa: E402
 from feedbridge.errors import ConfigError  # noqa: E402
 from feedbridge.logs import Formatter  # noqa: E402
 from feedbridge.text import logfmt  # noqa: E402
@@ -58,7 +58,6 @@ preload_app = True  # a bad setting stops the whole server with one line, not ea
 accesslog = "-"
 control_socket_disable = True  # a platform's home directory may be read-only
 
-MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 if os.environ.get(MULTIPROC_DIR):
     _made = False

@@ -46,8 +46,8 @@ from feedbridge.errors import (
 from feedbridge.feeds import FeedInfo, Format, render
 from feedbridge.fulltext import FullText
 from feedbridge.history import next_try
-from feedbridge.model import Item, newest_first
-from feedbridge.politeness import Backoff, SharedPause
+from feedbridge.model import EARLIEST, Item, newest_first
+from feedbridge.politeness import Backoff
 from feedbridge.prepared import Prepared
 from feedbridge.scrape import parse_home, parse_listing
 from feedbridge.store import (
@@ -58,9 +58,11 @@ from feedbridge.store import (
     Merged,
     Pending,
     Retention,
+    SharedPause,
     Store,
     StoreError,
     dedupe_window,
+    iso_seconds,
     matches,
 )
 from feedbridge.text import logfmt
@@ -385,7 +387,7 @@ class Bridge:
     def _render(self, category: Category, fmt: Format, items: list[Item], path: str) -> Rendered:
         info = self.feed_info(category, ROOT_MARKER + path)
         body = render(fmt, info, items, base_url=self.upstream.base_url)
-        newest = max((item.updated for item in items), default=datetime(2010, 1, 1, tzinfo=UTC))
+        newest = max((item.updated for item in items), default=EARLIEST)
         return Rendered.of(body, fmt.media_type, newest)
 
     def _served_as(
@@ -900,4 +902,4 @@ def off_the_loop(work: Callable[[], T]) -> T:
 def _when(timestamp: float | None) -> str | None:
     if timestamp is None:
         return None
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+    return iso_seconds(timestamp)

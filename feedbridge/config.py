@@ -21,6 +21,8 @@ from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 from feedbridge.errors import ConfigError
 
 PREFIX = "FEEDBRIDGE_"
+# prometheus_client's variable: the directory where every worker's metrics meet.
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 MAX_FEED_SIZE = 500  # stories a feed or a ?limit= selection may hold
 MAX_MIN_REFRESH = 3600  # seconds: a floor above an hour would starve a busy category
 MAX_REPAIR_PAGES = 100  # archive pages one repair may read: ~a few days of the site

@@ -17,18 +17,15 @@ import html
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from feedgen.feed import FeedGenerator
 from lxml import etree
 
 from feedbridge import __version__
-from feedbridge.model import Item
+from feedbridge.model import EARLIEST, Item
 from feedbridge.text import xml_safe
 
 GENERATOR_URI = "https://pypi.org/project/feedbridge/"
-# A feed with no item still needs an "updated"; this is a fixed, honest "long ago".
-_EPOCH = datetime(2010, 1, 1, tzinfo=UTC)
 
 
 class Format(enum.Enum):
@@ -114,7 +111,7 @@ def _feedgen(info: FeedInfo, items: Sequence[Item], base_url: str) -> FeedGenera
         fg.link(href=info.hub, rel="hub")
     fg.link(href=info.home_url, rel="alternate", type="text/html")
     # feedgen's default is "now"; a feed changes when its newest change does.
-    fg.updated(max((item.updated for item in items), default=_EPOCH))
+    fg.updated(max((item.updated for item in items), default=EARLIEST))
     for item in items:
         entry = fg.add_entry(order="append")  # feedgen prepends by default
         entry.guid(item.key.tag_uri, permalink=False)

@@ -8,7 +8,9 @@ from datetime import UTC, date, datetime, time, timedelta, timezone
 
 PYONGYANG = timezone(timedelta(hours=9), "KST")
 # Timestamps outside this range cannot be KCNA Watch ingestion times.
-_PLAUSIBLE = (datetime(2010, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
+# No KCNA Watch story is older; a feed with no story is dated here too (never "now").
+EARLIEST = datetime(2010, 1, 1, tzinfo=UTC)
+_PLAUSIBLE = (EARLIEST, datetime(2100, 1, 1, tzinfo=UTC))
 
 
 @dataclass(frozen=True, slots=True, order=True)

@@ -9,11 +9,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from feedbridge import __version__, observe
+from feedbridge.config import MULTIPROC_DIR
 from feedbridge.errors import ConfigError
 from feedbridge.web import bridge
 
 bp = Blueprint("ops", __name__)
-MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 
 @bp.get("/status")

@@ -7,7 +7,8 @@ Two kinds of waiting, never mixed up:
   (seconds or an HTTP date), clamped to :data:`MAX_PAUSE`, so that a site asking for
   decades (or a broken header) cannot silence the bridge for ever. A :class:`Pause` is
   where it is kept: this process's memory (:class:`LocalPause`), or the store, shared by
-  every process (:class:`SharedPause`, falling back to memory while the store fails).
+  every process (``feedbridge.store.SharedPause``, falling back to memory while the
+  store fails).
   A pause is not a category's failure: it counts toward no category's back-off and shows
   in ``/status`` as the site's own ``paused_until``.
 * **A category's back-off** — its own fetches failed: :class:`Backoff` says how long it
@@ -24,8 +25,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Protocol
-
-from feedbridge.store import StoreError
 
 log = logging.getLogger(__name__)
 MAX_PAUSE = 1800.0  # seconds: the longest any wait lasts, the site's or our own
@@ -86,24 +85,3 @@ class LocalPause:
 
     def pause(self, seconds: float) -> None:
         self._until = max(self._until, self._clock() + seconds)
-
-
-class SharedPause:
-    """The site's pause in the store, for every process; in this one while the store fails."""
-
-    def __init__(self, store: Pause, clock: Callable[[], float]) -> None:
-        self._store = store
-        self._local = LocalPause(clock)
-
-    def paused_for(self) -> float:
-        try:
-            return max(self._store.paused_for(), self._local.paused_for())
-        except StoreError:
-            return self._local.paused_for()
-
-    def pause(self, seconds: float) -> None:
-        self._local.pause(seconds)
-        try:
-            self._store.pause(seconds)
-        except StoreError:
-            log.warning("the site's pause is kept in this process only: the store fails")

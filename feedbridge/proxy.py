@@ -24,9 +24,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @functools.lru_cache(maxsize=1024)  # a request's peer is parsed once, not every time
-def _within(
-    address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
-) -> bool:
+def _within(address: str, networks: tuple[Network, ...]) -> bool:
     try:
         peer = ipaddress.ip_address(address)
     except ValueError:

@@ -39,14 +39,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from feedbridge import config, logs
-from feedbridge.config import Settings
+from feedbridge.config import MULTIPROC_DIR, Settings
 from feedbridge.errors import ConfigError
 from feedbridge.text import logfmt
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 # Python threads per worker that run the app (granian's blocking threads): each reader
 # waiting on a slow site holds one. Connections a worker takes in at once (granian's
 # backpressure): slow clients count too, still sending their headers, so it is gevent's

@@ -41,6 +41,7 @@ from typing import Any, Protocol
 
 from feedbridge.errors import ERROR_KINDS, UpstreamError
 from feedbridge.model import ArticleKey, Item, merge_duplicates, newest_first
+from feedbridge.politeness import LocalPause, Pause
 from feedbridge.schedule import Cadence
 from feedbridge.text import logfmt
 
@@ -355,10 +356,10 @@ class Health:
         with self._lock:
             failure, setup = self._failure, self._setup
         if failure is not None:
-            described.update(state="degraded", problem=failure[0], since=_iso(failure[1]))
+            described.update(state="degraded", problem=failure[0], since=iso_seconds(failure[1]))
         elif setup is not None:
             described.update(
-                state="degraded", problem=setup[0], reason=setup[1], since=_iso(setup[2])
+                state="degraded", problem=setup[0], reason=setup[1], since=iso_seconds(setup[2])
             )
         return described
 
@@ -387,7 +388,8 @@ class Health:
             log.warning(line)
 
 
-def _iso(timestamp: float) -> str:
+def iso_seconds(timestamp: float) -> str:
+    """A wall-clock time as ``/status`` shows it: ISO 8601, UTC, to the second."""
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
 
 
@@ -497,3 +499,25 @@ def cadence_from_json(raw: str | bytes | None) -> Cadence | None:
         return None
     data = json.loads(raw)
     return Cadence(data["listed"], data["interval"], data["rate"])
+
+
+class SharedPause:
+    """The site's pause (:mod:`feedbridge.politeness`) in the store, for every process;
+    in this one while the store fails."""
+
+    def __init__(self, store: Pause, clock: Callable[[], float]) -> None:
+        self._store = store
+        self._local = LocalPause(clock)
+
+    def paused_for(self) -> float:
+        try:
+            return max(self._store.paused_for(), self._local.paused_for())
+        except StoreError:
+            return self._local.paused_for()
+
+    def pause(self, seconds: float) -> None:
+        self._local.pause(seconds)
+        try:
+            self._store.pause(seconds)
+        except StoreError:
+            log.warning("the site's pause is kept in this process only: the store fails")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gzip
 import itertools
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -264,3 +266,17 @@ def test_credentials_in_the_site_url_are_sent_never_shown(site: FakeSite) -> Non
     with pytest.raises(UpstreamError) as error:
         upstream.fetch("/no/such/page")
     assert "cret" not in str(error.value) and host in str(error.value)
+
+
+def test_the_http_client_loads_no_store_and_no_scraper() -> None:
+    """Importing the site's client costs the client: the stores, the scraper and the
+    parsers it would drag in stay out (the site's pause in the store lives there)."""
+    code = (
+        "import sys, feedbridge.upstream;"
+        "print(sorted(m for m in ('feedbridge.store', 'feedbridge.scrape', 'lxml', 'bs4',"
+        " 'redis', 'sqlite3') if m in sys.modules))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert loaded.stdout.strip() == "[]"
