@@ -157,12 +157,7 @@ def main() -> None:
 
     with ExitStack() as servers:
         site = servers.enter_context(_site())
-        env = {
-            "FEEDBRIDGE_UPSTREAM_URL": site.url,
-            "FEEDBRIDGE_MIN_INTERVAL": "0",
-            "FEEDBRIDGE_FULLTEXT": "0",
-            # INFO: an access line a request, as in production and as the ceiling's gunicorn
-        }
+        env = _bridge_env(site)
         runs, size = _cached_runs(servers, env)
         bridge = runs["sqlite_store"].server
         # Part 6: stores filled beforehand; nothing refreshes, so nothing is fetched.
@@ -227,16 +222,21 @@ def main() -> None:
     _report(results)
 
 
+def _bridge_env(site: FakeSite) -> dict[str, str]:
+    """The bridge's settings on the stand-in site: no pause between fetches, no article
+    pages; the log level stays INFO, an access line a request, as in production."""
+    return {
+        "FEEDBRIDGE_UPSTREAM_URL": site.url,
+        "FEEDBRIDGE_MIN_INTERVAL": "0",
+        "FEEDBRIDGE_FULLTEXT": "0",
+    }
+
+
 def cached(args: argparse.Namespace) -> dict[str, object]:
     """Parts 1 and 3 alone: the cached path's runs, rounds and targets."""
     with ExitStack() as servers:
         site = servers.enter_context(_site())
-        env = {
-            "FEEDBRIDGE_UPSTREAM_URL": site.url,
-            "FEEDBRIDGE_MIN_INTERVAL": "0",
-            "FEEDBRIDGE_FULLTEXT": "0",
-            # INFO: an access line a request, as in production and as the ceiling's gunicorn
-        }
+        env = _bridge_env(site)
         runs, size = _cached_runs(servers, env)
         print(f"1, 3. {args.rounds} rounds of {', '.join(runs)} …", flush=True)
         found = Loader(args.seconds, args.connections).rounds(runs, args.rounds)

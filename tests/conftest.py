@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -54,6 +56,15 @@ def _store_of_its_own(
     """Whatever reads the environment gets a store file of this test's own, never the
     working directory's ``feedbridge.db`` (nor one in the test's ``tmp_path``)."""
     monkeypatch.setenv("FEEDBRIDGE_DB", str(tmp_path_factory.mktemp("store") / "env.db"))
+
+
+def loaded_by(imports: str, watched: tuple[str, ...]) -> list[str]:
+    """Which of the ``watched`` modules ``import {imports}`` loads, in a fresh interpreter."""
+    code = f"import sys, {imports}; print('\\n'.join(m for m in {watched!r} if m in sys.modules))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    return done.stdout.split()
 
 
 class Clock:

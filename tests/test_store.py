@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
-import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -52,7 +51,7 @@ from feedbridge.store import (
     item_from_dict,
     item_to_dict,
 )
-from tests.conftest import SITE, Clock
+from tests.conftest import SITE, Clock, loaded_by
 from tests.servers import wait_until
 
 BASE = "https://kcnawatch.org"
@@ -632,12 +631,5 @@ def test_a_cadence_is_kept_with_the_category_state(store: Store, clock: Clock) -
 
 
 def test_the_store_and_its_meaning_load_no_scraper_and_the_meaning_no_backend() -> None:
-    code = (
-        "import sys, feedbridge.history, feedbridge.store;"
-        "print(sorted(m for m in ('feedbridge.scrape', 'lxml', 'bs4', 'redis', 'sqlite3')"
-        " if m in sys.modules))"
-    )
-    loaded = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
-    assert loaded.stdout.strip() == "[]"
+    watched = ("feedbridge.scrape", "lxml", "bs4", "redis", "sqlite3")
+    assert loaded_by("feedbridge.history, feedbridge.store", watched) == []
