@@ -66,12 +66,12 @@ class Publisher:
             self._queue(category.slug, topic)
 
     def queued(self) -> int:
-        """Topics waiting for their notice."""
+        """Topics waiting for their notice (at most ``max_queued``)."""
         with self._lock:
             return len(self._queued)
 
     def drain(self, timeout: float | None = None) -> bool:
-        """Wait for the notices queued so far (tests and shutdown); False when
+        """Wait for the notices queued so far (the tests' view of "sent"); False when
         ``timeout`` seconds passed first."""
         deadline = time.monotonic() + (timeout if timeout is not None else float("inf"))
         while True:
