@@ -9,7 +9,7 @@ from collections.abc import Callable
 from flask import Flask
 
 from feedbridge import ops, web
-from feedbridge.bridge import Bridge
+from feedbridge.bridge import FeedService
 from feedbridge.categories import load_registry
 from feedbridge.config import Settings, redis_client_options
 from feedbridge.fulltext import FullText
@@ -17,7 +17,7 @@ from feedbridge.politeness import Backoff
 from feedbridge.prepared import FastPath
 from feedbridge.proxy import ForwardedHeaders
 from feedbridge.refresher import Refresher
-from feedbridge.store import Retention, Store
+from feedbridge.store import Retention, SharedPause, Store
 from feedbridge.upstream import Upstream
 from feedbridge.websub import Publisher
 
@@ -27,12 +27,14 @@ def create_app(
     *,
     clock: Callable[[], float] = time.time,
     backoff: Backoff | None = None,
+    store: Store | None = None,
 ) -> Flask:
     """A feedbridge app. Settings default to the environment.
 
     ``clock`` (wall-clock seconds) drives refreshes, back-off and the site's own
-    Retry-After; tests pass one they move by hand. Nothing runs in the background until
-    the server starts the refresher (:func:`start_refresher`).
+    Retry-After; tests pass one they move by hand. ``store``: the store to use instead of
+    the one the settings name (:func:`open_store`); its caller closes it. Nothing runs
+    in the background until the server starts the refresher (:func:`start_refresher`).
 
     Raises :class:`~feedbridge.errors.ConfigError` for a bad setting, categories file or
     store.
@@ -45,13 +47,14 @@ def create_app(
     # Paths are exact: "/feeds//x" is a 404 like any other unknown path, not a redirect.
     app.url_map.merge_slashes = False
     app.config["FEEDBRIDGE"] = settings
-    store = open_store(settings, clock)
+    store = store or open_store(settings, clock)
     upstream = Upstream(
         settings.upstream_url,
         timeout=settings.timeout,
         max_bytes=settings.max_bytes,
         min_interval=settings.min_interval,
         clock=clock,
+        pause=SharedPause(store, clock),
     )
     fulltext = FullText(
         upstream,
@@ -59,7 +62,10 @@ def create_app(
         budget=settings.fulltext_budget,
         clock=clock,
     )
-    bridge = Bridge(
+    publisher = None
+    if settings.websub_hub and settings.public_url:
+        publisher = Publisher(settings.websub_hub, settings.public_url)
+    service = FeedService(
         registry,
         upstream=upstream,
         store=store,
@@ -74,17 +80,14 @@ def create_app(
         backoff=backoff,
         hub=settings.websub_hub,
         repair_pages=settings.repair_pages,
+        notify=publisher.notify if publisher is not None else None,
     )
-    publisher = None
-    if settings.websub_hub and settings.public_url:
-        publisher = Publisher(settings.websub_hub, settings.public_url)
-        bridge.notify = publisher.notify
-    app.extensions["feedbridge"] = bridge
+    app.extensions["feedbridge"] = service
     # A cached feed is answered before routing; forwarded headers are read before that.
-    fast = FastPath(app.wsgi_app, bridge, settings.public_url)
+    fast = FastPath(app.wsgi_app, service, settings.public_url)
     app.wsgi_app = ForwardedHeaders(fast, settings.forwarded_allow_ips)  # type: ignore[method-assign]
     app.extensions["feedbridge.websub"] = publisher
-    refresher = Refresher(bridge) if settings.refresh else None
+    refresher = Refresher(service) if settings.refresh else None
     app.extensions["feedbridge.refresher"] = refresher
     if refresher is not None:
         # Whatever server runs the app, the refresher starts with the first request of

@@ -30,14 +30,13 @@ from werkzeug.serving import WSGIRequestHandler, run_simple
 from feedbridge import __version__, logs, server
 from feedbridge.app import create_app, start_refresher
 from feedbridge.archive import BUSY, Step
-from feedbridge.bridge import Bridge
-from feedbridge.bridge import Outcome as Refreshed
+from feedbridge.bridge import FeedService
 from feedbridge.categories import Category, load_registry
 from feedbridge.config import PREFIX, Settings, http_url, masked, setting_descriptions
 from feedbridge.config import port as platform_port
 from feedbridge.errors import ConfigError, UpstreamError
 from feedbridge.feeds import Format
-from feedbridge.refresher import Refresher
+from feedbridge.refresher import Refresher, RefreshResult
 from feedbridge.web import ERROR_SINK, feed_urls
 
 SETTINGS_HELP = "\b\n" + "\n".join(
@@ -125,7 +124,7 @@ def batch_app(base_url: str | None = None) -> Flask:
         changes["log_level"] = "WARNING"
     app = build_app(dataclasses.replace(settings, **changes))
     # The store the command opened is closed when it ends, however it ends.
-    click.get_current_context().call_on_close(_bridge(app).store.close)
+    click.get_current_context().call_on_close(_service(app).store.close)
     return app
 
 
@@ -141,9 +140,9 @@ def _public_url(settings: Settings, base_url: str | None) -> str:
         raise OneLineUsageError(str(exc)) from None
 
 
-def _bridge(app: Flask) -> Bridge:
-    bridge: Bridge = app.extensions["feedbridge"]
-    return bridge
+def _service(app: Flask) -> FeedService:
+    service: FeedService = app.extensions["feedbridge"]
+    return service
 
 
 def _base_url(_ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -240,7 +239,7 @@ def site_targets(app: Flask) -> list[Target]:
     """Every page of a static copy, at the same paths as on the server."""
     feeds = [
         Target(f"/feeds/{slug}.{fmt.value}", f"feeds/{slug}.{fmt.value}")
-        for slug in _bridge(app).registry
+        for slug in _service(app).registry
         for fmt in Format
     ]
     return [*feeds, Target("/feeds.opml", "feeds.opml"), Target("/", "index.html")]
@@ -325,7 +324,7 @@ def render(
     if out is not None:
         raise click.UsageError("--out goes with --all; for one feed use -o FILE")
     app = batch_app(base_url)
-    registry = _bridge(app).registry
+    registry = _service(app).registry
     if slug not in registry:
         raise click.UsageError(f"no category {slug!r}; categories: {', '.join(registry)}")
     name = f"{slug}.{fmt or Format.ATOM.value}"
@@ -347,9 +346,9 @@ def _bring_up_to_date(app: Flask, *categories: Category) -> None:
     """Refresh the categories that are due (default: all) and read their new stories'
     full text, so that the files hold what a server would serve; a failure is reported
     by the page that needs the category."""
-    bridge = _bridge(app)
-    Refresher(bridge).run_once(list(categories) or None)
-    bridge.drain()
+    service = _service(app)
+    Refresher(service).run_once(list(categories) or None)
+    service.drain()
 
 
 class PageFailed(Exception):
@@ -407,8 +406,8 @@ ARCHIVE_LINE = "(archive)"  # the line of `check` about the archive, after the c
 
 
 @dataclass(frozen=True)
-class Outcome:
-    """What one fresh fetch of a category gave."""
+class CheckResult:
+    """What one fresh fetch of a category (or of the archive's first page) gave."""
 
     slug: str
     items: int = 0
@@ -420,21 +419,21 @@ class Outcome:
         return self.error is None
 
 
-def check_category(bridge: Bridge, category: Category) -> Outcome:
+def check_category(service: FeedService, category: Category) -> CheckResult:
     """Fetch and scrape the category's listing now, bypassing the cache.
 
     Article pages are not read: the canary is about the listings, and asking the site
     for every article at each check would not be polite.
     """
     try:
-        listing = bridge.read_listing(category)
+        listing = service.read_listing(category)
     except UpstreamError as exc:
-        return Outcome(category.slug, error=f"{exc.kind}: {exc}")
+        return CheckResult(category.slug, error=f"{exc.kind}: {exc}")
     except Exception as exc:  # a scraper bug is still one failed category, not a crash
-        return Outcome(category.slug, error=f"internal error: {exc!r}")
+        return CheckResult(category.slug, error=f"internal error: {exc!r}")
     assert listing is not None  # asked without validators: never "not modified"
     newest = listing.items[0].published.astimezone(UTC)
-    return Outcome(category.slug, items=len(listing.items), newest=newest.isoformat())
+    return CheckResult(category.slug, items=len(listing.items), newest=newest.isoformat())
 
 
 @main.command(epilog=EPILOG, short_help="Fetch every category now; exit 1 if any fails.")
@@ -447,29 +446,29 @@ def check(as_json: bool) -> None:
     no longer lists anything: the layout changed), so that a cron job or a CI schedule
     can warn before readers notice.
     """
-    bridge = _bridge(batch_app())
-    width = max(len(slug) for slug in [*bridge.registry, ARCHIVE_LINE])
-    outcomes = []
-    for category in bridge.registry.values():
-        outcome = check_category(bridge, category)
-        outcomes.append(outcome)
-        if not outcome.ok:
+    service = _service(batch_app())
+    width = max(len(slug) for slug in [*service.registry, ARCHIVE_LINE])
+    results = []
+    for category in service.registry.values():
+        result = check_category(service, category)
+        results.append(result)
+        if not result.ok:
             click.get_current_context().meta[EXIT_STATUS] = 1
         if not as_json:
-            click.echo(_check_line(outcome, width))
-    archive = check_archive(bridge)
+            click.echo(_check_line(result, width))
+    archive = check_archive(service)
     if not as_json:
         click.echo(_check_line(archive, width))
-    failed = [outcome.slug for outcome in outcomes if not outcome.ok]
+    failed = [result.slug for result in results if not result.ok]
     if as_json:
         report = {
             "ok": not failed and archive.ok,
-            "categories": [dataclasses.asdict(o) for o in outcomes],
+            "categories": [dataclasses.asdict(result) for result in results],
             "archive": dataclasses.asdict(archive),
         }
         click.echo(json.dumps(report, ensure_ascii=False, indent=2))
     else:
-        click.echo(f"{len(outcomes) - len(failed)} of {len(outcomes)} categories ok")
+        click.echo(f"{len(results) - len(failed)} of {len(results)} categories ok")
     if not archive.ok:
         click.echo(
             "The archive is not where the bridge looks for it (/newstream/, then "
@@ -480,23 +479,23 @@ def check(as_json: bool) -> None:
         sys.exit(1)
 
 
-def check_archive(bridge: Bridge) -> Outcome:
+def check_archive(service: FeedService) -> CheckResult:
     """Archive page 1 read now: where gaps are repaired from, and whose shape is inferred."""
     try:
-        page = bridge.archive.probe()
+        page = service.archive.probe()
     except UpstreamError as exc:
-        return Outcome(ARCHIVE_LINE, error=f"{exc.kind}: {exc}")
+        return CheckResult(ARCHIVE_LINE, error=f"{exc.kind}: {exc}")
     newest = page.items[0].published.astimezone(UTC)
-    return Outcome(ARCHIVE_LINE, items=len(page.items), newest=newest.isoformat())
+    return CheckResult(ARCHIVE_LINE, items=len(page.items), newest=newest.isoformat())
 
 
-def _check_line(outcome: Outcome, width: int) -> str:
-    if not outcome.ok:
-        return f"{outcome.slug.ljust(width)}  FAILED  {outcome.error}"
-    assert outcome.newest is not None
-    newest = outcome.newest.replace("T", " ").replace("+00:00", " UTC")
-    items = "item" if outcome.items == 1 else "items"
-    return f"{outcome.slug.ljust(width)}  ok      {outcome.items:3d} {items}, newest {newest}"
+def _check_line(result: CheckResult, width: int) -> str:
+    if not result.ok:
+        return f"{result.slug.ljust(width)}  FAILED  {result.error}"
+    assert result.newest is not None
+    newest = result.newest.replace("T", " ").replace("+00:00", " UTC")
+    items = "item" if result.items == 1 else "items"
+    return f"{result.slug.ljust(width)}  ok      {result.items:3d} {items}, newest {newest}"
 
 
 # --- backfill ---------------------------------------------------------------------------
@@ -537,7 +536,7 @@ def backfill(pages: int | None, since: date | None, restart: bool) -> None:
     """
     if pages is not None and since is not None:
         raise click.UsageError("--pages and --since: give one of them")
-    bridge = _bridge(batch_app())
+    service = _service(batch_app())
     show = _bar if sys.stderr.isatty() else _page_line
 
     def stop(_signum: int, _frame: object) -> None:
@@ -545,12 +544,12 @@ def backfill(pages: int | None, since: date | None, restart: bool) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     try:
-        walked = bridge.archive.backfill(pages=pages, since=since, restart=restart, progress=show)
+        walked = service.archive.backfill(pages=pages, since=since, restart=restart, progress=show)
     except KeyboardInterrupt:
         click.echo("\nInterrupted: run the same command again to resume.", err=True)
         sys.exit(1)
     finally:
-        bridge.drain()
+        service.drain()
     if sys.stderr.isatty():
         click.echo(err=True)
     if walked.why == BUSY:
@@ -608,33 +607,30 @@ def refresh(slugs: tuple[str, ...], loop: bool) -> None:
     busy hours), by whichever process holds the store's refresher lease.
     """
     app = batch_app()
-    bridge = _bridge(app)
-    unknown = [slug for slug in slugs if slug not in bridge.registry]
+    service = _service(app)
+    unknown = [slug for slug in slugs if slug not in service.registry]
     if unknown:
         raise click.UsageError(
-            f"no category {unknown[0]!r}; categories: {', '.join(bridge.registry)}"
+            f"no category {unknown[0]!r}; categories: {', '.join(service.registry)}"
         )
-    refresher = Refresher(bridge, progress=_progress if sys.stderr.isatty() else None)
+    refresher = Refresher(service, progress=_progress if sys.stderr.isatty() else None)
     if loop:
         _refresh_loop(refresher)
         return
-    chosen = [bridge.registry[slug] for slug in slugs] or list(bridge.registry.values())
-    outcomes = refresher.run_once(chosen, force=True)
-    bridge.drain()
-    failed = [slug for slug, outcome in outcomes.items() if outcome not in _REFRESH_OK]
-    for slug in failed:
-        click.echo(f"{slug}: FAILED ({outcomes[slug]})", err=True)
+    chosen = [service.registry[slug] for slug in slugs] or list(service.registry.values())
+    results = refresher.run_once(chosen, force=True)
+    service.drain()
+    failed = [result for result in results if not result.ok]
+    for result in failed:
+        click.echo(f"{result.category.slug}: FAILED ({result})", err=True)
     if failed:
         sys.exit(1)
 
 
-_REFRESH_OK = {outcome.value for outcome in Refreshed}
-
-
-def _progress(category: Category, outcome: str) -> None:
+def _progress(result: RefreshResult) -> None:
     """A line on the terminal for each category refreshed, or not."""
     when = datetime.now(UTC).strftime("%H:%M:%S")
-    click.echo(f"{when} {category.slug}: {outcome}", err=True)
+    click.echo(f"{when} {result.category.slug}: {result}", err=True)
 
 
 def _refresh_loop(refresher: Refresher) -> None:

@@ -8,18 +8,18 @@ from flask import Blueprint, Response, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from feedbridge import __version__, observe
+from feedbridge import __version__, observe, status
 from feedbridge.config import MULTIPROC_DIR
 from feedbridge.errors import ConfigError
-from feedbridge.web import bridge
+from feedbridge.web import service
 
 bp = Blueprint("ops", __name__)
 
 
 @bp.get("/status")
-def status() -> Response:
+def status_view() -> Response:
     """What is kept for every category, read without asking the site anything."""
-    response = jsonify(version=__version__, **bridge().status())
+    response = jsonify(version=__version__, **status.report(service()))
     response.headers["Cache-Control"] = "no-store"
     return response
 

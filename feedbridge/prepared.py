@@ -32,7 +32,8 @@ from feedbridge.feeds import Format
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-    from feedbridge.bridge import Bridge, Served
+    from feedbridge.bridge import FeedService
+    from feedbridge.feed_cache import Served
 
 # A host name (underscores too, as container names have them), an IPv4 or [IPv6] address.
 _HOST = re.compile(r"(?:\w(?:[\w.-]*[\w.])?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?", re.ASCII)
@@ -142,7 +143,7 @@ def _url_root(scheme: str, host: str, root_path: str) -> str:
 class FastPath:
     """WSGI middleware: a cached feed's answer without routing, for the hot case only."""
 
-    def __init__(self, app: WSGIApplication, bridge: Bridge, public_url: str | None) -> None:
+    def __init__(self, app: WSGIApplication, bridge: FeedService, public_url: str | None) -> None:
         self._app = app
         self._bridge = bridge
         self._public_root = public_url + "/" if public_url else None

@@ -14,14 +14,17 @@ it starts and once when it ends: not a line per category every half second.
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from feedbridge.bridge import Bridge
+from feedbridge.bridge import FeedService
 from feedbridge.categories import Category
 from feedbridge.errors import UpstreamError
+from feedbridge.refresh import Outcome
 from feedbridge.store import Lease, StoreError
 from feedbridge.text import logfmt
 
@@ -32,20 +35,55 @@ TICK = 5.0  # seconds between two looks at what is due
 STORE_RETRY = (1.0, 60.0)  # seconds: the wait after a round the store failed, its cap
 
 
+class Failed(enum.Enum):
+    """What failed, when a refresh did."""
+
+    SITE = "site"  # the site: the result's ``kind`` says how
+    STORE = "store-error"
+    INTERNAL = "internal-error"  # a bug: logged with its traceback
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshResult:
+    """What one category's refresh of a round gave."""
+
+    category: Category
+    outcome: Outcome | None = None  # what the refresh did; None: not due, or it failed
+    failed: Failed | None = None
+    kind: str | None = None  # the site's error kind (UpstreamError.kind) when it failed
+
+    @property
+    def ok(self) -> bool:
+        return self.failed is None
+
+    @property
+    def due(self) -> bool:
+        """Whether the category was due (or forced), so that a refresh was tried."""
+        return self.outcome is not None or self.failed is not None
+
+    def __str__(self) -> str:
+        """As the command line says it: the outcome, the error's kind, or not-due."""
+        if self.outcome is not None:
+            return self.outcome.value
+        if self.failed is Failed.SITE and self.kind is not None:
+            return self.kind
+        return self.failed.value if self.failed is not None else "not-due"
+
+
 class Refresher:
     def __init__(
         self,
-        bridge: Bridge,
+        service: FeedService,
         *,
         tick: float = TICK,
         lease_ttl: float = LEASE_TTL,
-        progress: Callable[[Category, str], None] | None = None,
+        progress: Callable[[RefreshResult], None] | None = None,
     ) -> None:
         """``progress`` hears of every category refreshed (or failing), as it happens."""
-        self.bridge = bridge
+        self.service = service
         self.progress = progress
         self.tick = tick
-        self.lease = Lease(bridge.store, LEASE, lease_ttl)
+        self.lease = Lease(service.store, LEASE, lease_ttl)
         self._stop = threading.Event()
         self._pid: int | None = None
         self._starting = threading.Lock()
@@ -57,38 +95,39 @@ class Refresher:
         categories: list[Category] | None = None,
         *,
         force: bool = False,
-    ) -> dict[str, str]:
+    ) -> list[RefreshResult]:
         """Refresh every due category of ``categories`` (default: all), then fill in full
-        text; returns each category's outcome (or the kind of its error)."""
-        outcomes: dict[str, str] = {}
-        for category in categories or list(self.bridge.registry.values()):
+        text; returns what each category's refresh gave, in their order."""
+        results: list[RefreshResult] = []
+        for category in categories or list(self.service.registry.values()):
             if self._stop.is_set():
                 break
-            outcomes[category.slug] = outcome = self._refresh(category, force)
-            if self.progress is not None and outcome != "not-due":
-                self.progress(category, outcome)
-        for category in categories or list(self.bridge.registry.values()):
+            result = self._refresh(category, force)
+            results.append(result)
+            if self.progress is not None and result.due:
+                self.progress(result)
+        for category in categories or list(self.service.registry.values()):
             if self._stop.is_set():
                 break
             try:
-                self.bridge.fill_full_text(category)
+                self.service.fill_full_text(category)
             except StoreError as exc:
                 self._store_failed(exc, category.slug)
-        return outcomes
+        return results
 
-    def _refresh(self, category: Category, force: bool) -> str:
+    def _refresh(self, category: Category, force: bool) -> RefreshResult:
         try:
-            if not force and not self.bridge.due(category):
-                return "not-due"
-            return self.bridge.refresh(category, force=force).value
-        except UpstreamError as exc:
-            return exc.kind  # recorded and logged by the bridge
+            if not force and not self.service.due(category):
+                return RefreshResult(category)
+            return RefreshResult(category, self.service.refresh(category, force=force))
+        except UpstreamError as exc:  # recorded and logged by the service
+            return RefreshResult(category, failed=Failed.SITE, kind=exc.kind)
         except StoreError as exc:
             self._store_failed(exc, category.slug)
-            return "store-error"
+            return RefreshResult(category, failed=Failed.STORE)
         except Exception:
             log.exception("refresh of %s failed unexpectedly", category.slug)
-            return "internal-error"
+            return RefreshResult(category, failed=Failed.INTERNAL)
 
     def run(self) -> None:
         """Work while this process holds the lease, until :meth:`stop`."""
@@ -132,7 +171,7 @@ class Refresher:
         if not self.lease.held:
             return self.tick
         try:
-            due = min(self.bridge.next_due(c) for c in self.bridge.registry.values())
+            due = min(self.service.next_due(c) for c in self.service.registry.values())
         except StoreError as exc:
             self._store_failed(exc)
             return self.tick

@@ -24,7 +24,7 @@ from lxml import etree
 from lxml.etree import _Element, _ElementUnicodeResult, iterwalk
 
 from feedbridge.errors import Blocked, LayoutChanged
-from feedbridge.model import ArticleKey, Item, merge_duplicates
+from feedbridge.model import ArticleKey, Item, merge_duplicates, newest_first
 from feedbridge.site import (
     ARCHIVE_PAGE,
     ARCHIVE_ROOT,
@@ -102,6 +102,25 @@ def parse_home(body: bytes, *, base_url: str, encoding: str | None = None) -> li
         _raise_if_wall(root)
         raise LayoutChanged("the home page lists no article")
     return items
+
+
+def parse_page(
+    body: bytes,
+    *,
+    label: str | None,
+    base_url: str,
+    encoding: str | None = None,
+    page_path: str | None = None,
+) -> list[Item]:
+    """A category's anchor page read as its listing, newest first: the home page's
+    latest articles when ``label`` is None, else the "More From <label>" block."""
+    if label is None:
+        items = parse_home(body, base_url=base_url, encoding=encoding)
+    else:
+        items = parse_listing(
+            body, label=label, base_url=base_url, encoding=encoding, page_path=page_path
+        )
+    return newest_first(items)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,10 +10,11 @@ from flask import Blueprint, Response, abort, current_app, render_template, requ
 from werkzeug.exceptions import HTTPException
 
 from feedbridge import observe
-from feedbridge.bridge import Bridge, Served, Unavailable
+from feedbridge.bridge import FeedService
 from feedbridge.categories import Category
 from feedbridge.config import MAX_FEED_SIZE
 from feedbridge.errors import UpstreamError
+from feedbridge.feed_cache import Served, Unavailable
 from feedbridge.feeds import OPML_MEDIA_TYPE, Format, render_opml
 from feedbridge.model import PYONGYANG
 from feedbridge.prepared import answer, root_for
@@ -33,8 +34,8 @@ class BadParameter(ValueError):
     """A query parameter with a value we cannot use; the message names it."""
 
 
-def bridge() -> Bridge:
-    found: Bridge = current_app.extensions["feedbridge"]
+def service() -> FeedService:
+    found: FeedService = current_app.extensions["feedbridge"]
     return found
 
 
@@ -45,15 +46,15 @@ def index() -> str:
     Headlines come from what is kept now: the page never waits for the site.
     """
     sections = [
-        (category, bridge().headlines(category, HEADLINES))
-        for category in bridge().registry.values()
+        (category, service().headlines(category, HEADLINES))
+        for category in service().registry.values()
     ]
     return render_template(
         "index.html",
         sections=sections,
         failures={category.slug: _failure(category) for category, items in sections if not items},
         keep_days=current_app.config["FEEDBRIDGE"].keep_days,
-        site_url=bridge().upstream.base_url,
+        site_url=service().upstream.base_url,
         opml_url=public_root() + "feeds.opml",
     )
 
@@ -61,7 +62,7 @@ def index() -> str:
 def _failure(category: Category) -> str | None:
     """Why a category has nothing to show yet, in its failure's public sentence."""
     try:
-        failure = bridge().store.state(category.slug).failure
+        failure = service().store.state(category.slug).failure
     except StoreError:
         return None
     return failure.error.public if failure is not None and failure.count else None
@@ -82,7 +83,7 @@ def healthz() -> Response:
 @bp.get("/feeds/<name>")
 def feed(name: str) -> Response:
     slug, _, extension = name.rpartition(".")
-    category = bridge().registry.get(slug)
+    category = service().registry.get(slug)
     fmt = _format(extension)
     if category is None or fmt is None:
         return _not_found(name)
@@ -92,7 +93,7 @@ def feed(name: str) -> Response:
         return _plain(400, str(exc))
     # The selection's own query, without cache busters or other unknown parameters.
     query = urlencode([(k, v) for k, v in (("limit", limit), ("q", " ".join(words))) if v])
-    served = bridge().feed(category, fmt, public_root(), limit=limit, words=words, query=query)
+    served = service().feed(category, fmt, public_root(), limit=limit, words=words, query=query)
     observe.served(category.slug, served.freshness.value)
     return _feed_response(served)
 
@@ -107,7 +108,7 @@ def opml() -> Response:
         return _plain(400, f"format: must be one of {formats}")
     feeds = [
         (category.feed_title, category_feeds(category)[fmt.value], public_root())
-        for category in bridge().registry.values()
+        for category in service().registry.values()
     ]
     body = render_opml("KCNA Watch feeds from feedbridge", feeds)
     return Response(body, content_type=f"{OPML_MEDIA_TYPE}; charset=utf-8")
@@ -196,7 +197,7 @@ def _feed_response(served: Served) -> Response:
 
 
 def _not_found(name: str) -> Response:
-    slugs = ", ".join(bridge().registry)
+    slugs = ", ".join(service().registry)
     formats = ", ".join(f.value for f in Format)
     return _plain(
         404,

@@ -19,8 +19,10 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from feedbridge import create_app
+from feedbridge.app import open_store
 from feedbridge.config import Settings
 from feedbridge.politeness import Backoff
+from feedbridge.store import Store
 from tests.servers import RedisServer
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -168,7 +170,7 @@ def make_app(
     override settings. The refresher is off: a test refreshes when it says so."""
     apps: list[Flask] = []
 
-    def build(**overrides: object) -> Flask:
+    def build(wrap_store: Callable[[Store], Store] | None = None, **overrides: object) -> Flask:
         defaults = Settings(
             upstream_url=site.url,
             min_interval=0.0,
@@ -177,7 +179,9 @@ def make_app(
             refresh=False,
         )
         settings = dataclasses.replace(defaults, **overrides)
-        app = create_app(settings, clock=clock, backoff=Backoff(jitter=lambda: 1.0))
+        # ``wrap_store``: the store the settings name, seen through a wrapper of the test's.
+        store = wrap_store(open_store(settings, clock)) if wrap_store else None
+        app = create_app(settings, clock=clock, backoff=Backoff(jitter=lambda: 1.0), store=store)
         app.testing = True
         apps.append(app)
         return app

@@ -30,7 +30,7 @@ from pytest_httpserver import HTTPServer
 from feedbridge import create_app
 from feedbridge.archive import EMPTY, MISSING, PAGE_LIMIT, SITE_FAILED, WALL, Walk
 from feedbridge.article import parse_article
-from feedbridge.bridge import Bridge
+from feedbridge.bridge import FeedService
 from feedbridge.cli import main
 from feedbridge.config import PREFIX, Settings
 from feedbridge.errors import Blocked, LayoutChanged
@@ -119,13 +119,13 @@ class World:
     app: Flask
 
     @property
-    def bridge(self) -> Bridge:
-        bridge: Bridge = self.app.extensions["feedbridge"]
-        return bridge
+    def service(self) -> FeedService:
+        service: FeedService = self.app.extensions["feedbridge"]
+        return service
 
     def refresh(self, *slugs: str) -> None:
         for slug in slugs:
-            self.bridge.refresh(self.bridge.registry[slug], force=True)
+            self.service.refresh(self.service.registry[slug], force=True)
 
     def keys(self, slug: str) -> list[str]:
         """The category's feed as a reader gets it: every id, in order."""
@@ -138,7 +138,7 @@ class World:
 
     def stored(self, slug: str) -> list[str]:
         """The category's stories as kept (reading its feed would refresh it)."""
-        return [item.key.tag_uri for item in self.bridge.store.newest(slug, 500)]
+        return [item.key.tag_uri for item in self.service.store.newest(slug, 500)]
 
     def status(self) -> dict[str, object]:
         response = self.app.test_client().get("/status")
@@ -202,12 +202,12 @@ def test_three_bursts_are_repaired_into_every_category_and_all(
     world = world_of()
     three_bursts(world)
     world.refresh(VOK, "all")  # both find a gap; the repair follows in the background
-    world.bridge.drain(timeout=30)
+    world.service.drain(timeout=30)
     assert world.keys(VOK) == world.expected(VOK)  # 35: every one, once, newest first
     assert world.keys("all") == world.expected()  # 55
     assert world.keys(KP) == world.expected(KP), "one walk repairs every source it meets"
     assert world.status()["open_gaps"] == []
-    stories = world.bridge.store.newest(VOK, 100)
+    stories = world.service.store.newest(VOK, 100)
     recovered = [s for s in stories if s.content_html]
     # 35 = 5 kept + 11 listed + 9 more on the home page (with their source's logo) + 10
     # that no page but the archive showed: read with their full text.
@@ -222,8 +222,8 @@ def test_a_repair_reads_only_what_it_needs(world_of: Callable[..., World]) -> No
     world = world_of(repair_after_gap=False)
     three_bursts(world)
     world.refresh(VOK)
-    assert [gap.category for gap in world.bridge.archive.gaps()] == [VOK]
-    walked = world.bridge.repair()
+    assert [gap.category for gap in world.service.archive.gaps()] == [VOK]
+    walked = world.service.repair()
     assert walked is not None and walked.complete and walked.closed == [VOK]
     # 50 new stories, 10 a page: back past the newest kept story of Voice of Korea.
     assert walked.pages == 6
@@ -232,7 +232,7 @@ def test_a_repair_reads_only_what_it_needs(world_of: Callable[..., World]) -> No
     assert world.site.hits(story.path) == 1, "each unknown story's page is read once"
     known = world.site.published(VOK)[0]
     assert world.site.hits(known.path) == 0, "a story the listing gave is not read again"
-    assert world.bridge.repair() is None, "nothing left to repair"
+    assert world.service.repair() is None, "nothing left to repair"
 
 
 def test_a_recovered_story_is_the_story_a_listing_would_have_given(
@@ -241,9 +241,9 @@ def test_a_recovered_story_is_the_story_a_listing_would_have_given(
     world = world_of(repair_after_gap=False)
     three_bursts(world)
     world.refresh(VOK)
-    world.bridge.repair()
+    world.service.repair()
     story = world.site.published(VOK)[20]  # never in a listing the bridge read
-    [recovered] = [s for s in world.bridge.store.newest(VOK, 100) if str(s.key) == story.tsid]
+    [recovered] = [s for s in world.service.store.newest(VOK, 100) if str(s.key) == story.tsid]
     # What the listing of its time showed: the source's anchor page, with it in "More From".
     anchor = build.render_article(build.ANCHORS[VOK][0], "a", [story]).encode()
     [listed] = parse_listing(anchor, label="Voice of Korea (EN)", base_url=world.site.url)
@@ -266,13 +266,13 @@ def test_a_story_of_no_category_is_kept_in_all(world_of: Callable[..., World]) -
     korean = world.site.publish("rodong-sinmun-kor", 3, at=world.clock.now + 20)
     world.clock.advance(60)
     world.refresh(VOK)
-    walked = world.bridge.repair()
+    walked = world.service.repair()
     assert walked is not None and walked.closed == [VOK]
     assert set(walked.recovered) == {VOK, "all"}
     keys = {ArticleKey(a.ts, a.tsid.split("-")[1]).tag_uri for a in korean}
     assert keys <= set(world.stored("all"))
     assert all(
-        not keys & set(world.stored(slug)) for slug in world.bridge.registry if slug != "all"
+        not keys & set(world.stored(slug)) for slug in world.service.registry if slug != "all"
     )
 
 
@@ -291,27 +291,27 @@ def test_a_gap_the_archive_cannot_close_stays_open_and_is_reported(
     three_bursts(world)
     world.site.faults["/newstream/"] = fault  # type: ignore[assignment]
     world.refresh(VOK)
-    walked = world.bridge.repair()
+    walked = world.service.repair()
     assert walked is not None and walked.why == why and walked.closed == []
     [gap] = world.status()["open_gaps"]  # type: ignore[misc]
     assert (gap["category"], gap["why"]) == (VOK, why)
     assert gap["since"] is not None
     assert METRICS.get_sample_value("feedbridge_gaps_open") == 1
     assert len(world.keys(VOK)) == 16, "what the listings gave is still served"
-    assert world.bridge.repair() is None, "not again before the back-off is over"
+    assert world.service.repair() is None, "not again before the back-off is over"
 
 
 def test_the_page_limit_leaves_the_gap_open(world_of: Callable[..., World]) -> None:
     world = world_of(repair_after_gap=False, repair_pages=3)
     three_bursts(world)
     world.refresh(VOK)
-    walked = world.bridge.repair()
+    walked = world.service.repair()
     assert walked is not None and walked.why == PAGE_LIMIT and walked.pages == 3
     assert world.site.hits(archive_path(4)) == 0
     [gap] = world.status()["open_gaps"]  # type: ignore[misc]
     assert gap["why"] == PAGE_LIMIT
     assert len(world.keys(VOK)) == 16 + 9, "what the three pages held is kept"
-    assert world.bridge.repair() is None, "the same pages are not read again for nothing"
+    assert world.service.repair() is None, "the same pages are not read again for nothing"
 
 
 def test_a_repair_interrupted_by_the_site_resumes_and_loses_nothing(
@@ -321,13 +321,13 @@ def test_a_repair_interrupted_by_the_site_resumes_and_loses_nothing(
     three_bursts(world)
     world.site.faults[archive_path(3)] = status(503)
     world.refresh(VOK, "all")
-    walked = world.bridge.repair()
+    walked = world.service.repair()
     assert walked is not None and walked.why == SITE_FAILED and walked.pages == 2
     assert {g["why"] for g in world.status()["open_gaps"]} == {SITE_FAILED}  # type: ignore[union-attr]
     del world.site.faults[archive_path(3)]
-    assert world.bridge.repair() is None, "the back-off first"
+    assert world.service.repair() is None, "the back-off first"
     world.clock.advance(3600)
-    walked = world.bridge.repair()
+    walked = world.service.repair()
     assert walked is not None and walked.complete and sorted(walked.closed) == ["all", VOK]
     assert world.site.hits(archive_path(1)) == 1, "resumed where it stopped"
     assert world.site.hits(archive_path(3)) == 2
@@ -340,17 +340,17 @@ def test_a_gap_found_during_a_walk_is_not_closed_by_it(world_of: Callable[..., W
     three_bursts(world)
     world.site.faults[archive_path(3)] = status(503)
     world.refresh(VOK)
-    assert world.bridge.repair() is not None  # stopped at page 3
+    assert world.service.repair() is not None  # stopped at page 3
     del world.site.faults[archive_path(3)]
     world.clock.advance(60)
     world.site.publish(KP, 35)  # more than the home page shows: a gap in "all"
     world.clock.advance(60)
     world.refresh("all")  # found after the walk read its page 1
     world.clock.advance(3600)
-    walked = world.bridge.repair()
+    walked = world.service.repair()
     assert walked is not None and walked.closed == [VOK]
-    assert [g.category for g in world.bridge.archive.gaps()] == ["all"]
-    walked = world.bridge.repair()  # a walk of its own, from page 1
+    assert [g.category for g in world.service.archive.gaps()] == ["all"]
+    walked = world.service.repair()  # a walk of its own, from page 1
     assert walked is not None and walked.closed == ["all"]
     assert world.keys("all") == world.expected()
 
@@ -361,11 +361,11 @@ def test_two_walkers_never_walk_at_once(world_of: Callable[..., World]) -> None:
     world.refresh(VOK)
     other = world_of(world.site, repair_after_gap=False)  # its own store connection
     gate = world.site.gate(archive_path(1))
-    first = threading.Thread(target=world.bridge.repair)
+    first = threading.Thread(target=world.service.repair)
     first.start()
     try:
         assert world.site.waiting.wait(10), "the first walker reads page 1"
-        assert other.bridge.repair() is None, "the second does nothing while the first walks"
+        assert other.service.repair() is None, "the second does nothing while the first walks"
     finally:
         gate.set()
         first.join(30)
@@ -379,22 +379,22 @@ def test_backfill_by_pages_interrupted_resumed_and_restarted(
     world = world_of()
     for n, source in enumerate((VOK, KP, "pyongyang-times")):
         world.site.publish(source, 20, at=world.clock.now - 3600 + n * 600)
-    walked = world.bridge.archive.backfill(pages=2)
+    walked = world.service.archive.backfill(pages=2)
     assert walked.complete and walked.pages == 2
     assert len(world.stored("all")) == 20
     world.site.faults[archive_path(4)] = status(500)
-    walked = world.bridge.archive.backfill(pages=6)
+    walked = world.service.archive.backfill(pages=6)
     assert walked.why == SITE_FAILED and walked.pages == 3, "a new backfill: pages 1 to 3"
     del world.site.faults[archive_path(4)]
-    walked = world.bridge.archive.backfill(pages=6)
+    walked = world.service.archive.backfill(pages=6)
     assert walked.complete and walked.pages == 3, "resumed: pages 4 to 6"
     assert [world.site.hits(archive_path(n)) for n in range(1, 8)] == [2, 2, 1, 2, 1, 1, 0]
     assert world.stored("all") == world.expected()
     assert world.stored("pyongyang-times") == world.expected("pyongyang-times")
     world.site.faults[archive_path(2)] = status(500)
-    assert world.bridge.archive.backfill(pages=6).why == SITE_FAILED
+    assert world.service.archive.backfill(pages=6).why == SITE_FAILED
     del world.site.faults[archive_path(2)]
-    walked = world.bridge.archive.backfill(pages=2, restart=True)
+    walked = world.service.archive.backfill(pages=2, restart=True)
     assert walked.complete and world.site.hits(archive_path(1)) == 4, "from page 1 again"
 
 
@@ -405,12 +405,12 @@ def test_backfill_since_a_day_keeps_nothing_older(world_of: Callable[..., World]
     world.site.publish(VOK, 5, at=world.clock.now - 10 * day)  # before the day asked for
     recent = world.site.publish(VOK, 12, at=world.clock.now - 2 * day)
     since = build.datetime.fromtimestamp(world.clock.now - 3 * day, build.KST).date()
-    walked = world.bridge.archive.backfill(since=since)
+    walked = world.service.archive.backfill(since=since)
     assert walked.complete
     assert world.stored(VOK) == [
         ArticleKey(a.ts, a.tsid.split("-")[1]).tag_uri for a in reversed(recent)
     ]
-    walked = world.bridge.archive.backfill(restart=True)
+    walked = world.service.archive.backfill(restart=True)
     assert walked.complete, "to the end of what is kept"
     assert len(world.stored(VOK)) == 17
     assert world.site.hits(archive_path(3)) == 0, "the 40-day-old page is not asked for"
@@ -450,7 +450,7 @@ def backfill_command(
 
 def expire_leases(world: World) -> None:
     """What the passing of a dead process's lease time does (without waiting for it)."""
-    store = world.bridge.store
+    store = world.service.store
     if isinstance(store, SQLiteStore):
         with sqlite3.connect(store.path) as db:
             db.execute("UPDATE leases SET expires = 0")

@@ -15,11 +15,13 @@ from prometheus_client import REGISTRY
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from feedbridge import observe
-from feedbridge.bridge import Bridge, Outcome
+from feedbridge.bridge import FeedService
 from feedbridge.errors import HTTPStatusError
+from feedbridge.feeds import Format
 from feedbridge.model import ArticleKey, Item
 from feedbridge.prepared import Prepared
 from feedbridge.redis_store import RedisStore
+from feedbridge.refresh import Outcome
 from feedbridge.sqlite_store import SQLiteStore
 from feedbridge.store import STATE_CHECK, Failure, Listing, Store
 from tests.conftest import Clock, FakeSite, settle
@@ -129,8 +131,10 @@ def test_an_answer_is_prepared_once_per_rendering_and_root(
     assert made == []
     client.get(FEED, headers={"Host": "elsewhere.example"})
     assert len(made) == 1
-    bridge: Bridge = app.extensions["feedbridge"]
-    prepared = next(iter(bridge._served.values()))
+    service: FeedService = app.extensions["feedbridge"]
+    served = service.fresh(service.registry["vok-en"], Format.ATOM, "http://localhost/")
+    assert served is not None
+    prepared = served.prepared
     assert prepared.always == (("ETag", first.headers["ETag"]), ("Vary", "Accept-Encoding"))
     assert dict(prepared.plain) == {
         "Last-Modified": first.headers["Last-Modified"],
@@ -218,19 +222,19 @@ def test_a_refresh_decides_on_the_state_it_reads_under_its_lease(
 ) -> None:
     """Another process's failure, recorded within STATE_CHECK: the due category is not
     fetched again while that process's back-off lasts."""
-    bridge: Bridge = app.extensions["feedbridge"]
-    vok = bridge.registry["vok-en"]
+    service: FeedService = app.extensions["feedbridge"]
+    vok = service.registry["vok-en"]
     app.test_client().get(FEED)
     clock.advance(601)
-    assert bridge.due(vok)
+    assert service.due(vok)
     other = other_store(app, None, clock)
     try:
         failed = HTTPStatusError("the site said 500", upstream_status=500)
         other.save_failure("vok-en", Failure(1, failed, clock.now, clock.now + 60))
     finally:
         other.close()
-    assert bridge.due(vok), "what this process read holds within STATE_CHECK"
-    assert bridge.refresh(vok) is Outcome.BACKING_OFF
+    assert service.due(vok), "what this process read holds within STATE_CHECK"
+    assert service.refresh(vok) is Outcome.BACKING_OFF
     assert site.hits() == 1
 
 

@@ -27,6 +27,7 @@ from prometheus_client import REGISTRY as METRICS
 from werkzeug import Request, Response
 
 from feedbridge.categories import load_registry
+from feedbridge.refresh import Outcome
 from feedbridge.refresher import LEASE_TTL, Refresher
 from feedbridge.sqlite_store import SQLiteStore
 from tests.conftest import SITE, Clock, FakeSite, settle
@@ -140,7 +141,8 @@ def test_bursts_while_nobody_reads_are_all_in_the_feed_and_a_wider_one_is_a_gap(
     assert status["next_refresh_in_s"] == TTL // 2
     clock.advance(TTL // 2)
     source.publish(3)
-    assert refresher.run_once(vok) == {"vok-en": "refreshed"}
+    [result] = refresher.run_once(vok)
+    assert (result.category, result.outcome, result.ok) == (VOK, Outcome.REFRESHED, True)
     status = app.test_client().get("/status").json["categories"]["vok-en"]
     assert (status["last_gap"]["ongoing"], status["next_refresh_in_s"]) == (False, TTL)
     assert feed_titles(app, "?limit=500")[:3] == source.titles(3)
@@ -236,12 +238,13 @@ def test_the_refresher_reads_each_category_once_per_ttl(
     make_app: Callable[..., Flask], site: FakeSite, clock: Clock
 ) -> None:
     refresher = Refresher(make_app().extensions["feedbridge"])
-    assert set(refresher.run_once().values()) == {"refreshed"}
+    assert {r.outcome for r in refresher.run_once()} == {Outcome.REFRESHED}
     assert site.hits() == len(REGISTRY)
     clock.advance(TTL - 1)
-    assert set(refresher.run_once().values()) == {"not-due"}
+    not_due = refresher.run_once()
+    assert {(r.due, r.outcome, r.ok, str(r)) for r in not_due} == {(False, None, True, "not-due")}
     clock.advance(1)
-    assert set(refresher.run_once().values()) == {"refreshed"}
+    assert {r.outcome for r in refresher.run_once()} == {Outcome.REFRESHED}
     assert site.hits() == 2 * len(REGISTRY)
 
 

@@ -24,7 +24,7 @@ from flask import Flask
 from lxml import etree
 from werkzeug.serving import make_server
 
-from feedbridge.bridge import SERVED_BYTES
+from feedbridge.feed_cache import SERVED_BYTES
 from tests.conftest import FIXTURES, FakeSite
 from tests.feedspec import check_feed
 
@@ -386,7 +386,7 @@ def test_random_host_headers_grow_nothing_kept_or_shared(
     client = app.test_client()
     assert client.get("/feeds/vok-en.atom").status_code == 200
     keys = _shared_keys(redis_url)
-    bridge = app.extensions["feedbridge"]
+    service = app.extensions["feedbridge"]
     rng = random.Random(2026)
     for n in range(2000):
         host = f"h{rng.getrandbits(64):x}.example:{1000 + n % 60000}"
@@ -394,8 +394,9 @@ def test_random_host_headers_grow_nothing_kept_or_shared(
         assert response.status_code == 200
         assert f"http://{host}/feeds/vok-en.atom".encode() in response.data
     assert _shared_keys(redis_url) == keys, "no key made from a request"
-    assert len(bridge._feeds) == 1, "rendered once, whatever the host"
-    assert bridge._served.currsize <= SERVED_BYTES
+    cache = service.stats().cache
+    assert cache.feeds == 1, "rendered once, whatever the host"
+    assert 0 < cache.served_bytes <= SERVED_BYTES
     assert site.hits() == 1
 
 

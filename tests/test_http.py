@@ -17,7 +17,7 @@ import pytest
 from flask import Flask
 from werkzeug import Request, Response
 
-from feedbridge import bridge as bridge_module
+from feedbridge import first_fetch, refresh
 from feedbridge.config import Timeout
 from tests.conftest import FIXTURES, Clock, FakeSite, settle
 from tests.feedspec import check_feed
@@ -91,7 +91,7 @@ def test_requests_waiting_for_a_new_category_are_bounded(
 ) -> None:
     """Each waiting request holds a greenlet (a thread here): past the bound, none more
     wait. The bound is lowered to 16 here, for as many threads of the test."""
-    monkeypatch.setattr(bridge_module, "COLD_WAITERS", 16)
+    monkeypatch.setattr(first_fetch, "COLD_WAITERS", 16)
     app = make_app()
     site.override(ANCHOR, held(gate, anchor_page))
     with ThreadPoolExecutor(16) as pool:
@@ -100,9 +100,9 @@ def test_requests_waiting_for_a_new_category_are_bounded(
             if site.hits(ANCHOR):
                 break
             threading.Event().wait(0.01)
-        cold = app.extensions["feedbridge"]._cold  # the bound itself: every place taken
-        for _ in range(1000):
-            if cold._value == 0:
+        service = app.extensions["feedbridge"]
+        for _ in range(1000):  # the bound itself: every place taken
+            if service.stats().first_fetch_waiting == 16:
                 break
             threading.Event().wait(0.01)
         extra = get(app)
@@ -207,9 +207,9 @@ def test_a_retry_after_of_a_digit_int_refuses_is_no_500(app: Flask, site: FakeSi
 def test_distinct_query_strings_do_not_grow_the_cache(app: Flask) -> None:
     for n in range(300):
         assert get(app, f"{FEED}?_={n}").status_code == 200
-    bridge = app.extensions["feedbridge"]
-    assert len(bridge._selections) == 0  # unknown parameters select nothing
-    assert len(bridge._served) == 1  # only the default rendering is kept
+    cache = app.extensions["feedbridge"].stats().cache
+    assert cache.selections == 0  # unknown parameters select nothing
+    assert cache.served == 1  # only the default rendering is kept
 
 
 # -- validators, compression, HEAD ----------------------------------------------------
@@ -318,7 +318,7 @@ def test_unexpected_error_is_a_generic_500_logged_with_traceback(
     def broken(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(app.extensions["feedbridge"], "read_listing", broken)
+    monkeypatch.setattr(refresh, "parse_page", broken)  # a bug of the scraper
     caplog.set_level("ERROR", logger="feedbridge")
     response = get(app)
     assert response.status_code == 500

@@ -20,10 +20,10 @@ from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 from werkzeug import Request, Response
 
-from feedbridge.bridge import FETCH_LEASE
 from feedbridge.categories import load_registry
 from feedbridge.errors import BackingOff, HTTPStatusError
 from feedbridge.redis_store import RedisStore, namespace
+from feedbridge.refresh import FETCH_LEASE
 from feedbridge.store import STATE_CHECK
 from tests.conftest import SITE, Clock, FakeSite, settle
 from tests.feedspec import ATOM_NS, check_feed

@@ -36,10 +36,15 @@ class FullStore:
 def test_a_full_store_spaces_rounds_out_and_is_logged_once_each_way(
     make_app: Callable[..., Flask], caplog: pytest.LogCaptureFixture
 ) -> None:
-    bridge = make_app().extensions["feedbridge"]
-    full = FullStore(bridge.store)
-    bridge.store = full
-    refresher = Refresher(bridge)
+    full: FullStore | None = None
+
+    def fill(store: Store) -> Store:
+        nonlocal full
+        full = FullStore(store)
+        return full  # type: ignore[return-value]  # a Store by delegation
+
+    refresher = Refresher(make_app(wrap_store=fill).extensions["feedbridge"])
+    assert full is not None
     caplog.set_level("INFO", logger="feedbridge.refresher")
     try:
         pauses = [refresher.round() for _ in range(8)]

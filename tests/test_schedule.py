@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from bench import gaps
 from feedbridge import schedule
-from feedbridge.bridge import Bridge
+from feedbridge.bridge import FeedService
 from feedbridge.model import ArticleKey, Item
 from feedbridge.schedule import Cadence, Due, Policy, by_hour
 from feedbridge.store import Listing
@@ -223,16 +223,16 @@ def test_a_bursty_category_is_refreshed_sooner_at_its_busy_hour(
 ) -> None:
     ttl = 3600
     app = make_app(cache_ttl=ttl)
-    bridge: Bridge = app.extensions["feedbridge"]
-    vok = bridge.registry["vok-en"]
+    service: FeedService = app.extensions["feedbridge"]
+    vok = service.registry["vok-en"]
     busy_hour = datetime.fromtimestamp(clock.now, UTC).hour  # the test starts in it
     history = bursts(weeks=3, hour=busy_hour, per_day=30, until=clock.now - HOUR)
-    bridge.store.merge("vok-en", Listing(history_items(history)), now=clock.now - HOUR)
+    service.store.merge("vok-en", Listing(history_items(history)), now=clock.now - HOUR)
     client = app.test_client()
 
     # At the busy hour: refreshed well before the TTL, and readers are told so.
     clock.now -= clock.now % HOUR - 60  # a minute into the hour
-    bridge.refresh(vok, force=True)  # also a gap (none of the history listed): its rule is later
+    service.refresh(vok, force=True)  # also a gap (none of the history listed): its rule is later
     status = client.get("/status").json["categories"]["vok-en"]
     assert status["next_refresh_why"].startswith("rate: ")
     assert status["next_refresh_why"].endswith(" stories/h expected, 11 listed")
@@ -241,9 +241,9 @@ def test_a_bursty_category_is_refreshed_sooner_at_its_busy_hour(
     max_age = client.get("/feeds/vok-en.atom").headers["Cache-Control"]
     assert max_age in (f"public, max-age={interval}", f"public, max-age={interval - 1}")
     estimates = []
-    read_history = bridge.store.published_hours
+    read_history = service.store.published_hours
     monkeypatch.setattr(
-        bridge.store,
+        service.store,
         "published_hours",
         lambda *a, **k: estimates.append(1) or read_history(*a, **k),
     )
@@ -254,17 +254,17 @@ def test_a_bursty_category_is_refreshed_sooner_at_its_busy_hour(
     fetches = site.hits(vok.paths[0])
     clock.advance(interval - 1)
     client.get("/feeds/vok-en.atom")
-    bridge.drain(timeout=10)
+    service.drain(timeout=10)
     assert site.hits(vok.paths[0]) == fetches, "not due yet"
     clock.advance(2)
     assert client.get("/feeds/vok-en.atom").headers["X-Cache"] == "stale"
-    bridge.drain(timeout=10)
+    service.drain(timeout=10)
     assert site.hits(vok.paths[0]) == fetches + 1, "refreshed sooner than the TTL"
     assert estimates == [1], "once per refresh"
 
     # Twelve hours on, nothing is published at that hour: the TTL.
     clock.advance(12 * HOUR)
-    bridge.refresh(vok, force=True)
+    service.refresh(vok, force=True)
     status = client.get("/status").json["categories"]["vok-en"]
     assert status["next_refresh_in_s"] == ttl
     assert status["next_refresh_why"].startswith("ttl: ")

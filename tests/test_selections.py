@@ -4,14 +4,14 @@ gets 503 with Retry-After, while cached feeds are served as usual."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from flask import Flask
 
-from feedbridge import bridge as bridge_module
+from feedbridge import feed_cache
 from feedbridge.model import Item
 from feedbridge.store import Store
 
@@ -37,17 +37,18 @@ class SlowSearch:
 
 
 def test_selections_past_the_bound_get_503_while_feeds_are_served(
-    app: Flask, monkeypatch: pytest.MonkeyPatch
+    make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(bridge_module, "SELECTION_WAIT", 0.2)
+    monkeypatch.setattr(feed_cache, "SELECTION_WAIT", 0.2)
+    slows: list[SlowSearch] = []
+    app = make_app(wrap_store=lambda store: slows.append(SlowSearch(store)) or slows[0])
+    [slow] = slows
     client = app.test_client()
     assert client.get(FEED).status_code == 200
-    bridge = app.extensions["feedbridge"]
-    slow = bridge.store = SlowSearch(bridge.store)
-    with ThreadPoolExecutor(bridge_module.SELECTIONS) as pool:
+    with ThreadPoolExecutor(feed_cache.SELECTIONS) as pool:
         busy = [
             pool.submit(app.test_client().get, f"{FEED}?q=word{n}")
-            for n in range(bridge_module.SELECTIONS)
+            for n in range(feed_cache.SELECTIONS)
         ]
         for _ in busy:  # every slot taken by a selection in flight
             assert slow.inside.acquire(timeout=10)
