@@ -43,12 +43,13 @@ from feedbridge.errors import (
     SitePaused,
     UpstreamError,
 )
-from feedbridge.feeds import FeedInfo, Format, render
+from feedbridge.feeds import FeedInfo, Format, updated
 from feedbridge.fulltext import FullText
 from feedbridge.history import next_try
-from feedbridge.model import EARLIEST, Item, newest_first
+from feedbridge.model import Item, newest_first
 from feedbridge.politeness import Backoff
 from feedbridge.prepared import Prepared
+from feedbridge.renderer import Renderer
 from feedbridge.scrape import parse_home, parse_listing
 from feedbridge.store import (
     CategoryState,
@@ -67,6 +68,7 @@ from feedbridge.store import (
 )
 from feedbridge.text import logfmt
 from feedbridge.upstream import Upstream
+from feedbridge.window import Windows
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -203,6 +205,8 @@ class Bridge:
         # The full feeds, by category and format: the store's version each was rendered
         # from, when that was refreshed, and the rendering (also the last good copy).
         self._feeds: dict[tuple[str, Format], tuple[str, float, Rendered]] = {}
+        self._renderer = Renderer()
+        self._windows = Windows(store)
         self._selections: LRUCache[tuple[object, ...], Rendered] = LRUCache(
             SELECTION_BYTES, getsizeof=lambda r: len(r.body)
         )
@@ -355,8 +359,8 @@ class Bridge:
             category,
             fmt,
             selection,
-            lambda: self.store.newest(
-                category.slug, selection.limit or self.feed_size, selection.words
+            lambda: self._windows.newest(
+                category.slug, state.version, selection.limit or self.feed_size, selection.words
             ),
         )
         with self._lock:
@@ -386,9 +390,8 @@ class Bridge:
 
     def _render(self, category: Category, fmt: Format, items: list[Item], path: str) -> Rendered:
         info = self.feed_info(category, ROOT_MARKER + path)
-        body = render(fmt, info, items, base_url=self.upstream.base_url)
-        newest = max((item.updated for item in items), default=EARLIEST)
-        return Rendered.of(body, fmt.media_type, newest)
+        document = self._renderer.render(fmt, info, items, base_url=self.upstream.base_url)
+        return Rendered(document.body, document.etag, updated(items), fmt.media_type)
 
     def _served_as(
         self, rendered: Rendered, root: str, freshness: Freshness, age: float, fresh_for: float
@@ -398,10 +401,8 @@ class Bridge:
             prepared = self._served.get(key)
         if prepared is None:
             body = rendered.body.replace(ROOT_MARKER.encode(), root.encode())
-            compress = partial(gzip.compress, body, 6, mtime=0)
-            gzipped = off_the_loop(compress) if len(body) > OFF_THE_LOOP else compress()
             prepared = Prepared.of(
-                body, gzipped, rendered.etag, rendered.last_modified, rendered.media_type
+                body, rendered.etag, rendered.last_modified, rendered.media_type, _gzip
             )
             with self._lock:
                 self._served[key] = prepared
@@ -897,6 +898,13 @@ def off_the_loop(work: Callable[[], T]) -> T:
             result: T = get_hub().threadpool.apply(work)
             return result
     return work()
+
+
+def _gzip(body: bytes) -> bytes:
+    """``body`` gzipped; a large one in a real thread (under gevent, the worker's other
+    requests go on meanwhile)."""
+    compress = partial(gzip.compress, body, 6, mtime=0)
+    return off_the_loop(compress) if len(body) > OFF_THE_LOOP else compress()
 
 
 def _when(timestamp: float | None) -> str | None:
