@@ -33,8 +33,8 @@ from feedbridge.errors import UpstreamError
 from feedbridge.feed_cache import (
     CacheStats,
     FeedCache,
+    FeedRenderer,
     Freshness,
-    Renderer,
     Selection,
     Served,
 )
@@ -103,7 +103,7 @@ class FeedService:
         )  # fmt: skip
         self._full_text = FullTextFill(fulltext, store, by_default=fulltext_by_default, clock=clock)
         self._cache = FeedCache(
-            store, Renderer(upstream.base_url, hub=hub), slugs=registry, feed_size=feed_size,
+            store, FeedRenderer(upstream.base_url, hub=hub), slugs=registry, feed_size=feed_size,
             ttl=ttl, read_listing=self.read_listing,
         )  # fmt: skip
         self._first_fetch = FirstFetch(

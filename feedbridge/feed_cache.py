@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import enum
 import gzip
-import hashlib
 import sys
 import threading
 from collections.abc import Callable, Iterable
@@ -27,10 +26,12 @@ from typing import Generic, TypeVar
 from cachetools import LRUCache
 
 from feedbridge.categories import Category
-from feedbridge.feeds import FeedInfo, Format, render
-from feedbridge.model import EARLIEST, Item
+from feedbridge.feeds import FeedInfo, Format, updated
+from feedbridge.model import Item
 from feedbridge.prepared import Prepared
+from feedbridge.renderer import Renderer
 from feedbridge.store import CategoryState, Listing, Store, dedupe_window, matches
+from feedbridge.window import Windows
 
 T = TypeVar("T")
 
@@ -54,12 +55,6 @@ class Rendered:
     etag: str
     last_modified: datetime
     media_type: str
-
-    @classmethod
-    def of(cls, body: bytes, media_type: str, last_modified: datetime) -> Rendered:
-        # The ETag is a digest of the body: it changes with the content, never with time.
-        etag = 'W/"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-        return cls(body, etag, last_modified, media_type)
 
 
 class Freshness(enum.Enum):
@@ -160,14 +155,22 @@ def off_the_loop(work: Callable[[], T]) -> T:
     return work()
 
 
-class Renderer:
-    """Renders a category's stories, and prepares a rendering for a request's root (kept
-    by rendering and root, within :data:`SERVED_BYTES`)."""
+def _gzip(body: bytes) -> bytes:
+    """``body`` gzipped; a large one in a real thread (under gevent, the worker's other
+    requests go on meanwhile)."""
+    compress = partial(gzip.compress, body, 6, mtime=0)
+    return off_the_loop(compress) if len(body) > OFF_THE_LOOP else compress()
+
+
+class FeedRenderer:
+    """Renders a category's stories as its feed, and prepares a rendering for a
+    request's root (kept by rendering and root, within :data:`SERVED_BYTES`)."""
 
     def __init__(self, base_url: str, *, hub: str | None = None) -> None:
         self.base_url = base_url
         self.hub = hub
         self._lock = threading.Lock()
+        self._renderer = Renderer()
         self._served: LRUCache[tuple[str, str], Prepared] = LRUCache(
             SERVED_BYTES, getsizeof=lambda prepared: prepared.size
         )
@@ -177,9 +180,8 @@ class Renderer:
 
     def render(self, category: Category, fmt: Format, items: list[Item], path: str) -> Rendered:
         info = self.feed_info(category, ROOT_MARKER + path)
-        body = render(fmt, info, items, base_url=self.base_url)
-        newest = max((item.updated for item in items), default=EARLIEST)
-        return Rendered.of(body, fmt.media_type, newest)
+        document = self._renderer.render(fmt, info, items, base_url=self.base_url)
+        return Rendered(document.body, document.etag, updated(items), fmt.media_type)
 
     def served_as(
         self, rendered: Rendered, root: str, freshness: Freshness, age: float, fresh_for: float
@@ -189,10 +191,8 @@ class Renderer:
             prepared = self._served.get(key)
         if prepared is None:
             body = rendered.body.replace(ROOT_MARKER.encode(), root.encode())
-            compress = partial(gzip.compress, body, 6, mtime=0)
-            gzipped = off_the_loop(compress) if len(body) > OFF_THE_LOOP else compress()
             prepared = Prepared.of(
-                body, gzipped, rendered.etag, rendered.last_modified, rendered.media_type
+                body, rendered.etag, rendered.last_modified, rendered.media_type, _gzip
             )
             with self._lock:
                 self._served[key] = prepared
@@ -215,7 +215,7 @@ class FeedCache:
     def __init__(
         self,
         store: Store,
-        renderer: Renderer,
+        renderer: FeedRenderer,
         *,
         slugs: Iterable[str],
         feed_size: int,
@@ -238,6 +238,7 @@ class FeedCache:
         # The stories each category's feed was last rendered from (any format): what a
         # feed in another format is rendered from while the store fails.
         self._stories: dict[str, Kept[list[Item]]] = {}
+        self._windows = Windows(store)
         # One read of the site at a time per category for last good copies: every
         # request waiting on it gets what the one read.
         self._site_reads: dict[str, threading.Lock] = {slug: threading.Lock() for slug in slugs}
@@ -302,8 +303,8 @@ class FeedCache:
             category,
             fmt,
             selection,
-            lambda: self.store.newest(
-                category.slug, selection.limit or self.feed_size, selection.words
+            lambda: self._windows.newest(
+                category.slug, state.version, selection.limit or self.feed_size, selection.words
             ),
         )
         with self._lock:

@@ -17,6 +17,7 @@ import html
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from feedgen.feed import FeedGenerator
 from lxml import etree
@@ -45,6 +46,14 @@ _MEDIA_TYPES = {
 }
 OPML_MEDIA_TYPE = "text/x-opml"
 _JSON_HTML_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"}
+_JSON_ITEMS = b'"items":[]'  # in a document only as the key: quotes in strings are escaped
+# Where an XML format's entry starts, where two meet and where one ends; and the tag
+# that entries end before: the last in the document, as feedgen writes them last.
+_XML_ENTRIES = {
+    Format.ATOM: (b"<entry>", b"</entry><entry>", b"</entry>"),
+    Format.RSS: (b"<item>", b"</item><item>", b"</item>"),
+}
+_XML_ENTRIES_END = {Format.ATOM: b"</feed>", Format.RSS: b"</channel>"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,16 +69,73 @@ class FeedInfo:
     hub: str | None = None  # a WebSub hub that pushes the feed to its subscribers
 
 
+# The feed that entries are rendered in, to be cut out of it (see :func:`entries`).
+_NO_INFO = FeedInfo(
+    "urn:feedbridge:entries", "-", "-", "https://feedbridge.invalid/", "https://feedbridge.invalid/"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Shell:
+    """A feed document without its entries: what comes before them, between two and after."""
+
+    head: bytes
+    separator: bytes
+    tail: bytes
+
+    def around(self, entries: Sequence[bytes]) -> bytes:
+        """The document holding ``entries`` (each as :func:`entries` renders it)."""
+        return self.head + self.separator.join(entries) + self.tail
+
+
 def render(fmt: Format, info: FeedInfo, items: Sequence[Item], *, base_url: str) -> bytes:
     """The feed document for ``items`` (already newest first) in ``fmt``."""
+    return shell(fmt, info, updated(items)).around(entries(fmt, items, base_url=base_url))
+
+
+def updated(items: Sequence[Item]) -> datetime:
+    """When a feed of ``items`` last changed: when its newest change was."""
+    return max((item.updated for item in items), default=EARLIEST)
+
+
+def shell(fmt: Format, info: FeedInfo, updated: datetime) -> Shell:
+    """The feed document for ``info`` with no entries, cut where they go.
+
+    Entries are rendered on their own (:func:`entries`) and put in, so that a story's
+    entry is rendered once, not once per feed, selection and version it is part of.
+    """
     if fmt is Format.JSON:
-        return _json_feed(info, items, base_url)
-    generator = _feedgen(info, items, base_url)
+        document = _json_bytes(_json_feed(info))
+        head, tail = document.split(_JSON_ITEMS, 1)
+        return Shell(head + _JSON_ITEMS[:-1], b",", b"]" + tail)
+    generator = _feedgen(info, (), "", updated)
     if fmt is Format.RSS:
         rss: bytes = generator.rss_str(pretty=False)
-        return _with_rss_hub(rss, info.hub) if info.hub else rss
-    atom: bytes = generator.atom_str(pretty=False)
-    return atom
+        document = _with_rss_hub(rss, info.hub) if info.hub else rss
+    else:
+        document = generator.atom_str(pretty=False)
+    cut = document.rindex(_XML_ENTRIES_END[fmt])
+    return Shell(document[:cut], b"", document[cut:])
+
+
+def entries(fmt: Format, items: Sequence[Item], *, base_url: str) -> list[bytes]:
+    """Each of ``items``' entries, as it is in a document of ``fmt`` (feedgen renders
+    them in one document, which is cut between its entries)."""
+    if fmt is Format.JSON:
+        return [_json_bytes(_json_item(item, base_url)) for item in items]
+    if not items:
+        return []
+    generator = _feedgen(_NO_INFO, items, base_url, EARLIEST)
+    document: bytes = (
+        generator.rss_str(pretty=False) if fmt is Format.RSS else generator.atom_str(pretty=False)
+    )
+    opening, between, closing = _XML_ENTRIES[fmt]
+    # Text and attributes are escaped: the tags occur in the document as tags only.
+    inner = document[document.index(opening) + len(opening) : document.rindex(closing)]
+    parts = inner.split(between)
+    if len(parts) != len(items):
+        raise AssertionError(f"feedgen rendered {len(parts)} entries of {len(items)}")
+    return [opening + part + closing for part in parts]
 
 
 def _with_rss_hub(rss: bytes, hub: str) -> bytes:
@@ -96,7 +162,9 @@ def render_opml(title: str, feeds: Sequence[tuple[str, str, str]]) -> bytes:
     return etree.tostring(opml, xml_declaration=True, encoding="UTF-8", pretty_print=True)
 
 
-def _feedgen(info: FeedInfo, items: Sequence[Item], base_url: str) -> FeedGenerator:
+def _feedgen(
+    info: FeedInfo, items: Sequence[Item], base_url: str, updated: datetime
+) -> FeedGenerator:
     fg = FeedGenerator()
     fg.load_extension("media", atom=True, rss=True)
     fg.id(info.id)
@@ -110,8 +178,7 @@ def _feedgen(info: FeedInfo, items: Sequence[Item], base_url: str) -> FeedGenera
     if info.hub:
         fg.link(href=info.hub, rel="hub")
     fg.link(href=info.home_url, rel="alternate", type="text/html")
-    # feedgen's default is "now"; a feed changes when its newest change does.
-    fg.updated(max((item.updated for item in items), default=EARLIEST))
+    fg.updated(updated)  # feedgen's default is "now"
     for item in items:
         entry = fg.add_entry(order="append")  # feedgen prepends by default
         entry.guid(item.key.tag_uri, permalink=False)
@@ -135,7 +202,7 @@ def _feedgen(info: FeedInfo, items: Sequence[Item], base_url: str) -> FeedGenera
     return fg
 
 
-def _json_feed(info: FeedInfo, items: Sequence[Item], base_url: str) -> bytes:
+def _json_feed(info: FeedInfo) -> dict[str, object]:
     feed: dict[str, object] = {
         "version": "https://jsonfeed.org/version/1.1",
         "title": info.title,
@@ -144,11 +211,15 @@ def _json_feed(info: FeedInfo, items: Sequence[Item], base_url: str) -> bytes:
         "description": info.description,
         "language": info.language,
         "authors": [{"name": "KCNA Watch"}],
-        "items": [_json_item(item, base_url) for item in items],
+        "items": [],
     }
     if info.hub:
         feed["hubs"] = [{"type": "WebSub", "url": info.hub}]
-    text = json.dumps(_clean(feed), ensure_ascii=False, separators=(",", ":"))
+    return feed
+
+
+def _json_bytes(value: dict[str, object]) -> bytes:
+    text = json.dumps(_clean(value), ensure_ascii=False, separators=(",", ":"))
     # "<", ">" and "&" only occur inside strings here; as escapes they mean the same to
     # a JSON parser, and the raw document holds no markup for anything that sniffs it.
     for char, escape in _JSON_HTML_ESCAPES.items():

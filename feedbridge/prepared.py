@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -45,40 +45,70 @@ FEEDS = "/feeds/"
 Headers = list[tuple[str, str]]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class Prepared:
-    """One rendering of a feed with one root put in: bodies and fixed headers."""
+    """One rendering of a feed with one root put in: bodies and fixed headers.
+
+    The gzipped body is made when a reader first asks for it, not before: a selection
+    (``?limit=``, ``?q=``) is mostly asked for once, by one reader, and compressing 1.5
+    MB costs more than putting it together did. ``compress`` makes it (off the worker's
+    loop, under gevent, for a large body).
+    """
 
     body: bytes
-    gzipped: bytes
     etag: str
     last_modified: datetime
     media_type: str
     always: tuple[tuple[str, str], ...]  # ETag, Vary: in every answer, a 304's too
     plain: tuple[tuple[str, str], ...]  # Last-Modified, Content-Type and -Length: a 200's
-    compressed: tuple[tuple[str, str], ...]  # the same, and Content-Encoding, gzipped
+    compress: Callable[[bytes], bytes]
+    _gzipped: tuple[bytes, tuple[tuple[str, str], ...]] | None = None
 
     @classmethod
     def of(
-        cls, body: bytes, gzipped: bytes, etag: str, last_modified: datetime, media_type: str
+        cls,
+        body: bytes,
+        etag: str,
+        last_modified: datetime,
+        media_type: str,
+        compress: Callable[[bytes], bytes],
     ) -> Prepared:
         modified = ("Last-Modified", http_date(last_modified))
         content_type = ("Content-Type", f"{media_type}; charset=utf-8")
         return cls(
-            body, gzipped, etag, last_modified, media_type,
+            body, etag, last_modified, media_type,
             always=(("ETag", etag), ("Vary", "Accept-Encoding")),
             plain=(modified, content_type, ("Content-Length", str(len(body)))),
-            compressed=(
+            compress=compress,
+        )  # fmt: skip
+
+    @property
+    def gzipped(self) -> bytes:
+        return self._gzip()[0]
+
+    @property
+    def compressed(self) -> tuple[tuple[str, str], ...]:
+        """A gzipped answer's headers: :attr:`plain`'s, with Content-Encoding."""
+        return self._gzip()[1]
+
+    @property
+    def size(self) -> int:
+        """About the bytes it holds: its body, and room for the gzipped body."""
+        return len(self.body) + len(self.body) // 3
+
+    def _gzip(self) -> tuple[bytes, tuple[tuple[str, str], ...]]:
+        made = self._gzipped
+        if made is None:  # two readers at once may both compress it: the same bytes
+            gzipped = self.compress(self.body)
+            modified, content_type, _length = self.plain
+            headers = (
                 modified,
                 ("Content-Encoding", "gzip"),
                 content_type,
                 ("Content-Length", str(len(gzipped))),
-            ),
-        )  # fmt: skip
-
-    @property
-    def size(self) -> int:
-        return len(self.body) + len(self.gzipped)
+            )
+            made = self._gzipped = (gzipped, headers)
+        return made
 
 
 def answer(served: Served, environ: WSGIEnvironment) -> tuple[str, Headers, bytes]:

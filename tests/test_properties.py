@@ -14,7 +14,8 @@ import gzip
 import html
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC
 from urllib.parse import quote, urlencode
 
 import hypothesis.strategies as st
@@ -23,6 +24,7 @@ from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from lxml import etree
 
+from feedbridge import feeds
 from feedbridge.categories import Category, load_registry
 from feedbridge.errors import Blocked, LayoutChanged
 from feedbridge.feeds import FeedInfo, Format, render
@@ -302,6 +304,45 @@ def test_rendering_is_well_formed_whatever_the_text(
         assert isinstance(parsed, etree._Element)
         shown = [item.findtext("title") for item in parsed.iter("item")]
     assert shown == [xml_safe(entry.title) for entry in entries]
+
+
+stories = st.builds(
+    replace,
+    items,
+    content_html=st.none() | awkward_text.map(lambda t: f"<p>{t}</p>"),
+    thumbnail=st.none() | st.just("https://kcnawatch.org/wp-content/uploads/a b.jpg?x=1&y=2"),
+    original_url=st.none() | st.just("http://www.vok.rep.kp/index.php/detail/1?lang=eng"),
+    modified=st.none() | st.datetimes(timezones=st.just(UTC)),
+)
+
+
+def whole(fmt: Format, info: FeedInfo, entries: list[Item]) -> bytes:
+    """The document as feedgen (or one ``json.dumps``) renders it with every entry in."""
+    if fmt is Format.JSON:
+        feed = feeds._json_feed(info)
+        feed["items"] = [feeds._json_item(item, BASE) for item in entries]
+        return feeds._json_bytes(feed)
+    generator = feeds._feedgen(info, entries, BASE, feeds.updated(entries))
+    if fmt is Format.ATOM:
+        atom: bytes = generator.atom_str(pretty=False)
+        return atom
+    rss: bytes = generator.rss_str(pretty=False)
+    return feeds._with_rss_hub(rss, info.hub) if info.hub else rss
+
+
+@PROPERTY
+@given(
+    entries=st.lists(stories, max_size=6, unique_by=lambda item: item.key),
+    hub=st.none() | st.just("https://hub.example/?a=1&b=2"),
+    fmt=st.sampled_from(Format),
+)
+def test_entries_rendered_apart_make_the_document_rendered_whole(
+    entries: list[Item], hub: str | None, fmt: Format
+) -> None:
+    """Entries are rendered once per story and put into a shell (so that a selection
+    costs no feedgen run): byte for byte what rendering the document at once gives."""
+    info = replace(feed_info(fmt), hub=hub)
+    assert render(fmt, info, entries, base_url=BASE) == whole(fmt, info, entries)
 
 
 # --- ids -----------------------------------------------------------------------------

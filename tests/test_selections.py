@@ -4,47 +4,46 @@ gets 503 with Retry-After, while cached feeds are served as usual."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import pytest
 from flask import Flask
 
 from feedbridge import feed_cache
 from feedbridge.model import Item
-from feedbridge.store import Store
+from feedbridge.sqlite_store import SQLiteStore
 
 FEED = "/feeds/vok-en.atom"
 
 
 class SlowSearch:
-    """A store whose selections wait for ``go`` (at most 10 s): renderings in flight."""
+    """The SQLite store's search, made to wait for ``go`` (at most 10 s): selections in
+    flight, however the service reaches the store."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.go = threading.Event()
         self.inside = threading.Semaphore(0)
+        newest = SQLiteStore.newest
 
-    def newest(self, category: str, limit: int, words: Sequence[str] = ()) -> list[Item]:
-        if words:
-            self.inside.release()
-            self.go.wait(10)
-        return self.store.newest(category, limit, words)
+        def slow(
+            store: SQLiteStore, category: str, limit: int, words: Sequence[str] = ()
+        ) -> list[Item]:
+            if words:
+                self.inside.release()
+                self.go.wait(10)
+            return newest(store, category, limit, words)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.store, name)
+        monkeypatch.setattr(SQLiteStore, "newest", slow)
 
 
 def test_selections_past_the_bound_get_503_while_feeds_are_served(
-    make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+    app: Flask, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(feed_cache, "SELECTION_WAIT", 0.2)
-    slows: list[SlowSearch] = []
-    app = make_app(wrap_store=lambda store: slows.append(SlowSearch(store)) or slows[0])
-    [slow] = slows
     client = app.test_client()
     assert client.get(FEED).status_code == 200
+    slow = SlowSearch(monkeypatch)
     with ThreadPoolExecutor(feed_cache.SELECTIONS) as pool:
         busy = [
             pool.submit(app.test_client().get, f"{FEED}?q=word{n}")
