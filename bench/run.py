@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import gzip
 import json
 import logging
 import os
@@ -55,19 +54,18 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from feedbridge import server as production
-from feedbridge.bridge import ROOT_MARKER, Bridge, Rendered
 from feedbridge.categories import Category, load_registry
-from feedbridge.feeds import Format, render
-from feedbridge.fulltext import FullText
+from feedbridge.feed_cache import FeedRenderer, Freshness
+from feedbridge.feeds import Format
 from feedbridge.model import ArticleKey, Item, newest_first
-from feedbridge.scrape import parse_home, parse_listing
+from feedbridge.scrape import parse_page
 from feedbridge.sqlite_store import SQLiteStore
 from feedbridge.store import Listing
-from feedbridge.upstream import Upstream
 from tests.conftest import ARTICLE, SITE, FakeSite
 from tests.servers import ROOT, RedisServer, WebServer
 
 RESULTS = ROOT / "bench" / "results"
+BASE = "https://kcnawatch.org"  # the site the saved pages are from
 FEED = "/feeds/vok-en.atom"
 # Part 5: article pages answer after this many seconds (unless let go earlier), so that
 # a first request that waited for full text could not look fast.
@@ -419,34 +417,22 @@ def _parse_wrk(output: str) -> Load:
 
 def cold_refresh() -> list[dict[str, object]]:
     """Per category: bare lxml parse; scrape; render (Atom, as served: tagged, gzipped)."""
-    with tempfile.TemporaryDirectory(prefix="bench-") as directory:
-        upstream = Upstream("https://kcnawatch.org")
-        store = SQLiteStore(Path(directory) / "feedbridge.db")
-        bridge = Bridge(
-            load_registry(),
-            upstream=upstream,
-            store=store,  # never used: the feed info is all the bridge gives here
-            fulltext=FullText(upstream),  # never used: nothing is fetched here
-            ttl=600,
-        )
-        try:
-            return [_cold(bridge, category) for category in bridge.registry.values()]
-        finally:
-            store.close()
+    return [_cold(category) for category in load_registry().values()]
 
 
-def _cold(bridge: Bridge, category: Category) -> dict[str, object]:
+def _cold(category: Category) -> dict[str, object]:
     page = _page_of(category)
     items = _scrape(category, page)
     path = f"feeds/{category.slug}.atom"
-    info = bridge.feed_info(category, ROOT_MARKER + path)
 
     def served() -> bytes:
-        """What Bridge does with a category's newest stories for a request's root."""
-        body = render(Format.ATOM, info, items, base_url=bridge.upstream.base_url)
-        rendered = Rendered.of(body, Format.ATOM.media_type, items[0].updated)
-        plain = rendered.body.replace(ROOT_MARKER.encode(), b"http://127.0.0.1/")
-        return gzip.compress(plain, 6, mtime=0)
+        """What the service does with a category's new stories for a request's root:
+        rendered (by a renderer of its own, so every entry is new), the root put in,
+        gzipped."""
+        renderer = FeedRenderer(BASE)
+        rendered = renderer.render(category, Format.ATOM, items, path)
+        answer = renderer.served_as(rendered, "http://127.0.0.1/", Freshness.HIT, 0.0, 0.0)
+        return answer.prepared.gzipped
 
     bare = _best(lambda: lxml.html.fromstring(page))
     scrape = _best(lambda: _scrape(category, page))
@@ -470,12 +456,8 @@ def _page_of(category: Category) -> bytes:
 
 
 def _scrape(category: Category, page: bytes) -> list[Item]:
-    """What Bridge.read_listing does with a page once it has it."""
-    base = "https://kcnawatch.org"
-    if category.label is None:
-        return newest_first(parse_home(page, base_url=base))
-    items = parse_listing(page, label=category.label, base_url=base, page_path=category.paths[0])
-    return newest_first(items)
+    """What a refresh makes of a category's page once it has it."""
+    return parse_page(page, label=category.label, base_url=BASE, page_path=category.paths[0])
 
 
 def _best(call: Callable[[], object]) -> float:

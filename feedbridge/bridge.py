@@ -44,7 +44,7 @@ from feedbridge.fulltext import FullText
 from feedbridge.model import Item
 from feedbridge.politeness import Backoff
 from feedbridge.refresh import FullTextFill, Outcome, Refresh, backing_off, due_in
-from feedbridge.store import Listing, Merged, Retention, Store, StoreError
+from feedbridge.store import Listing, Retention, Store, StoreError
 from feedbridge.text import logfmt
 from feedbridge.upstream import Upstream
 
@@ -78,7 +78,7 @@ class FeedService:
         hub: str | None = None,
         repair_pages: int = 10,
         repair_after_gap: bool = True,
-        notify: Callable[[Category, Merged], None] | None = None,
+        notify: Callable[[Category], None] | None = None,
     ) -> None:
         """``repair_after_gap``: repair gaps from the archive in the background after the
         refresh that found them (else only when :meth:`repair` is called); ``notify``

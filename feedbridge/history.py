@@ -12,7 +12,7 @@ in one transaction.
 * **Full text** (:func:`wants_full_text`, :func:`with_full_text`, :func:`next_try`,
   :func:`is_due`): which stories still want theirs, when they are due again, and what
   saving it changes of the story stored at that moment (nothing the listing said).
-* **Failures** (:func:`resolution`) and **gaps** (:func:`next_gap`, :func:`merged`).
+* **Failures** (:func:`resolution`) and **gaps** (:func:`next_gap`, :func:`merge_result`).
 """
 
 from __future__ import annotations
@@ -153,8 +153,8 @@ def next_gap(previous: CategoryState, overlap: bool, now: float) -> Gap | None:
     return Gap(now, since, in_a_row)
 
 
-def merged(plan: MergePlan, gap: Gap | None, now: float) -> Merged:
+def merge_result(plan: MergePlan, gap: Gap | None, now: float) -> Merged:
     """What a merge tells its caller; ``gap`` is the category's record after it, a gap of
     this refresh only when it was made ``now``."""
     new = gap is not None and gap.in_a_row > 0 and gap.at == now
-    return Merged(tuple(plan.added), plan.updated, gap if new else None)
+    return Merged(tuple(plan.added), gap if new else None)

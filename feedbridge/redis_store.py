@@ -32,7 +32,7 @@ from feedbridge.history import (
     MergePlan,
     Versions,
     is_due,
-    merged,
+    merge_result,
     next_gap,
     plan_merge,
     resolution,
@@ -72,6 +72,9 @@ SETUP_CHECK = 60.0  # seconds between two reads of Redis's eviction policy (INFO
 WATCH_TRIES = 8  # a merge or a save read again after another process wrote meanwhile
 SEARCH_BATCH = 500  # members a search script looks at per call
 SCHEMA = "2"  # 2: the index of stories wanting full text ("index:wanting")
+# The site's pause (its Retry-After, for every process): the key's name is the one
+# written before the code called it a pause, so that a pause in force outlives an upgrade.
+PAUSE_KEY = ("site", "closed")
 
 # Take or extend a lease: ARGV[1] the token, ARGV[2] milliseconds.
 _LEASE = """
@@ -87,8 +90,8 @@ _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
 """
-# Close the site for ARGV[1] ms unless it already is for longer.
-_CLOSE = """
+# Pause asking the site for ARGV[1] ms, unless it is paused for longer already.
+_PAUSE = """
 if redis.call('pttl', KEYS[1]) < tonumber(ARGV[1]) then
   redis.call('set', KEYS[1], '1', 'px', ARGV[1])
 end
@@ -193,7 +196,7 @@ class RedisStore:
         self._setup_check = setup_check
         self._lease = self._redis.register_script(_LEASE)
         self._release = self._redis.register_script(_RELEASE)
-        self._close = self._redis.register_script(_CLOSE)
+        self._pause = self._redis.register_script(_PAUSE)
         self._pending = self._redis.register_script(_PENDING)
         self._search = self._redis.register_script(_SEARCH)
         self._lost = self._redis.register_script(_LOST)
@@ -244,7 +247,7 @@ class RedisStore:
 
     def merge(self, category: str, listing: Listing, *, now: float) -> Merged:
         plan, gap = self._file(category, listing.items, now, listing)
-        return merged(plan, gap, now)
+        return merge_result(plan, gap, now)
 
     def add(self, category: str, items: Sequence[Item], *, now: float) -> tuple[ArticleKey, ...]:
         plan, _ = self._file(category, items, now, None)
@@ -510,13 +513,11 @@ class RedisStore:
 
     def paused_for(self) -> float:
         return self._attempt(
-            lambda r: max(0.0, r.pttl(self._key("site", "closed")) / 1000), changes=False
+            lambda r: max(0.0, r.pttl(self._key(*PAUSE_KEY)) / 1000), changes=False
         )
 
     def pause(self, seconds: float) -> None:
-        self._attempt(
-            lambda _r: self._close(keys=[self._key("site", "closed")], args=[_ms(seconds)])
-        )
+        self._attempt(lambda _r: self._pause(keys=[self._key(*PAUSE_KEY)], args=[_ms(seconds)]))
 
     def close(self) -> None:
         self._redis.close()

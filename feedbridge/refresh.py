@@ -92,7 +92,7 @@ class Refresh:
         retention: Retention,
         backoff: Backoff,
         clock: Callable[[], float] = time.time,
-        notify: Callable[[Category, Merged], None] | None = None,
+        notify: Callable[[Category], None] | None = None,
     ) -> None:
         """``notify`` hears of every refresh that added stories."""
         self.upstream = upstream
@@ -241,7 +241,7 @@ class Refresh:
                 )
             )  # fmt: skip
         if merged.added and self.notify is not None:
-            self.notify(category, merged)
+            self.notify(category)
 
     def _record_failure(
         self, category: Category, state: CategoryState, error: UpstreamError, started: float

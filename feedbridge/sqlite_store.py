@@ -31,7 +31,7 @@ from feedbridge.history import (
     MergePlan,
     Versions,
     is_due,
-    merged,
+    merge_result,
     next_gap,
     plan_merge,
     resolution,
@@ -66,6 +66,10 @@ from feedbridge.store import (
 BUSY_TIMEOUT_MS = 5000
 SEARCH_FIRST = 500  # newest members a search checks before it looks further
 SEARCH_RARE = 10  # fewer matches among them than this: the full-text index is asked
+# The site's pause (its Retry-After, for every process): the row's name in the site
+# table is the one written before the code called it a pause, so that a pause in force
+# outlives an upgrade.
+PAUSE_ROW = "closed"
 _NEWEST_FIRST = " ORDER BY m.published DESC, m.ts DESC, m.article_id DESC LIMIT ?"
 
 # Each entry brings a store of the version before it to the version it is the index of
@@ -171,7 +175,7 @@ class SQLiteStore:
         """``site``: the upstream URL; the file then holds that site's stories only."""
         self.path = Path(path)
         self._clock = clock
-        self._turn = threading.RLock()  # one statement sequence on the connection at a time
+        self._connection_lock = threading.RLock()  # one statement sequence on it at a time
         self._db: sqlite3.Connection | None = None
         self._pid = 0
         self._commits = 0  # this process's write transactions, for the states it keeps
@@ -236,7 +240,7 @@ class SQLiteStore:
             )
             self._bump(db, category, Versions(category=versions.category))
             _resolve_failure(db, category, previous.failure)
-        return merged(plan, gap, now)
+        return merge_result(plan, gap, now)
 
     def add(self, category: str, items: Sequence[Item], *, now: float) -> tuple[ArticleKey, ...]:
         with self._writing(stories=True) as db:
@@ -444,19 +448,19 @@ class SQLiteStore:
 
     def paused_for(self) -> float:
         with self._reading() as db:
-            row = db.execute("SELECT until FROM site WHERE name = 'closed'").fetchone()
+            row = db.execute("SELECT until FROM site WHERE name = ?", (PAUSE_ROW,)).fetchone()
         return max(0.0, row[0] - self._clock()) if row else 0.0
 
     def pause(self, seconds: float) -> None:
         with self._writing() as db:
             db.execute(
-                "INSERT INTO site (name, until) VALUES ('closed', ?) ON CONFLICT (name)"
+                "INSERT INTO site (name, until) VALUES (?, ?) ON CONFLICT (name)"
                 " DO UPDATE SET until = max(until, excluded.until)",
-                (self._clock() + seconds,),
+                (PAUSE_ROW, self._clock() + seconds),
             )
 
     def close(self) -> None:
-        with self._turn:
+        with self._connection_lock:
             if self._db is not None:
                 self._db.close()
                 self._db = None
@@ -517,7 +521,7 @@ class SQLiteStore:
             )
 
     def _connection(self) -> sqlite3.Connection:
-        """This process's connection (callers hold ``_turn`` while they use it)."""
+        """This process's connection (callers hold ``_connection_lock`` while they use it)."""
         if self._db is None or self._pid != os.getpid():
             opened = sqlite3.connect(
                 self.path,
@@ -535,7 +539,7 @@ class SQLiteStore:
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
-        with self._turn:
+        with self._connection_lock:
             try:
                 yield self._connection()
             except sqlite3.Error as exc:
@@ -549,7 +553,7 @@ class SQLiteStore:
         A failure to write ``stories`` stays on ``/status`` until such a write succeeds:
         a lease or a failure record may fit where a new story does not.
         """
-        with self._turn:
+        with self._connection_lock:
             try:
                 db = self._connection()
                 db.execute("BEGIN IMMEDIATE")

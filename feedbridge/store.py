@@ -122,7 +122,6 @@ class Merged:
     """What a refresh changed."""
 
     added: tuple[ArticleKey, ...] = ()
-    updated: int = 0
     gap: Gap | None = None  # set when this refresh is a gap
 
 

@@ -86,7 +86,9 @@ class Upstream:
                 "Accept-Encoding": "gzip, deflate",
             }
         )
-        self._turn = threading.Lock()
+        # Held while the next request's time is taken (and while the site's pause is
+        # set): the pace of this process's requests, one after the other.
+        self._pacing = threading.Lock()
         self._next_request_at = 0.0
         self.pause = pause or LocalPause(clock)  # the site's Retry-After, for every page
 
@@ -153,7 +155,7 @@ class Upstream:
 
     def _wait_turn(self) -> None:
         """Space requests ``min_interval`` apart across all categories of this process."""
-        with self._turn:
+        with self._pacing:
             paused = self.pause.paused_for()
             if paused > 0:
                 raise SitePaused(f"the site asked us to wait {paused:.0f}s", retry_after=paused)
@@ -200,7 +202,7 @@ class Upstream:
             if response.status_code >= 400:
                 retry_after = politeness.retry_after(response.headers.get("Retry-After"))
                 if response.status_code in (429, 503) and retry_after:
-                    with self._turn:
+                    with self._pacing:
                         self.pause.pause(retry_after)
                 raise HTTPStatusError(
                     f"the site answered {response.status_code} for {url}",

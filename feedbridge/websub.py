@@ -26,7 +26,6 @@ from feedbridge import observe
 from feedbridge.categories import Category
 from feedbridge.deadline import Watchdog, WatchedAdapter
 from feedbridge.feeds import Format
-from feedbridge.store import Merged
 from feedbridge.text import logfmt
 from feedbridge.upstream import USER_AGENT
 
@@ -60,7 +59,7 @@ class Publisher:
     def topics(self, category: Category) -> list[str]:
         return [f"{self.public_url}/feeds/{category.slug}.{fmt.value}" for fmt in Format]
 
-    def notify(self, category: Category, _merged: Merged) -> None:
+    def notify(self, category: Category) -> None:
         """Tell the hub about ``category``'s feeds, in the background."""
         for topic in self.topics(category):
             self._queue(category.slug, topic)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -22,6 +25,7 @@ from feedbridge import create_app
 from feedbridge.app import open_store
 from feedbridge.config import Settings
 from feedbridge.politeness import Backoff
+from feedbridge.sqlite_store import SQLiteStore
 from feedbridge.store import Store
 from tests.servers import RedisServer
 
@@ -220,3 +224,21 @@ def redis_url(redis_server: RedisServer) -> str:
     with redis.Redis.from_url(redis_server.url) as client:
         client.flushdb()
     return redis_server.url
+
+
+def fill_the_disk(store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store's file can grow no further, as on a full disk: its connection is opened
+    again (every thread of the process shares it), limited to the pages the file holds
+    now (SQLite's per-connection ``max_page_count``)."""
+    with contextlib.closing(sqlite3.connect(store.path)) as own:
+        pages = own.execute("PRAGMA page_count").fetchone()[0]
+    connect = sqlite3.connect
+
+    def limited(database: object, *args: Any, **kwargs: Any) -> sqlite3.Connection:
+        connection = connect(database, *args, **kwargs)  # type: ignore[arg-type]
+        if Path(str(database)) == store.path:
+            connection.execute(f"PRAGMA max_page_count = {pages}")
+        return connection
+
+    monkeypatch.setattr(sqlite3, "connect", limited)
+    store.close()

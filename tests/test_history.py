@@ -29,8 +29,7 @@ from werkzeug import Request, Response
 from feedbridge.categories import load_registry
 from feedbridge.refresh import Outcome
 from feedbridge.refresher import LEASE_TTL, Refresher
-from feedbridge.sqlite_store import SQLiteStore
-from tests.conftest import SITE, Clock, FakeSite, settle
+from tests.conftest import SITE, Clock, FakeSite, fill_the_disk, settle
 from tests.feedspec import ATOM_NS, check_feed
 from tests.servers import ROOT, WebServer, _Process, wait_until
 
@@ -409,16 +408,7 @@ def test_a_full_disk_is_logged_and_shown_and_readers_are_still_served(
     app = make_app()
     source.publish(LISTED)
     before = app.test_client().get("/feeds/vok-en.atom")
-    store = app.extensions["feedbridge"].store
-    pages = store._connection().execute("PRAGMA page_count").fetchone()[0]
-    opened = SQLiteStore._connection
-
-    def full(self: SQLiteStore) -> sqlite3.Connection:  # every thread's connection
-        connection = opened(self)
-        connection.execute(f"PRAGMA max_page_count = {pages}")
-        return connection
-
-    monkeypatch.setattr(SQLiteStore, "_connection", full)
+    fill_the_disk(app.extensions["feedbridge"].store, monkeypatch)
     source.publish(40)
     clock.advance(TTL)
     caplog.set_level("WARNING", logger="feedbridge")

@@ -12,7 +12,7 @@ from flask import Flask
 from werkzeug.test import TestResponse
 
 from feedbridge.sqlite_store import SQLiteStore
-from tests.conftest import FakeSite
+from tests.conftest import FakeSite, fill_the_disk
 from tests.feedspec import check_feed
 from tests.servers import RedisServer
 
@@ -53,11 +53,9 @@ def test_a_selection_while_the_store_fails_is_filtered_never_the_whole_feed(
 
 
 def test_a_never_seen_category_whose_first_merge_fails_is_read_by_the_process(
-    app: Flask, site: FakeSite
+    app: Flask, site: FakeSite, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store: SQLiteStore = app.extensions["feedbridge"].store
-    db = store._connection()  # the process's: the limit holds for what it writes
-    db.execute(f"PRAGMA max_page_count = {db.execute('PRAGMA page_count').fetchone()[0]}")
+    fill_the_disk(app.extensions["feedbridge"].store, monkeypatch)
     client = app.test_client()
     first = client.get(FEED)
     assert first.headers["X-Cache"] == "miss" and len(titles(first)) == 11

@@ -7,7 +7,6 @@ import time
 from prometheus_client import REGISTRY as METRICS
 
 from feedbridge.categories import load_registry
-from feedbridge.store import Merged
 from feedbridge.websub import Publisher
 from tests.servers import Dripper
 
@@ -28,7 +27,7 @@ def test_a_hub_dripping_its_answer_is_cut_at_the_deadline() -> None:
         publisher = Publisher(hub.url, "https://feeds.example.org", timeout=(2.0, 1.0))
         failed = notices("failed")
         started = time.monotonic()
-        publisher.notify(VOK, Merged())
+        publisher.notify(VOK)
         assert publisher.drain(timeout=30), "three notices of 1 s each should be over"
         assert time.monotonic() - started < 20
         assert notices("failed") == failed + 3
@@ -41,12 +40,12 @@ def test_the_backlog_is_coalesced_per_feed_and_bounded() -> None:
             hub.url, "https://feeds.example.org", timeout=(2.0, 2.0), max_queued=4
         )
         coalesced, dropped = notices("coalesced"), notices("dropped")
-        publisher.notify(VOK, Merged())  # the first is being sent, two wait
+        publisher.notify(VOK)  # the first is being sent, two wait
         for _ in range(50):
-            publisher.notify(VOK, Merged())
+            publisher.notify(VOK)
         assert publisher.queued() <= 3
         assert notices("coalesced") >= coalesced + 3 * 49
-        publisher.notify(other, Merged())  # room for two of its three feeds at the most
+        publisher.notify(other)  # room for two of its three feeds at the most
         assert publisher.queued() == 4
         assert notices("dropped") == dropped
         assert METRICS.get_sample_value(
