@@ -10,7 +10,7 @@ from flask import Flask
 
 from feedbridge import ops, web
 from feedbridge.bridge import FeedService
-from feedbridge.categories import load_registry
+from feedbridge.categories import Category, Registry, load_registry
 from feedbridge.config import Settings, redis_client_options
 from feedbridge.fulltext import FullText
 from feedbridge.politeness import Backoff
@@ -48,38 +48,15 @@ def create_app(
     app.url_map.merge_slashes = False
     app.config["FEEDBRIDGE"] = settings
     store = store or open_store(settings, clock)
-    upstream = Upstream(
-        settings.upstream_url,
-        timeout=settings.timeout,
-        max_bytes=settings.max_bytes,
-        min_interval=settings.min_interval,
-        clock=clock,
-        pause=SharedPause(store, clock),
-    )
-    fulltext = FullText(
-        upstream,
-        concurrency=settings.fulltext_concurrency,
-        budget=settings.fulltext_budget,
-        clock=clock,
-    )
     publisher = None
     if settings.websub_hub and settings.public_url:
         publisher = Publisher(settings.websub_hub, settings.public_url)
-    service = FeedService(
+    service = build_service(
+        settings,
         registry,
-        upstream=upstream,
-        store=store,
-        fulltext=fulltext,
-        ttl=settings.cache_ttl,
-        min_refresh=settings.min_refresh,
-        feed_size=settings.feed_size,
-        retention=Retention(settings.keep_days, settings.keep_stories),
-        refresh_on_request=not settings.refresh,
-        fulltext_by_default=settings.fulltext,
+        store,
         clock=clock,
         backoff=backoff,
-        hub=settings.websub_hub,
-        repair_pages=settings.repair_pages,
         notify=publisher.notify if publisher is not None else None,
     )
     app.extensions["feedbridge"] = service
@@ -97,6 +74,50 @@ def create_app(
     app.register_blueprint(ops.bp)
     app.jinja_env.globals["category_feeds"] = web.category_feeds
     return app
+
+
+def build_service(
+    settings: Settings,
+    registry: Registry,
+    store: Store,
+    *,
+    clock: Callable[[], float],
+    backoff: Backoff | None,
+    notify: Callable[[Category], None] | None,
+) -> FeedService:
+    """The service on ``store``, with the HTTP client to the site it builds (whose pause
+    of the site the store shares between processes)."""
+    upstream = Upstream(
+        settings.upstream_url,
+        timeout=settings.timeout,
+        max_bytes=settings.max_bytes,
+        min_interval=settings.min_interval,
+        clock=clock,
+        pause=SharedPause(store, clock),
+    )
+    fulltext = FullText(
+        upstream,
+        concurrency=settings.fulltext_concurrency,
+        budget=settings.fulltext_budget,
+        clock=clock,
+    )
+    return FeedService(
+        registry,
+        upstream=upstream,
+        store=store,
+        fulltext=fulltext,
+        ttl=settings.cache_ttl,
+        min_refresh=settings.min_refresh,
+        feed_size=settings.feed_size,
+        retention=Retention(settings.keep_days, settings.keep_stories),
+        refresh_on_request=not settings.refresh,
+        fulltext_by_default=settings.fulltext,
+        clock=clock,
+        backoff=backoff,
+        hub=settings.websub_hub,
+        repair_pages=settings.repair_pages,
+        notify=notify,
+    )
 
 
 def open_store(settings: Settings, clock: Callable[[], float]) -> Store:

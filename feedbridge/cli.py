@@ -323,6 +323,11 @@ def render(
         raise click.UsageError("give a category SLUG, or --all --out DIR")
     if out is not None:
         raise click.UsageError("--out goes with --all; for one feed use -o FILE")
+    _render_one(slug, fmt, output, base_url)
+
+
+def _render_one(slug: str, fmt: str | None, output: Path | None, base_url: str | None) -> None:
+    """``render SLUG``: the category's feed to standard output, or to ``output``."""
     app = batch_app(base_url)
     registry = _service(app).registry
     if slug not in registry:

@@ -164,8 +164,10 @@ def namespace(upstream_url: str) -> str:
     return "feedbridge:" + hashlib.sha256(address.encode()).hexdigest()[:12] + ":"
 
 
-class RedisStore:
-    """A :class:`~feedbridge.store.Store` in Redis."""
+class RedisClient:
+    """Redis as the store uses it: the client, its failures (a moment's rest after a lost
+    connection) and health, key names under the site's namespace, leases, the site's
+    pause, notes, and what reads of stories and categories share."""
 
     def __init__(
         self,
@@ -217,6 +219,171 @@ class RedisStore:
             described["evicted_keys"] = self._evicted
         return described
 
+    def close(self) -> None:
+        self._redis.close()
+
+    def notes(self, kind: str) -> dict[str, str]:
+        def read(r: redis.Redis) -> dict[str, str]:
+            found = r.hgetall(self._key("notes", kind))
+            return {_text(name): _text(value) for name, value in found.items()}
+
+        return self._attempt(read)
+
+    def put_note(self, kind: str, name: str, value: str) -> None:
+        self._attempt(lambda r: r.hset(self._key("notes", kind), name, value))
+
+    def swap_note(self, kind: str, name: str, old: str, new: str | None) -> bool:
+        args = [name, old] if new is None else [name, old, new]
+        return bool(
+            self._attempt(lambda _r: self._swap(keys=[self._key("notes", kind)], args=args))
+        )
+
+    def try_lease(self, name: str, token: str, ttl: float) -> bool:
+        return bool(
+            self._attempt(
+                lambda _r: self._lease(keys=[self._key("lease", name)], args=[token, _ms(ttl)])
+            )
+        )
+
+    def release(self, name: str, token: str) -> None:
+        self._attempt(lambda _r: self._release(keys=[self._key("lease", name)], args=[token]))
+
+    def paused_for(self) -> float:
+        return self._attempt(
+            lambda r: max(0.0, r.pttl(self._key(*PAUSE_KEY)) / 1000), changes=False
+        )
+
+    def pause(self, seconds: float) -> None:
+        self._attempt(lambda _r: self._pause(keys=[self._key(*PAUSE_KEY)], args=[_ms(seconds)]))
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _stories(self, r: redis.Redis, keys: list[str], members_key: str) -> list[Item]:
+        """The stories under ``keys``, in that order. A member whose story is gone (Redis
+        evicted it: a story leaves its last category before it is deleted) leaves the
+        members, and the next read of the category's state counts it lost."""
+        with r.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hget(self._key("story", key), "data")
+            found = pipe.execute()
+        gone = [key for key, raw in zip(keys, found, strict=True) if raw is None]
+        if gone:
+            r.zrem(members_key, *gone)
+        return [item_from_dict(json.loads(raw)) for raw in found if raw is not None]
+
+    def _listers(self, r: redis.Redis, keys: Sequence[ArticleKey]) -> list[str]:
+        """The state keys of the categories that list one of ``keys``."""
+        if not keys:
+            return []
+        categories = [key.decode() for key in r.scan_iter(self._key("category", "*"), count=100)]
+        members = [name.replace(":category:", ":members:", 1) for name in categories]
+        with r.pipeline(transaction=False) as pipe:
+            for name in members:
+                for key in keys:
+                    pipe.zscore(name, str(key))
+            scores = pipe.execute()
+        width = len(keys)
+        return [
+            name
+            for index, name in enumerate(categories)
+            if any(scores[index * width : (index + 1) * width])
+        ]
+
+    @staticmethod
+    def _bump(pipe: Any, state_keys: list[str]) -> None:
+        """A new version for each category of ``state_keys`` (in ``pipe``'s transaction)."""
+        for name in state_keys:
+            pipe.hincrby(name, "version", 1)
+
+    @staticmethod
+    def _watching(r: redis.Redis, attempt: Callable[[redis.Redis, Any], T]) -> T:
+        """``attempt`` (which WATCHes, reads, then writes in MULTI), again while another
+        client wrote a watched key between its read and its write."""
+        for _ in range(WATCH_TRIES):
+            with r.pipeline(transaction=True) as pipe:
+                try:
+                    return attempt(r, pipe)
+                except redis.WatchError:
+                    continue
+        raise redis.WatchError(f"written by others {WATCH_TRIES} times in a row")
+
+    def _upgrade(self, r: redis.Redis) -> None:
+        """Once per Redis: index the stories an older feedbridge left wanting full text
+        (it marked them with ``full_text_retry_at`` in their hash)."""
+        if self._upgraded:
+            return
+        marker = self._key("schema", "")
+        if r.get(marker) != SCHEMA.encode():
+            stories = [key.decode() for key in r.scan_iter(self._key("story", "*"), count=500)]
+            with r.pipeline(transaction=False) as pipe:
+                for story in stories:
+                    pipe.hget(story, "full_text_retry_at")
+                retry = pipe.execute()
+            wanting = {
+                story.removeprefix(self._key("story", "")): float(at)
+                for story, at in zip(stories, retry, strict=True)
+                if at is not None
+            }
+            if wanting:
+                r.zadd(self._key("index", "wanting"), wanting, nx=True)
+            r.set(marker, SCHEMA)
+        self._upgraded = True
+
+    def _check_setup(self, r: redis.Redis) -> None:
+        """Read Redis's eviction policy and evictions (INFO: hosted plans refuse CONFIG):
+        a Redis that may evict stories under its memory limit is degraded."""
+        now = time.monotonic()
+        if now - self._checked_at < self._setup_check:
+            return
+        self._checked_at = now
+        try:
+            memory, stats = r.info("memory"), r.info("stats")
+        except redis.ResponseError:
+            return  # a Redis that does not tell: nothing to say about it
+        policy = str(memory.get("maxmemory_policy", "noeviction"))
+        self._evicted = int(stats.get("evicted_keys", 0))
+        # Stories have no TTL: volatile-* policies never evict them, allkeys-* ones do.
+        evicting = int(memory.get("maxmemory", 0)) > 0 and policy.startswith("allkeys-")
+        self.health.set_up(
+            ("evicting", f"maxmemory-policy {policy} may evict stories; set noeviction")
+            if evicting
+            else None
+        )
+
+    def _attempt(
+        self, operation: Callable[[redis.Redis], T], *, writing: bool = False, changes: bool = True
+    ) -> T:
+        """``operation`` on Redis; :class:`StoreError` when Redis fails or failed a moment
+        ago. ``writing``: it writes stories, and a failure stays on ``/status`` until
+        such a write succeeds. An operation that ``changes`` something (or may have,
+        failing) makes this process read every category's state again.
+        """
+        if time.monotonic() < self._down_until:
+            raise StoreError("redis: unavailable, trying again shortly")
+        try:
+            self._check_setup(self._redis)
+            result = operation(self._redis)
+        except (redis.RedisError, ValueError, KeyError, TypeError) as exc:
+            if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+                self._down_until = time.monotonic() + self._retry_interval
+            self.health.failed(_kind(exc), writing=writing, detail=f"{type(exc).__name__}: {exc}")
+            raise StoreError(f"redis: {type(exc).__name__}") from exc
+        finally:
+            if changes:
+                self._generation += 1
+                self._states.clear()
+        self.health.succeeded(writing=writing)
+        return result
+
+    def _key(self, kind: str, name: str) -> str:
+        return f"{self._prefix}{kind}:{name}"
+
+
+class RedisStore(RedisClient):
+    """A :class:`~feedbridge.store.Store` in Redis."""
+
+    # --- the contract -----------------------------------------------------------------
+
     def state(self, category: str) -> CategoryState:
         """The category's state, read from Redis at most every
         :data:`~feedbridge.store.STATE_CHECK` seconds; a count of stories greater than
@@ -264,22 +431,6 @@ class RedisStore:
 
         return self._attempt(read)
 
-    def notes(self, kind: str) -> dict[str, str]:
-        def read(r: redis.Redis) -> dict[str, str]:
-            found = r.hgetall(self._key("notes", kind))
-            return {_text(name): _text(value) for name, value in found.items()}
-
-        return self._attempt(read)
-
-    def put_note(self, kind: str, name: str, value: str) -> None:
-        self._attempt(lambda r: r.hset(self._key("notes", kind), name, value))
-
-    def swap_note(self, kind: str, name: str, old: str, new: str | None) -> bool:
-        args = [name, old] if new is None else [name, old, new]
-        return bool(
-            self._attempt(lambda _r: self._swap(keys=[self._key("notes", kind)], args=args))
-        )
-
     def _file(
         self, category: str, items: Sequence[Item], now: float, listing: Listing | None
     ) -> tuple[MergePlan, Gap | None]:
@@ -294,21 +445,8 @@ class RedisStore:
 
         def attempt(r: redis.Redis, pipe: Any) -> tuple[MergePlan, Gap | None]:
             pipe.watch(state_key, members_key, *story_keys)
-            with r.pipeline(transaction=False) as read:
-                read.hgetall(state_key)
-                read.zcard(members_key)
-                for key in keys:
-                    read.hget(self._key("story", key), "data")
-                    read.zscore(members_key, key)
-                fields, count, *found = read.execute()
+            fields, count, stored, members = self._read_for_merge(r, category, items)
             previous = _state_of(fields, count)
-            stored = {
-                item.key: item
-                for raw in found[0::2]
-                if raw is not None
-                for item in [item_from_dict(json.loads(raw))]
-            }
-            members = {item.key for item, score in zip(items, found[1::2], strict=True) if score}
             plan = plan_merge(items, stored, members, datetime.fromtimestamp(now, UTC))
             gap = next_gap(previous, overlap=bool(members), now=now) if listing else None
             versions = Versions.of_merge(plan, stored)
@@ -349,6 +487,29 @@ class RedisStore:
             return plan, gap
 
         return self._attempt(lambda r: self._watching(r, attempt), writing=True)
+
+    def _read_for_merge(
+        self, r: redis.Redis, category: str, items: Sequence[Item]
+    ) -> tuple[dict[bytes, bytes], int, dict[ArticleKey, Item], set[ArticleKey]]:
+        """What a merge of ``items`` into ``category`` reads first, in one round trip: the
+        category's state fields and member count, which of the items are stored (as
+        stored), and which are members of the category."""
+        members_key = self._key("members", category)
+        with r.pipeline(transaction=False) as read:
+            read.hgetall(self._key("category", category))
+            read.zcard(members_key)
+            for item in items:
+                read.hget(self._key("story", str(item.key)), "data")
+                read.zscore(members_key, str(item.key))
+            fields, count, *found = read.execute()
+        stored = {
+            item.key: item
+            for raw in found[0::2]
+            if raw is not None
+            for item in [item_from_dict(json.loads(raw))]
+        }
+        members = {item.key for item, score in zip(items, found[1::2], strict=True) if score}
+        return fields, count, stored, members
 
     def touch(self, category: str, *, now: float) -> None:
         previous = self.state(category)
@@ -501,153 +662,10 @@ class RedisStore:
 
         return self._attempt(write, writing=True)
 
-    def try_lease(self, name: str, token: str, ttl: float) -> bool:
-        return bool(
-            self._attempt(
-                lambda _r: self._lease(keys=[self._key("lease", name)], args=[token, _ms(ttl)])
-            )
-        )
-
-    def release(self, name: str, token: str) -> None:
-        self._attempt(lambda _r: self._release(keys=[self._key("lease", name)], args=[token]))
-
-    def paused_for(self) -> float:
-        return self._attempt(
-            lambda r: max(0.0, r.pttl(self._key(*PAUSE_KEY)) / 1000), changes=False
-        )
-
-    def pause(self, seconds: float) -> None:
-        self._attempt(lambda _r: self._pause(keys=[self._key(*PAUSE_KEY)], args=[_ms(seconds)]))
-
-    def close(self) -> None:
-        self._redis.close()
-
-    # --- internals ----------------------------------------------------------------------
-
-    def _stories(self, r: redis.Redis, keys: list[str], members_key: str) -> list[Item]:
-        """The stories under ``keys``, in that order. A member whose story is gone (Redis
-        evicted it: a story leaves its last category before it is deleted) leaves the
-        members, and the next read of the category's state counts it lost."""
-        with r.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.hget(self._key("story", key), "data")
-            found = pipe.execute()
-        gone = [key for key, raw in zip(keys, found, strict=True) if raw is None]
-        if gone:
-            r.zrem(members_key, *gone)
-        return [item_from_dict(json.loads(raw)) for raw in found if raw is not None]
-
-    def _listers(self, r: redis.Redis, keys: Sequence[ArticleKey]) -> list[str]:
-        """The state keys of the categories that list one of ``keys``."""
-        if not keys:
-            return []
-        categories = [key.decode() for key in r.scan_iter(self._key("category", "*"), count=100)]
-        members = [name.replace(":category:", ":members:", 1) for name in categories]
-        with r.pipeline(transaction=False) as pipe:
-            for name in members:
-                for key in keys:
-                    pipe.zscore(name, str(key))
-            scores = pipe.execute()
-        width = len(keys)
-        return [
-            name
-            for index, name in enumerate(categories)
-            if any(scores[index * width : (index + 1) * width])
-        ]
-
-    @staticmethod
-    def _bump(pipe: Any, state_keys: list[str]) -> None:
-        """A new version for each category of ``state_keys`` (in ``pipe``'s transaction)."""
-        for name in state_keys:
-            pipe.hincrby(name, "version", 1)
-
     def _resolve_failure(self, pipe: Any, category: str, failure: Failure | None) -> None:
         resolved = resolution(failure)
         if resolved is not None:
             pipe.hset(self._key("category", category), "failure", failure_to_json(resolved))
-
-    @staticmethod
-    def _watching(r: redis.Redis, attempt: Callable[[redis.Redis, Any], T]) -> T:
-        """``attempt`` (which WATCHes, reads, then writes in MULTI), again while another
-        client wrote a watched key between its read and its write."""
-        for _ in range(WATCH_TRIES):
-            with r.pipeline(transaction=True) as pipe:
-                try:
-                    return attempt(r, pipe)
-                except redis.WatchError:
-                    continue
-        raise redis.WatchError(f"written by others {WATCH_TRIES} times in a row")
-
-    def _upgrade(self, r: redis.Redis) -> None:
-        """Once per Redis: index the stories an older feedbridge left wanting full text
-        (it marked them with ``full_text_retry_at`` in their hash)."""
-        if self._upgraded:
-            return
-        marker = self._key("schema", "")
-        if r.get(marker) != SCHEMA.encode():
-            stories = [key.decode() for key in r.scan_iter(self._key("story", "*"), count=500)]
-            with r.pipeline(transaction=False) as pipe:
-                for story in stories:
-                    pipe.hget(story, "full_text_retry_at")
-                retry = pipe.execute()
-            wanting = {
-                story.removeprefix(self._key("story", "")): float(at)
-                for story, at in zip(stories, retry, strict=True)
-                if at is not None
-            }
-            if wanting:
-                r.zadd(self._key("index", "wanting"), wanting, nx=True)
-            r.set(marker, SCHEMA)
-        self._upgraded = True
-
-    def _check_setup(self, r: redis.Redis) -> None:
-        """Read Redis's eviction policy and evictions (INFO: hosted plans refuse CONFIG):
-        a Redis that may evict stories under its memory limit is degraded."""
-        now = time.monotonic()
-        if now - self._checked_at < self._setup_check:
-            return
-        self._checked_at = now
-        try:
-            memory, stats = r.info("memory"), r.info("stats")
-        except redis.ResponseError:
-            return  # a Redis that does not tell: nothing to say about it
-        policy = str(memory.get("maxmemory_policy", "noeviction"))
-        self._evicted = int(stats.get("evicted_keys", 0))
-        # Stories have no TTL: volatile-* policies never evict them, allkeys-* ones do.
-        evicting = int(memory.get("maxmemory", 0)) > 0 and policy.startswith("allkeys-")
-        self.health.set_up(
-            ("evicting", f"maxmemory-policy {policy} may evict stories; set noeviction")
-            if evicting
-            else None
-        )
-
-    def _attempt(
-        self, operation: Callable[[redis.Redis], T], *, writing: bool = False, changes: bool = True
-    ) -> T:
-        """``operation`` on Redis; :class:`StoreError` when Redis fails or failed a moment
-        ago. ``writing``: it writes stories, and a failure stays on ``/status`` until
-        such a write succeeds. An operation that ``changes`` something (or may have,
-        failing) makes this process read every category's state again.
-        """
-        if time.monotonic() < self._down_until:
-            raise StoreError("redis: unavailable, trying again shortly")
-        try:
-            self._check_setup(self._redis)
-            result = operation(self._redis)
-        except (redis.RedisError, ValueError, KeyError, TypeError) as exc:
-            if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
-                self._down_until = time.monotonic() + self._retry_interval
-            self.health.failed(_kind(exc), writing=writing, detail=f"{type(exc).__name__}: {exc}")
-            raise StoreError(f"redis: {type(exc).__name__}") from exc
-        finally:
-            if changes:
-                self._generation += 1
-                self._states.clear()
-        self.health.succeeded(writing=writing)
-        return result
-
-    def _key(self, kind: str, name: str) -> str:
-        return f"{self._prefix}{kind}:{name}"
 
 
 def _state_of(fields: dict[bytes, bytes], stories: int) -> CategoryState:

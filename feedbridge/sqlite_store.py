@@ -162,8 +162,10 @@ MIGRATIONS: tuple[str, ...] = (
 VERSION = len(MIGRATIONS)
 
 
-class SQLiteStore:
-    """A :class:`~feedbridge.store.Store` in the SQLite file at ``path``."""
+class SQLiteFile:
+    """The SQLite file at ``path``, opened (created or migrated) for this process: its
+    connection, shared by the threads of the process in turn, its transactions, and its
+    health as ``/status`` tells it."""
 
     def __init__(
         self,
@@ -184,10 +186,135 @@ class SQLiteStore:
         self.health = Health("sqlite", down_event="store_degraded", up_event="store_ok")
         self._open(site)
 
-    # --- the contract -----------------------------------------------------------------
-
     def describe(self) -> dict[str, object]:
         return self.health.describe()
+
+    def close(self) -> None:
+        with self._connection_lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _open(self, site: str | None) -> None:
+        """Open (creating or migrating) the file now: a bad one stops start-up, and so
+        does a file that holds another site's stories."""
+        where = f"FEEDBRIDGE_DB: {self.path}"
+        try:
+            if self.path.parent and not self.path.parent.is_dir():
+                raise ConfigError(f"{where}: no such directory {str(self.path.parent)!r}")
+            db = self._connection()
+            _require_fts5(db, where)
+            [checked] = db.execute("PRAGMA quick_check(1)").fetchone()
+            if checked != "ok":
+                raise ConfigError(f"{where}: the file is damaged ({checked})")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > VERSION:
+                raise ConfigError(
+                    f"{where}: written by a newer feedbridge (schema {version}, this one "
+                    f"reads up to {VERSION})"
+                )
+            self._migrate(db)
+            if site is not None:
+                self._hold(db, site_address(site))
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(f"{where}: {_reason(exc)}") from exc
+        except OSError as exc:
+            raise ConfigError(f"{where}: {exc.strerror or exc}") from exc
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        """Bring the file to :data:`VERSION`, one migration per transaction; the version
+        is read again inside each, so processes starting together migrate once."""
+        while True:
+            db.execute("BEGIN IMMEDIATE")
+            with self._transaction(db, begun=True):
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                if version >= VERSION:
+                    return
+                for statement in _statements(MIGRATIONS[version]):
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version = {version + 1}")
+
+    def _hold(self, db: sqlite3.Connection, address: str) -> None:
+        """Record the site the file holds, or refuse another one: its stories, ids and
+        failures are that site's, and would be served as the other's."""
+        db.execute("BEGIN IMMEDIATE")
+        with self._transaction(db, begun=True):
+            row = db.execute("SELECT address FROM site_address").fetchone()
+            if row is None:
+                db.execute("INSERT INTO site_address (address) VALUES (?)", (address,))
+        if row is not None and row[0] != address:
+            raise ConfigError(
+                f"FEEDBRIDGE_UPSTREAM_URL: {address} is not the site whose stories "
+                f"FEEDBRIDGE_DB ({self.path}) holds, {row[0]}; give another site another file"
+            )
+
+    def _connection(self) -> sqlite3.Connection:
+        """This process's connection (callers hold ``_connection_lock`` while they use it)."""
+        if self._db is None or self._pid != os.getpid():
+            opened = sqlite3.connect(
+                self.path,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None,
+                check_same_thread=False,  # the threads of the process take turns
+            )
+            opened.execute("PRAGMA journal_mode = WAL")
+            opened.execute("PRAGMA synchronous = NORMAL")
+            opened.execute("PRAGMA foreign_keys = ON")
+            opened.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._db, self._pid = opened, os.getpid()
+            self._states.clear()  # kept against another connection's data_version
+        return self._db
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        with self._connection_lock:
+            try:
+                yield self._connection()
+            except sqlite3.Error as exc:
+                raise self._failed(exc, writing=False) from exc
+        self.health.succeeded(writing=False)
+
+    @contextlib.contextmanager
+    def _writing(self, *, stories: bool = False) -> Iterator[sqlite3.Connection]:
+        """A short write transaction, taken at once (no lock upgrade to deadlock on).
+
+        A failure to write ``stories`` stays on ``/status`` until such a write succeeds:
+        a lease or a failure record may fit where a new story does not.
+        """
+        with self._connection_lock:
+            try:
+                db = self._connection()
+                db.execute("BEGIN IMMEDIATE")
+                with self._transaction(db, begun=True):
+                    yield db
+                self._commits += 1
+            except sqlite3.Error as exc:
+                raise self._failed(exc, writing=stories) from exc
+        self.health.succeeded(writing=stories)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _transaction(db: sqlite3.Connection, *, begun: bool = False) -> Iterator[None]:
+        try:
+            yield
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        if begun:
+            db.execute("COMMIT")
+
+    def _failed(self, exc: sqlite3.Error, *, writing: bool) -> StoreError:
+        self.health.failed(_reason(exc), writing=writing)
+        return StoreError(f"{self.path}: {_reason(exc)}")
+
+
+class SQLiteStore(SQLiteFile):
+    """A :class:`~feedbridge.store.Store` in the SQLite file at ``path``."""
+
+    # --- the contract -----------------------------------------------------------------
 
     def state(self, category: str) -> CategoryState:
         """The category's state; read again only when the file changed since (every
@@ -458,127 +585,6 @@ class SQLiteStore:
                 " DO UPDATE SET until = max(until, excluded.until)",
                 (PAUSE_ROW, self._clock() + seconds),
             )
-
-    def close(self) -> None:
-        with self._connection_lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-
-    # --- internals ----------------------------------------------------------------------
-
-    def _open(self, site: str | None) -> None:
-        """Open (creating or migrating) the file now: a bad one stops start-up, and so
-        does a file that holds another site's stories."""
-        where = f"FEEDBRIDGE_DB: {self.path}"
-        try:
-            if self.path.parent and not self.path.parent.is_dir():
-                raise ConfigError(f"{where}: no such directory {str(self.path.parent)!r}")
-            db = self._connection()
-            _require_fts5(db, where)
-            [checked] = db.execute("PRAGMA quick_check(1)").fetchone()
-            if checked != "ok":
-                raise ConfigError(f"{where}: the file is damaged ({checked})")
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > VERSION:
-                raise ConfigError(
-                    f"{where}: written by a newer feedbridge (schema {version}, this one "
-                    f"reads up to {VERSION})"
-                )
-            self._migrate(db)
-            if site is not None:
-                self._hold(db, site_address(site))
-        except sqlite3.DatabaseError as exc:
-            raise ConfigError(f"{where}: {_reason(exc)}") from exc
-        except OSError as exc:
-            raise ConfigError(f"{where}: {exc.strerror or exc}") from exc
-
-    def _migrate(self, db: sqlite3.Connection) -> None:
-        """Bring the file to :data:`VERSION`, one migration per transaction; the version
-        is read again inside each, so processes starting together migrate once."""
-        while True:
-            db.execute("BEGIN IMMEDIATE")
-            with self._transaction(db, begun=True):
-                version = db.execute("PRAGMA user_version").fetchone()[0]
-                if version >= VERSION:
-                    return
-                for statement in _statements(MIGRATIONS[version]):
-                    db.execute(statement)
-                db.execute(f"PRAGMA user_version = {version + 1}")
-
-    def _hold(self, db: sqlite3.Connection, address: str) -> None:
-        """Record the site the file holds, or refuse another one: its stories, ids and
-        failures are that site's, and would be served as the other's."""
-        db.execute("BEGIN IMMEDIATE")
-        with self._transaction(db, begun=True):
-            row = db.execute("SELECT address FROM site_address").fetchone()
-            if row is None:
-                db.execute("INSERT INTO site_address (address) VALUES (?)", (address,))
-        if row is not None and row[0] != address:
-            raise ConfigError(
-                f"FEEDBRIDGE_UPSTREAM_URL: {address} is not the site whose stories "
-                f"FEEDBRIDGE_DB ({self.path}) holds, {row[0]}; give another site another file"
-            )
-
-    def _connection(self) -> sqlite3.Connection:
-        """This process's connection (callers hold ``_connection_lock`` while they use it)."""
-        if self._db is None or self._pid != os.getpid():
-            opened = sqlite3.connect(
-                self.path,
-                timeout=BUSY_TIMEOUT_MS / 1000,
-                isolation_level=None,
-                check_same_thread=False,  # the threads of the process take turns
-            )
-            opened.execute("PRAGMA journal_mode = WAL")
-            opened.execute("PRAGMA synchronous = NORMAL")
-            opened.execute("PRAGMA foreign_keys = ON")
-            opened.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            self._db, self._pid = opened, os.getpid()
-            self._states.clear()  # kept against another connection's data_version
-        return self._db
-
-    @contextlib.contextmanager
-    def _reading(self) -> Iterator[sqlite3.Connection]:
-        with self._connection_lock:
-            try:
-                yield self._connection()
-            except sqlite3.Error as exc:
-                raise self._failed(exc, writing=False) from exc
-        self.health.succeeded(writing=False)
-
-    @contextlib.contextmanager
-    def _writing(self, *, stories: bool = False) -> Iterator[sqlite3.Connection]:
-        """A short write transaction, taken at once (no lock upgrade to deadlock on).
-
-        A failure to write ``stories`` stays on ``/status`` until such a write succeeds:
-        a lease or a failure record may fit where a new story does not.
-        """
-        with self._connection_lock:
-            try:
-                db = self._connection()
-                db.execute("BEGIN IMMEDIATE")
-                with self._transaction(db, begun=True):
-                    yield db
-                self._commits += 1
-            except sqlite3.Error as exc:
-                raise self._failed(exc, writing=stories) from exc
-        self.health.succeeded(writing=stories)
-
-    @staticmethod
-    @contextlib.contextmanager
-    def _transaction(db: sqlite3.Connection, *, begun: bool = False) -> Iterator[None]:
-        try:
-            yield
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-        if begun:
-            db.execute("COMMIT")
-
-    def _failed(self, exc: sqlite3.Error, *, writing: bool) -> StoreError:
-        self.health.failed(_reason(exc), writing=writing)
-        return StoreError(f"{self.path}: {_reason(exc)}")
 
     @staticmethod
     def _bump(db: sqlite3.Connection, category: str, versions: Versions) -> None:
