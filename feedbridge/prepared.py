@@ -8,7 +8,7 @@ only adds what changes with time (``Cache-Control``'s countdown, ``X-Cache``, ``
 and picks the body its validators and ``Accept-Encoding`` call for.
 
 :class:`FastPath` answers the hot case before any routing: ``GET``/``HEAD`` of
-``/feeds/<slug>.<format>`` without a query string, when the bridge holds that feed fresh
+``/feeds/<slug>.<format>`` without a query string, when the service holds that feed fresh
 for the request's root. Everything else (and every miss of the hot case) goes on to the
 app, whose feed view answers through :func:`answer` too.
 """
@@ -173,13 +173,13 @@ def _url_root(scheme: str, host: str, root_path: str) -> str:
 class FastPath:
     """WSGI middleware: a cached feed's answer without routing, for the hot case only."""
 
-    def __init__(self, app: WSGIApplication, bridge: FeedService, public_url: str | None) -> None:
+    def __init__(self, app: WSGIApplication, service: FeedService, public_url: str | None) -> None:
         self._app = app
-        self._bridge = bridge
+        self._service = service
         self._public_root = public_url + "/" if public_url else None
         self._feeds = {
             f"{FEEDS}{slug}.{fmt.value}": (category, fmt)
-            for slug, category in bridge.registry.items()
+            for slug, category in service.registry.items()
             for fmt in Format
         }
 
@@ -192,13 +192,13 @@ class FastPath:
         return () if environ["REQUEST_METHOD"] == "HEAD" else (body,)
 
     def _hit(self, environ: WSGIEnvironment) -> tuple[str, Headers, bytes] | None:
-        """The answer when the request is the hot case and the bridge holds it fresh."""
+        """The answer when the request is the hot case and the service holds it fresh."""
         feed = self._feeds.get(environ.get("PATH_INFO", ""))
         method = environ.get("REQUEST_METHOD")
         if feed is None or method not in ("GET", "HEAD") or environ.get("QUERY_STRING"):
             return None
         root = self._public_root or _root(environ)
-        served = self._bridge.fresh(*feed, root) if root is not None else None
+        served = self._service.fresh(*feed, root) if root is not None else None
         if served is None:
             return None
         observe.served(feed[0].slug, served.freshness.value)
