@@ -55,9 +55,10 @@ from werkzeug import Request, Response
 
 from feedbridge import server as production
 from feedbridge.categories import Category, load_registry
-from feedbridge.feed_cache import FeedRenderer, Freshness
+from feedbridge.feed_cache import FeedRenderer
 from feedbridge.feeds import Format
 from feedbridge.model import ArticleKey, Item, newest_first
+from feedbridge.prepared import Freshness
 from feedbridge.scrape import parse_page
 from feedbridge.sqlite_store import SQLiteStore
 from feedbridge.store import Listing

@@ -30,19 +30,13 @@ from feedbridge.archive import Archive, Walked
 from feedbridge.background import Background
 from feedbridge.categories import Category, Registry
 from feedbridge.errors import UpstreamError
-from feedbridge.feed_cache import (
-    CacheStats,
-    FeedCache,
-    FeedRenderer,
-    Freshness,
-    Selection,
-    Served,
-)
+from feedbridge.feed_cache import CacheStats, FeedCache, FeedRenderer, Selection
 from feedbridge.feeds import Format
 from feedbridge.first_fetch import FirstFetch
 from feedbridge.fulltext import FullText
 from feedbridge.model import Item
 from feedbridge.politeness import Backoff
+from feedbridge.prepared import Freshness, Served
 from feedbridge.refresh import FullTextFill, Outcome, Refresh, backing_off, due_in
 from feedbridge.store import Listing, Retention, Store, StoreError
 from feedbridge.text import logfmt

@@ -13,7 +13,6 @@ served, so that what is rendered and kept never depends on a request's Host head
 
 from __future__ import annotations
 
-import enum
 import gzip
 import sys
 import threading
@@ -28,7 +27,7 @@ from cachetools import LRUCache
 from feedbridge.categories import Category
 from feedbridge.feeds import FeedInfo, Format, updated
 from feedbridge.model import Item
-from feedbridge.prepared import Prepared
+from feedbridge.prepared import Freshness, Prepared, Served
 from feedbridge.renderer import Renderer
 from feedbridge.store import CategoryState, Listing, Store, dedupe_window, matches
 from feedbridge.window import Windows
@@ -55,22 +54,6 @@ class Rendered:
     etag: str
     last_modified: datetime
     media_type: str
-
-
-class Freshness(enum.Enum):
-    HIT = "hit"  # refreshed within the TTL
-    STALE = "stale"  # older: kept while a refresh is due or failing
-    MISS = "miss"  # fetched for this request
-
-
-@dataclass(frozen=True, slots=True)
-class Served:
-    """A feed as one request gets it: the answer prepared for its root, and how fresh."""
-
-    prepared: Prepared
-    freshness: Freshness
-    age: float  # seconds since the category was refreshed
-    fresh_for: float  # seconds until its next refresh is due; 0 when stale
 
 
 class Unavailable(Exception):

@@ -15,25 +15,24 @@ app, whose feed view answers through :func:`answer` too.
 
 from __future__ import annotations
 
+import enum
 import functools
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from werkzeug.datastructures import Accept
 from werkzeug.http import http_date, parse_accept_header, parse_date
 from werkzeug.sansio.utils import get_current_url, get_host
 
 from feedbridge import observe
+from feedbridge.categories import Category, Registry
 from feedbridge.feeds import Format
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
-
-    from feedbridge.bridge import FeedService
-    from feedbridge.feed_cache import Served
 
 # A host name (underscores too, as container names have them), an IPv4 or [IPv6] address.
 _HOST = re.compile(r"(?:\w(?:[\w.-]*[\w.])?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?", re.ASCII)
@@ -111,6 +110,31 @@ class Prepared:
         return made
 
 
+class Freshness(enum.Enum):
+    HIT = "hit"  # refreshed within the TTL
+    STALE = "stale"  # older: kept while a refresh is due or failing
+    MISS = "miss"  # fetched for this request
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """A feed as one request gets it: the answer prepared for its root, and how fresh."""
+
+    prepared: Prepared
+    freshness: Freshness
+    age: float  # seconds since the category was refreshed
+    fresh_for: float  # seconds until its next refresh is due; 0 when stale
+
+
+class FreshFeeds(Protocol):
+    """What the fast path asks of the service (:class:`feedbridge.bridge.FeedService`)."""
+
+    @property
+    def registry(self) -> Registry: ...
+
+    def fresh(self, category: Category, fmt: Format, root: str) -> Served | None: ...
+
+
 def answer(served: Served, environ: WSGIEnvironment) -> tuple[str, Headers, bytes]:
     """The status, headers and body (a HEAD's too: the server leaves it out) of the
     answer to the request of ``environ``: ``max-age`` counts down to the refresh, a stale
@@ -173,7 +197,7 @@ def _url_root(scheme: str, host: str, root_path: str) -> str:
 class FastPath:
     """WSGI middleware: a cached feed's answer without routing, for the hot case only."""
 
-    def __init__(self, app: WSGIApplication, service: FeedService, public_url: str | None) -> None:
+    def __init__(self, app: WSGIApplication, service: FreshFeeds, public_url: str | None) -> None:
         self._app = app
         self._service = service
         self._public_root = public_url + "/" if public_url else None

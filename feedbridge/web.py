@@ -14,10 +14,10 @@ from feedbridge.bridge import FeedService
 from feedbridge.categories import Category
 from feedbridge.config import MAX_FEED_SIZE
 from feedbridge.errors import UpstreamError
-from feedbridge.feed_cache import Served, Unavailable
+from feedbridge.feed_cache import Unavailable
 from feedbridge.feeds import OPML_MEDIA_TYPE, Format, render_opml
 from feedbridge.model import PYONGYANG
-from feedbridge.prepared import answer, root_for
+from feedbridge.prepared import Served, answer, root_for
 from feedbridge.store import StoreError
 
 log = logging.getLogger(__name__)
