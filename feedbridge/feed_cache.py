@@ -2,7 +2,7 @@
 
 * the full feed of each category and format, rendered once per version of the category
   in the store (:class:`Kept`), and what a request with its own root gets of it
-  (:class:`Renderer`'s served-for-root cache);
+  (:class:`FeedRenderer`'s answers prepared for a root);
 * ``?limit=``/``?q=`` selections, rendered a few at a time off the worker's loop;
 * the last good copy: when the store has nothing (a Redis restarted or flushed) or
   fails, readers get what this process rendered last, marked stale.
@@ -86,7 +86,7 @@ class Kept(Generic[T]):
     rendered from), and where it came from."""
 
     value: T
-    refreshed_at: float  # when the category was refreshed, as the store said
+    refreshed_at: float  # when the category was refreshed (or its listing read here)
     # The store's version of the category it was made from; None when it was made from
     # the site's listing, read by this process while the store had nothing or failed.
     version: str | None
@@ -98,7 +98,7 @@ class Kept(Generic[T]):
 
 @dataclass(frozen=True, slots=True)
 class CacheStats:
-    """How much the feed cache holds: what tests and the operator can check bounds by."""
+    """How much the feed cache holds now: what its bounds are checked against."""
 
     feeds: int  # full feeds rendered, by category and format
     selections: int  # ?limit= / ?q= renderings
@@ -158,11 +158,8 @@ class FeedRenderer:
             SERVED_BYTES, getsizeof=lambda prepared: prepared.size
         )
 
-    def feed_info(self, category: Category, self_url: str) -> FeedInfo:
-        return feed_info(category, self.base_url, self.hub, self_url)
-
     def render(self, category: Category, fmt: Format, items: list[Item], path: str) -> Rendered:
-        info = self.feed_info(category, ROOT_MARKER + path)
+        info = feed_info(category, self.base_url, self.hub, ROOT_MARKER + path)
         document = self._renderer.render(fmt, info, items, base_url=self.base_url)
         return Rendered(document.body, document.etag, updated(items), fmt.media_type)
 
@@ -261,15 +258,12 @@ class FeedCache:
         if kept is not None and kept.version == state.version:
             return kept.value
         items = self.store.newest(category.slug, self.feed_size)
-        rendered = self._render(category, fmt, items, f"feeds/{category.slug}.{fmt.value}")
-        refreshed = state.refreshed_at if state.refreshed_at is not None else 0.0
+        rendered = self.renderer.render(category, fmt, items, f"feeds/{category.slug}.{fmt.value}")
+        assert state.refreshed_at is not None  # a category read once at least (it is seen)
         with self._lock:
-            self._feeds[key] = Kept(rendered, refreshed, state.version)
-            self._stories[category.slug] = Kept(items, refreshed, state.version)
+            self._feeds[key] = Kept(rendered, state.refreshed_at, state.version)
+            self._stories[category.slug] = Kept(items, state.refreshed_at, state.version)
         return rendered
-
-    def _render(self, category: Category, fmt: Format, items: list[Item], path: str) -> Rendered:
-        return self.renderer.render(category, fmt, items, path)
 
     def selection(
         self, category: Category, fmt: Format, state: CategoryState, selection: Selection
@@ -311,7 +305,7 @@ class FeedCache:
         try:
             items = select()
             path = selection.path(category, fmt)
-            return off_the_loop(lambda: self._render(category, fmt, items, path))
+            return off_the_loop(lambda: self.renderer.render(category, fmt, items, path))
         finally:
             self._selecting.release()
 
@@ -351,7 +345,7 @@ class FeedCache:
                 ),
             )
         else:
-            rendered = self._render(category, fmt, items, selection.path(category, fmt))
+            rendered = self.renderer.render(category, fmt, items, selection.path(category, fmt))
             with self._lock:
                 self._feeds[(category.slug, fmt)] = Kept(
                     rendered, known.refreshed_at, known.version
