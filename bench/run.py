@@ -130,6 +130,12 @@ class Load:
     requests: int
     errors: int  # non-2xx/3xx answers and socket errors
     cpu_ms_per_request: float = 0.0  # of the server's workers: what others' load cannot skew
+    bytes_per_s: float = 0.0  # read by wrk, headers and bodies
+
+    @property
+    def answered_per_s(self) -> float:
+        """Requests per second that got a 2xx or 3xx answer."""
+        return self.requests_per_s * (1 - self.errors / self.requests) if self.requests else 0.0
 
 
 def main() -> None:
@@ -413,7 +419,14 @@ def _parse_wrk(output: str) -> Load:
         p99_ms=ms(number(r"\s99%\s+([\d.]+\w+)")),
         requests=int(number(r"(\d+) requests in")),
         errors=errors + (int(non_2xx.group(1)) if non_2xx else 0),
+        bytes_per_s=_bytes(number(r"Transfer/sec:\s+([\d.]+\w+)")),
     )
+
+
+def _bytes(text: str) -> float:
+    """wrk's ``1.23GB`` (powers of 1024) in bytes."""
+    value, unit = re.fullmatch(r"([\d.]+)(B|KB|MB|GB|TB)", text).groups()  # type: ignore[union-attr]
+    return float(value) * 1024 ** ("B", "KB", "MB", "GB", "TB").index(unit)
 
 
 def cold_refresh() -> list[dict[str, object]]:

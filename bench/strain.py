@@ -13,11 +13,13 @@ round runs, one after the other on the same server:
 while a prober asks for ``/healthz`` every 20 ms on a connection of its own. Figures
 are ratios to the cached feed *of the same round*, so that whatever else the machine
 does slows both alike; ``cpu_ratio`` compares the workers' CPU time per request (the
-cached feed's over the flood's), which the machine's other work cannot skew. The
-targets of issue 18 are q >= 0.5, limit >= 0.3 and a ``/healthz`` p99 under 100 ms
-during either flood. Results are printed and saved under
-``bench/results/``. A 503 of the selections' bound counts as answered (not an error):
-the bridge turning a flood away is what it must do; how many there were is shown.
+cached feed's over the flood's), which the machine's other work cannot skew, and
+``bytes_ratio`` the bytes per second read (a ``?limit=`` of 300 to 500 stories is 8
+times the cached feed's 50). The targets of issue 18 are q >= 0.5, limit >= 0.3 and a
+``/healthz`` p99 under 100 ms during either flood. Results are printed and saved under
+``bench/results/``. Only answers that are not errors count in ``ratio``: a 503 of the
+selections' bound is the bridge turning a flood away, as it must, and is counted apart
+(``answered_503_or_failed``), never as a selection served.
 """
 
 from __future__ import annotations
@@ -165,18 +167,17 @@ def main() -> None:
             requests.get(server.url + FEED, timeout=60).raise_for_status()
             for number in range(args.rounds):
                 found = {kind: _flood(load, server, kind) for kind in ("feed", "q", "limit")}
-                feed_rps = found["feed"][0].requests_per_s
+                feed = found["feed"][0]
                 row: dict[str, object] = {
                     kind: {
-                        "requests_per_s": flood.requests_per_s,
+                        "answered_per_s": round(flood.answered_per_s, 1),
                         "answered_503_or_failed": refused,
                         "p99_ms": flood.p99_ms,
                         "cpu_ms_per_request": round(flood.cpu_ms_per_request, 2),
-                        "cpu_ratio": round(
-                            found["feed"][0].cpu_ms_per_request / flood.cpu_ms_per_request, 3
-                        ),
+                        "cpu_ratio": round(feed.cpu_ms_per_request / flood.cpu_ms_per_request, 3),
                         "healthz_p99_ms": round(healthz, 1),
-                        "ratio": round(flood.requests_per_s / feed_rps, 3),
+                        "ratio": round(flood.answered_per_s / feed.answered_per_s, 3),
+                        "bytes_ratio": round(flood.bytes_per_s / feed.bytes_per_s, 3),
                     }
                     for kind, (flood, healthz, refused) in found.items()
                 }

@@ -85,7 +85,14 @@ class Shell:
 
     def around(self, entries: Sequence[bytes]) -> bytes:
         """The document holding ``entries`` (each as :func:`entries` renders it)."""
-        return self.head + self.separator.join(entries) + self.tail
+        # One join: a selection's body is megabytes, and each concatenation copies it.
+        parts = [self.head]
+        for entry in entries:
+            parts += (entry, self.separator)
+        if entries:
+            parts.pop()  # no separator after the last entry
+        parts.append(self.tail)
+        return b"".join(parts)
 
 
 def render(fmt: Format, info: FeedInfo, items: Sequence[Item], *, base_url: str) -> bytes:

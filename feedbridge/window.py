@@ -19,7 +19,7 @@ from feedbridge.config import MAX_FEED_SIZE
 from feedbridge.model import Item
 from feedbridge.store import Store, matches
 
-WINDOW_BYTES = 32 * 1024 * 1024  # stories kept per process, over every category
+WINDOW_BYTES = 16 * 1024 * 1024  # stories kept per process, over every category
 
 
 class Windows:
