@@ -3,7 +3,8 @@ full text after a first fetch, repairs of gaps from the archive.
 
 Each runs on a small pool of its own (two threads for refreshes and full text, one for
 repairs, which walk the archive for minutes), and :meth:`Background.drain` waits for
-what is in flight.
+what is in flight. The process does not wait for them when it ends
+(:mod:`feedbridge.threads`).
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
+from functools import partial
 from typing import Any
+
+from feedbridge.threads import DaemonPool
 
 log = logging.getLogger(__name__)
 
@@ -21,15 +25,16 @@ log = logging.getLogger(__name__)
 class Background:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(2, thread_name_prefix="feedbridge-refresh")
-        self._repairs = ThreadPoolExecutor(1, thread_name_prefix="feedbridge-repair")
+        self._pool = DaemonPool(2, "feedbridge-refresh")
+        self._repairs = DaemonPool(1, "feedbridge-repair")
         self._repairing = False
         self._running: set[str] = set()  # the keys of work in flight (categories refreshed)
         self._flights: set[Future[None]] = set()
 
     def run(self, work: Callable[[], None]) -> None:
         """``work()`` on the pool; what it raises is logged."""
-        self._track(self._pool.submit(_logged, work, "background work failed unexpectedly"))
+        logged = partial(_logged, work, "background work failed unexpectedly")
+        self._track(self._pool.submit(logged))
 
     def run_once(self, key: str, work: Callable[[], None]) -> None:
         """``work()`` on the pool, unless work of the same ``key`` is in flight."""

@@ -11,13 +11,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
 from dataclasses import replace
 
 from feedbridge import observe
 from feedbridge.article import Article, parse_article
 from feedbridge.errors import UpstreamError
 from feedbridge.model import Item
+from feedbridge.threads import DaemonPool
 from feedbridge.upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ class FullText:
         self.clock = clock
         self._lock = threading.Lock()
         self._inflight: set[Future[Item | None]] = set()
-        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="feedbridge-article")
+        self._pool = DaemonPool(concurrency, "feedbridge-article")  # not waited for at exit
 
     def submit(
         self, item: Item, category: str, then: Callable[[Item | None], None]

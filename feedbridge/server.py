@@ -15,7 +15,8 @@ table is in docs/benchmarks.md.
   checks the settings and the store first, so that a bad one stops the server with one
   line (status 2), not a worker that dies and is replaced forever.
 - **Workers are replaced** when they die, and stop gracefully on SIGTERM: the master
-  passes it on, and each worker finishes the requests it has begun.
+  passes it on, and each worker finishes the requests it has begun, not its background
+  work (a repair's walk, full text), which resumes next time (:mod:`feedbridge.threads`).
 - **Metrics** of all the workers are summed (``PROMETHEUS_MULTIPROC_DIR``, set here
   before any worker starts; a fresh directory removed at exit unless one is given).
 - **Logs**: granian's lines and one access line per request (written by the app, with

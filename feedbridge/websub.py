@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
@@ -27,6 +26,7 @@ from feedbridge.categories import Category
 from feedbridge.deadline import Watchdog, WatchedAdapter
 from feedbridge.feeds import Format
 from feedbridge.text import logfmt
+from feedbridge.threads import DaemonPool
 from feedbridge.upstream import USER_AGENT
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,8 @@ class Publisher:
         self._lock = threading.Lock()
         self._queued: dict[str, str] = {}  # topic -> its category, oldest first
         self._sending = False  # the background thread is at work
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="feedbridge-websub")
+        # Not waited for at exit: a notice lost then goes with the category's next change.
+        self._pool = DaemonPool(1, "feedbridge-websub")
 
     def topics(self, category: Category) -> list[str]:
         return [f"{self.public_url}/feeds/{category.slug}.{fmt.value}" for fmt in Format]

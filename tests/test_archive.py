@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import redis
+import requests
 from click.testing import CliRunner
 from flask import Flask
 from prometheus_client import REGISTRY as METRICS
@@ -40,6 +41,7 @@ from feedbridge.scrape import archive_path, parse_archive, parse_listing
 from feedbridge.sqlite_store import SQLiteStore
 from tests.conftest import SITE, Clock
 from tests.fixtures import build
+from tests.servers import WebServer
 from tests.storysite import StorySite, page, status
 from tests.test_cli import read_until_closed
 
@@ -486,6 +488,36 @@ def test_backfill_killed_mid_walk_resumes_and_loses_nothing(
     assert world.stored("all") == world.expected()
     for source in (VOK, KP, "pyongyang-times"):
         assert world.stored(source) == world.expected(source)
+
+
+@pytest.mark.slow
+def test_a_server_told_to_stop_ends_at_once_while_a_repair_walks(
+    world_of: Callable[..., World],
+) -> None:
+    """SIGTERM, as on every deploy, mid-walk: the worker ends without waiting for the
+    repair (it resumes from its last page next time). Its pool's threads were joined at
+    exit, so a walk held the worker until the platform's 30 s ran out."""
+    world = world_of()
+    three_bursts(world)
+    settings: Settings = world.app.config["FEEDBRIDGE"]
+    gate = world.site.gate(archive_path(2))
+    env = {
+        f"{PREFIX}UPSTREAM_URL": world.site.url, f"{PREFIX}MIN_INTERVAL": "0",
+        f"{PREFIX}FULLTEXT": "0", f"{PREFIX}REFRESH": "0", f"{PREFIX}DB": str(settings.db),
+        f"{PREFIX}TIMEOUT": "120",  # the page held longer than the wait for the worker
+        **({f"{PREFIX}REDIS_URL": settings.redis_url} if settings.redis_url else {}),
+    }  # fmt: skip
+    try:
+        with WebServer(env, workers=1) as server:
+            # Due long ago (the site's clock is behind): refreshed in the background, the
+            # refresh finds the gap, and its repair reads page 1 and waits at page 2.
+            assert requests.get(f"{server.url}/feeds/{VOK}.atom", timeout=30).ok
+            assert world.site.waiting.wait(60), "no repair reached page 2"
+            server.process.send_signal(signal.SIGTERM)
+            assert server.process.wait(timeout=20) == 0, server.output()
+    finally:
+        gate.set()
+    assert world.site.hits(archive_path(3)) == 0, "the walk went no further"
 
 
 @pytest.mark.slow

@@ -1,0 +1,99 @@
+"""The background pools: futures as concurrent.futures gives them, a bound on threads,
+and a process that ends without waiting for them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import wait
+
+from feedbridge.threads import DaemonPool
+
+
+def test_work_runs_and_its_future_says_how_it_went() -> None:
+    pool = DaemonPool(2, "test-pool")
+    done = pool.submit(lambda: 42)
+
+    def fails() -> None:
+        raise ValueError("no")
+
+    failed = pool.submit(fails)
+    assert done.result(timeout=10) == 42
+    assert isinstance(failed.exception(timeout=10), ValueError)
+
+
+def test_no_more_threads_than_workers_and_none_before_the_first_task() -> None:
+    pool = DaemonPool(2, "test-bounded")
+    assert not [t for t in threading.enumerate() if t.name.startswith("test-bounded")]
+    go = threading.Event()
+    lock = threading.Lock()
+    running = 0
+    most = 0
+
+    def work() -> None:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        go.wait(10)
+        with lock:
+            running -= 1
+
+    flights = [pool.submit(work) for _ in range(6)]
+    deadline = time.monotonic() + 10
+    while running < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    go.set()
+    wait(flights, timeout=10)
+    assert all(flight.done() for flight in flights)
+    assert most == 2
+    assert len([t for t in threading.enumerate() if t.name.startswith("test-bounded")]) == 2
+
+
+def test_a_task_cancelled_before_it_starts_does_not_run() -> None:
+    pool = DaemonPool(1, "test-cancel")
+    go = threading.Event()
+    ran: list[str] = []
+    first = pool.submit(lambda: go.wait(10))
+    second = pool.submit(lambda: ran.append("second"))
+    assert second.cancel()
+    go.set()
+    assert first.result(timeout=10) is True
+    assert pool.submit(lambda: "after").result(timeout=10) == "after"
+    assert ran == []
+
+
+def _process_with_a_walk_in_flight(pool: str, walk: float) -> tuple[str, float]:
+    """Run a process whose main thread ends while a task of ``pool`` waits ``walk``
+    seconds: what it printed, and how long it took to end (at most 60 s)."""
+    script = (
+        "import concurrent.futures, threading, feedbridge.threads\n"
+        f"pool = {pool}\n"
+        "started = threading.Event()\n"
+        f"pool.submit(lambda: (started.set(), threading.Event().wait({walk})))\n"
+        "started.wait(10)\n"
+        "print('walking', flush=True)\n"
+    )
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout, time.monotonic() - started
+
+
+def test_the_process_ends_without_waiting_for_its_background_work() -> None:
+    """A worker told to stop ends at once, a repair's walk of the archive in flight or
+    not (it resumes next time): a walk of 10 minutes would time this test out."""
+    printed, _took = _process_with_a_walk_in_flight("feedbridge.threads.DaemonPool(1, 'w')", 600)
+    assert printed == "walking\n"
+
+
+def test_with_concurrent_futures_the_process_waited_for_the_walk() -> None:
+    """What the pools were, and why they are not: the process ended only after its
+    background work did."""
+    printed, took = _process_with_a_walk_in_flight("concurrent.futures.ThreadPoolExecutor(1)", 3)
+    assert printed == "walking\n"
+    assert took >= 3
