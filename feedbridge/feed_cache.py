@@ -25,11 +25,11 @@ from typing import Generic, TypeVar
 from cachetools import LRUCache
 
 from feedbridge.categories import Category
-from feedbridge.feeds import FeedInfo, Format, updated
+from feedbridge.feeds import FeedInfo, Format
 from feedbridge.model import Item
 from feedbridge.prepared import Freshness, Prepared, Served
 from feedbridge.renderer import Renderer
-from feedbridge.store import CategoryState, Listing, Store, dedupe_window, matches
+from feedbridge.store import CategoryState, Listing, Store, select
 from feedbridge.window import Windows
 
 T = TypeVar("T")
@@ -106,6 +106,7 @@ class CacheStats:
     selection_bytes: int
     served: int  # answers prepared for a root
     served_bytes: int
+    entries: int  # stories' entries rendered, by format
 
 
 def feed_info(category: Category, base_url: str, hub: str | None, self_url: str) -> FeedInfo:
@@ -154,15 +155,15 @@ class FeedRenderer:
         self.base_url = base_url
         self.hub = hub
         self._lock = threading.Lock()
-        self._renderer = Renderer()
+        self.documents = Renderer()  # feeds put together from entries kept per story
         self._served: LRUCache[tuple[str, str], Prepared] = LRUCache(
             SERVED_BYTES, getsizeof=lambda prepared: prepared.size
         )
 
     def render(self, category: Category, fmt: Format, items: list[Item], path: str) -> Rendered:
         info = feed_info(category, self.base_url, self.hub, ROOT_MARKER + path)
-        document = self._renderer.render(fmt, info, items, base_url=self.base_url)
-        return Rendered(document.body, document.etag, updated(items), fmt.media_type)
+        document = self.documents.render(fmt, info, items, base_url=self.base_url)
+        return Rendered(document.body, document.etag, document.updated, fmt.media_type)
 
     def served_as(
         self, rendered: Rendered, root: str, freshness: Freshness, age: float, fresh_for: float
@@ -250,6 +251,7 @@ class FeedCache:
                 selection_bytes=int(self._selections.currsize),
                 served=len(served),
                 served_bytes=sum(served),
+                entries=self.renderer.documents.entry_count(),
             )
 
     def full_feed(self, category: Category, fmt: Format, state: CategoryState) -> Rendered:
@@ -340,10 +342,7 @@ class FeedCache:
                 category,
                 fmt,
                 selection,
-                lambda: dedupe_window(
-                    [item for item in items if matches(item, selection.words)],
-                    selection.limit or self.feed_size,
-                ),
+                lambda: select(items, selection.limit or self.feed_size, selection.words),
             )
         else:
             rendered = self.renderer.render(category, fmt, items, selection.path(category, fmt))

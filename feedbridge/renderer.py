@@ -36,6 +36,7 @@ SHELLS = 256  # shells kept: a few per category and format, one per version and 
 class Document:
     body: bytes
     etag: str  # weak: the same content gives the same tag in every process
+    updated: datetime  # when its newest story changed (:func:`feedbridge.feeds.updated`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,14 +60,15 @@ class Renderer:
     def render(
         self, fmt: Format, info: FeedInfo, items: Sequence[Item], *, base_url: str
     ) -> Document:
-        shell = self._shell(fmt, info, feeds.updated(items))
+        updated = feeds.updated(items)
+        shell = self._shell(fmt, info, updated)
         entries = self._entries_of(fmt, items, base_url)
         body = shell.around([entry.body for entry in entries])
         digest = hashlib.sha256(shell.head)
         for entry in entries:
             digest.update(entry.digest)
         digest.update(shell.tail)
-        return Document(body, 'W/"' + digest.hexdigest()[:32] + '"')
+        return Document(body, 'W/"' + digest.hexdigest()[:32] + '"', updated)
 
     def entry_count(self) -> int:
         """How many rendered entries are kept now."""

@@ -407,6 +407,12 @@ def matches(item: Item, words: Sequence[str]) -> bool:
     return all(word in text for word in words)
 
 
+def select(items: list[Item], limit: int, words: Sequence[str]) -> list[Item]:
+    """What :meth:`Store.newest` answers, made from ``items`` (newest first) held in
+    memory: the first ``limit`` holding every one of ``words``, duplicates merged."""
+    return dedupe_window([item for item in items if matches(item, words)], limit)
+
+
 # Explicit JSON forms of what is stored: never pickles, so that whoever can write to the
 # store cannot make the bridge run code.
 

@@ -17,7 +17,7 @@ from cachetools import LRUCache
 
 from feedbridge.config import MAX_FEED_SIZE
 from feedbridge.model import Item
-from feedbridge.store import Store, matches
+from feedbridge.store import Store, select
 
 WINDOW_BYTES = 16 * 1024 * 1024  # stories kept per process, over every category
 
@@ -30,7 +30,7 @@ class Windows:
         self.size = size
         self._lock = threading.Lock()
         self._windows: LRUCache[str, tuple[str, list[Item]]] = LRUCache(
-            max_bytes, getsizeof=lambda kept: sum(_size(item) for item in kept[1])
+            max_bytes, getsizeof=lambda kept: sum(size_of(item) for item in kept[1])
         )
 
     def newest(
@@ -41,7 +41,7 @@ class Windows:
         window = self._window(category, version)
         if not words:
             return window[:limit]
-        found = [item for item in window if matches(item, words)][:limit]
+        found = select(window, limit, words)
         if len(found) == limit:
             return found
         return self.store.newest(category, limit, words)
@@ -60,6 +60,6 @@ class Windows:
         return window
 
 
-def _size(item: Item) -> int:
+def size_of(item: Item) -> int:
     """About what a story holds in memory, in bytes (its text as UTF-8, roughly)."""
     return 400 + len(item.title) + len(item.excerpt) + len(item.content_html or "")

@@ -210,6 +210,7 @@ def test_distinct_query_strings_do_not_grow_the_cache(app: Flask) -> None:
     cache = app.extensions["feedbridge"].stats().cache
     assert cache.selections == 0  # unknown parameters select nothing
     assert cache.served == 1  # only the default rendering is kept
+    assert cache.entries == get(app, FEED).data.count(b"<entry>")  # each story's, once
 
 
 # -- validators, compression, HEAD ----------------------------------------------------

@@ -17,7 +17,7 @@ from feedbridge.model import ArticleKey, Item
 from feedbridge.renderer import Renderer
 from feedbridge.sqlite_store import SQLiteStore
 from feedbridge.store import Listing
-from feedbridge.window import Windows
+from feedbridge.window import Windows, size_of
 
 BASE = "https://kcnawatch.org"
 INFO = FeedInfo(
@@ -175,7 +175,7 @@ def test_the_windows_kept_are_bounded(tmp_path: Path) -> None:
     stories = newest_first([story(n) for n in range(40)])
     for category in ("a", "b", "c"):
         store.merge(category, Listing(tuple(stories)), now=0.0)
-    one = sum(400 + len(s.title) + len(s.excerpt) + len(s.content_html or "") for s in stories)
+    one = sum(size_of(story) for story in stories)
     windows = Windows(store, size=40, max_bytes=one * 2)  # two categories' windows fit
     for category in ("a", "b", "c", "a"):
         windows.newest(category, store.state(category).version, 10)
