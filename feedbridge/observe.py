@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import Counter, Gauge, Histogram
 
 from feedbridge.text import logfmt
+from feedbridge.threads import start_daemon
 
 if TYPE_CHECKING:
     from feedbridge.errors import UpstreamError
@@ -111,7 +112,7 @@ class Tally:
             first = self._adopt()
             self._counts[category, freshness] += 1
         if first:
-            threading.Thread(target=self._flush_every, name="feedbridge-tally", daemon=True).start()
+            start_daemon(self._flush_every, "feedbridge-tally")
 
     def flush(self) -> None:
         with self._lock:

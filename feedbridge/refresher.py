@@ -27,6 +27,7 @@ from feedbridge.errors import UpstreamError
 from feedbridge.refresh import Outcome
 from feedbridge.store import Lease, StoreError
 from feedbridge.text import logfmt
+from feedbridge.threads import start_daemon
 
 log = logging.getLogger(__name__)
 LEASE = "refresher"
@@ -185,7 +186,7 @@ class Refresher:
                 return
             self._pid = os.getpid()
         self._stop.clear()
-        threading.Thread(target=self.run, daemon=True, name="feedbridge-refresher").start()
+        start_daemon(self.run, "feedbridge-refresher")
 
     def stop(self) -> None:
         self._stop.set()

@@ -44,6 +44,7 @@ from feedbridge.model import ArticleKey, Item, merge_duplicates, newest_first
 from feedbridge.politeness import LocalPause, Pause
 from feedbridge.schedule import Cadence
 from feedbridge.text import logfmt
+from feedbridge.threads import start_daemon
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +262,7 @@ class Lease:
         self._held = self.store.try_lease(self.name, token, self.ttl)
         if self._held:
             self._stop.clear()
-            threading.Thread(target=self._heartbeat, daemon=True, name=f"lease-{self.name}").start()
+            start_daemon(self._heartbeat, f"lease-{self.name}")
         return self._held
 
     def release(self) -> None:

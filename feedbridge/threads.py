@@ -7,17 +7,38 @@ before it ended, past what a platform waits (30 s, then SIGKILL). What runs on t
 pools may stop anywhere: each store write is one transaction, a repair notes its
 progress after each page and resumes from there, and a story still without full text
 is asked for again. So their threads are daemons, and the process ends without them.
+
+Nor do they take the signals that stop a server. Linux hands a signal sent to the
+process to whichever of its threads next looks (one that starts a thread, say), and
+only the main thread runs Python's handlers: a granian worker whose SIGTERM one of our
+threads took never learnt it was told to stop, and was killed 20 s later. Every thread
+the bridge starts therefore blocks SIGINT and SIGTERM, and the main thread gets them.
 """
 
 from __future__ import annotations
 
 import queue
+import signal
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+
+
+def start_daemon(target: Callable[[], object], name: str) -> threading.Thread:
+    """``target()`` on a new daemon thread that leaves :data:`STOP_SIGNALS` to the main
+    thread (a thread starts with the mask of the thread that starts it)."""
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        thread.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+    return thread
 
 
 class DaemonPool:
@@ -41,11 +62,8 @@ class DaemonPool:
             self._tasks.put((future, work))
             # Another thread when the queued tasks outnumber the threads waiting for one.
             if self._tasks.qsize() > self._idle and len(self._threads) < self._workers:
-                thread = threading.Thread(
-                    target=self._run, name=f"{self._name}_{len(self._threads)}", daemon=True
-                )
-                self._threads.append(thread)
-                thread.start()
+                name = f"{self._name}_{len(self._threads)}"
+                self._threads.append(start_daemon(self._run, name))
         return future
 
     def _run(self) -> None:

@@ -1,15 +1,25 @@
 """The background pools: futures as concurrent.futures gives them, a bound on threads,
-and a process that ends without waiting for them."""
+a process that ends without waiting for them, and threads that leave the signals that
+stop a server to the main thread."""
 
 from __future__ import annotations
 
+import re
+import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import wait
+from pathlib import Path
 
-from feedbridge.threads import DaemonPool
+from flask import Flask
+
+from feedbridge import observe
+from feedbridge.app import start_refresher
+from feedbridge.threads import STOP_SIGNALS, DaemonPool, start_daemon
+from tests.conftest import settle
 
 
 def test_work_runs_and_its_future_says_how_it_went() -> None:
@@ -81,3 +91,49 @@ def test_the_process_ends_without_waiting_for_its_background_work() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
     )
     assert (done.returncode, done.stdout) == (0, "walking\n"), done.stderr
+
+
+def blocked_signals(thread: threading.Thread) -> set[int]:
+    """The signals ``thread`` blocks, as Linux reports them."""
+    status = Path(f"/proc/self/task/{thread.native_id}/status").read_text()
+    found = re.search(r"^SigBlk:\s*([0-9a-f]+)$", status, re.MULTILINE)
+    assert found, status
+    mask = int(found.group(1), 16)
+    return {number for number in range(1, 65) if mask >> (number - 1) & 1}
+
+
+def test_a_thread_started_leaves_the_stop_signals_to_the_main_thread() -> None:
+    """Linux gives a signal sent to the process to any thread that does not block it,
+    and only the main thread runs Python's handlers: a granian worker whose SIGTERM
+    went to one of our threads did not stop until it was killed."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    go = threading.Event()
+    thread = start_daemon(lambda: go.wait(10), "test-masked")
+    try:
+        assert blocked_signals(thread) >= STOP_SIGNALS
+        assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before  # the starter's own
+        assert STOP_SIGNALS.isdisjoint(blocked_signals(threading.main_thread()))
+    finally:
+        go.set()
+        thread.join(10)
+
+
+def test_no_thread_of_a_worker_takes_the_signals_that_stop_it(
+    make_app: Callable[..., Flask],
+) -> None:
+    """Every thread a worker of the bridge starts: the refresher and its lease, the
+    pools of refreshes and articles, the metrics' flusher."""
+    app = make_app(refresh=True, fulltext=True)
+    start_refresher(app)
+    try:
+        assert app.test_client().get("/feeds/vok-en.atom").status_code == 200
+        settle(app)
+        observe.TALLY.add("vok-en", "fresh")
+        ours = [t for t in threading.enumerate() if t.name.startswith(("feedbridge-", "lease-"))]
+        names = {re.sub(r"_\d+$", "", t.name) for t in ours}
+        assert {"feedbridge-refresher", "lease-refresher", "feedbridge-tally"} <= names
+        assert {"feedbridge-refresh", "feedbridge-article"} <= names
+        for thread in ours:
+            assert blocked_signals(thread) >= STOP_SIGNALS, thread.name
+    finally:
+        app.extensions["feedbridge.refresher"].stop()
