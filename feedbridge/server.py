@@ -148,11 +148,26 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+class ChosenThreads(logging.Filter):
+    """Drops granian's warning, at every start, that ``THREADS`` is many for the cores:
+    they were chosen so (each mostly waits on the site or the store), and
+    ``BACKPRESSURE`` bounds what a worker takes in, as the warning advises."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(f"Configuration allows spawning up to {THREADS} ")
+
+
 def _log_config(form: str) -> dict[str, Any]:
     """granian's loggers, in the app's form, on standard error as the app's lines are."""
-    handler = {"class": "logging.StreamHandler", "formatter": "app", "stream": "ext://sys.stderr"}
+    handler = {
+        "class": "logging.StreamHandler",
+        "formatter": "app",
+        "stream": "ext://sys.stderr",
+        "filters": ["chosen"],
+    }
     return {
         "formatters": {"app": {"()": "feedbridge.logs.Formatter", "form": form}},
+        "filters": {"chosen": {"()": "feedbridge.server.ChosenThreads"}},
         "handlers": {"app": handler},
         "loggers": {
             "_granian": {"handlers": ["app"], "level": "INFO", "propagate": False},
@@ -194,6 +209,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "feedbridge.server:app",
             factory=True,
             interface=Interfaces.WSGI,
+            websockets=False,  # WSGI has none (else a line at every start says so)
             address=args.host,
             port=port,
             workers=workers,

@@ -693,6 +693,7 @@ def test_serve_with_workers_runs_the_server(env: dict[str, str | None], tmp_path
     log = stderr.read_text()
     assert log.count("Spawning worker-") == 2, log
     assert f"Listening at: http://127.0.0.1:{port}" in log
+    assert "level=warning" not in log, log  # a start as chosen, no warning
     assert "method=GET path=/feeds/vok-en.atom status=200" in log
 
 
