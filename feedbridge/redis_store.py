@@ -52,17 +52,15 @@ from feedbridge.store import (
     Pending,
     Retention,
     StoreError,
-    cadence_from_json,
-    cadence_to_json,
     checked_lately,
     dedupe_window,
     failure_from_json,
     failure_to_json,
-    gap_from_json,
-    gap_to_json,
     item_from_dict,
     item_to_dict,
     matches,
+    record_from_json,
+    record_to_json,
     search_text,
 )
 
@@ -476,7 +474,7 @@ class RedisStore(RedisClient):
                     "etag": listing.etag or "",
                     "last_modified": listing.last_modified or "",
                     "source_path": listing.source_path,
-                    "gap": gap_to_json(gap) or "",
+                    "gap": record_to_json(gap) if gap else "",
                 }
             pipe.hset(state_key, mapping=state)
             self._bump(pipe, [state_key] if versions.category else [])
@@ -527,7 +525,7 @@ class RedisStore(RedisClient):
         self._attempt(lambda r: r.hset(self._key("category", category), "failure", raw or ""))
 
     def save_cadence(self, category: str, cadence: Cadence) -> None:
-        raw = cadence_to_json(cadence)
+        raw = record_to_json(cadence)
         self._attempt(lambda r: r.hset(self._key("category", category), "cadence", raw))
 
     def published_hours(self, category: str, *, since: float) -> dict[int, int]:
@@ -681,8 +679,8 @@ def _state_of(fields: dict[bytes, bytes], stories: int) -> CategoryState:
         last_modified=text.get("last_modified") or None,
         source_path=text.get("source_path", ""),
         failure=failure_from_json(text.get("failure")),
-        gap=gap_from_json(text.get("gap")),
-        cadence=cadence_from_json(text.get("cadence")),
+        gap=record_from_json(Gap, text.get("gap")),
+        cadence=record_from_json(Cadence, text.get("cadence")),
     )
 
 

@@ -44,22 +44,21 @@ from feedbridge.store import (
     DUPLICATE_MARGIN,
     CategoryState,
     Failure,
+    Gap,
     Health,
     Listing,
     Merged,
     Pending,
     Retention,
     StoreError,
-    cadence_from_json,
-    cadence_to_json,
     checked_lately,
     dedupe_window,
     failure_from_json,
     failure_to_json,
-    gap_from_json,
-    gap_to_json,
     item_from_dict,
     item_to_dict,
+    record_from_json,
+    record_to_json,
     search_text,
 )
 
@@ -358,7 +357,7 @@ class SQLiteStore(SQLiteFile):
                 " gap = excluded.gap",
                 (
                     category, now, listing.etag, listing.last_modified, listing.source_path,
-                    gap_to_json(gap),
+                    record_to_json(gap) if gap else None,
                 ),
             )  # fmt: skip
             db.execute(
@@ -474,7 +473,7 @@ class SQLiteStore(SQLiteFile):
         with self._writing() as db:
             db.execute(
                 "UPDATE categories SET cadence = ? WHERE slug = ?",
-                (cadence_to_json(cadence), category),
+                (record_to_json(cadence), category),
             )
 
     def published_hours(self, category: str, *, since: float) -> dict[int, int]:
@@ -703,6 +702,6 @@ def _state_of(row: tuple[Any, ...] | None) -> CategoryState:
         last_modified=row[3],
         source_path=row[4],
         failure=failure_from_json(row[5]),
-        gap=gap_from_json(row[6]),
-        cadence=cadence_from_json(row[8]),
+        gap=record_from_json(Gap, row[6]),
+        cadence=record_from_json(Cadence, row[8]),
     )

@@ -28,6 +28,7 @@ memory meanwhile, and :class:`Health` says so on ``/status``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -37,7 +38,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from feedbridge.errors import ERROR_KINDS, UpstreamError
 from feedbridge.model import ArticleKey, Item, merge_duplicates, newest_first
@@ -479,32 +480,17 @@ def failure_from_json(raw: str | bytes | None) -> Failure | None:
     return Failure(data["count"], error, data["at"], data["retry_at"])
 
 
-def gap_to_json(gap: Gap | None) -> str | None:
-    if gap is None:
-        return None
-    return json.dumps(
-        {"at": gap.at, "since_previous": gap.since_previous, "in_a_row": gap.in_a_row}
-    )
+Record = TypeVar("Record", "Gap", Cadence)
 
 
-def gap_from_json(raw: str | bytes | None) -> Gap | None:
-    if not raw:
-        return None
-    data = json.loads(raw)
-    return Gap(data["at"], data["since_previous"], data["in_a_row"])
+def record_to_json(record: Gap | Cadence) -> str:
+    """A gap or a cadence as the stores keep it: a JSON object of its fields."""
+    return json.dumps(dataclasses.asdict(record))
 
 
-def cadence_to_json(cadence: Cadence) -> str:
-    return json.dumps(
-        {"listed": cadence.listed, "interval": cadence.interval, "rate": cadence.rate}
-    )
-
-
-def cadence_from_json(raw: str | bytes | None) -> Cadence | None:
-    if not raw:
-        return None
-    data = json.loads(raw)
-    return Cadence(data["listed"], data["interval"], data["rate"])
+def record_from_json(kind: type[Record], raw: str | bytes | None) -> Record | None:
+    """What :func:`record_to_json` wrote, or None where nothing was."""
+    return kind(**json.loads(raw)) if raw else None
 
 
 class SharedPause:
